@@ -1,0 +1,90 @@
+"""First-order Markov chains over S0 tokens: the data law of every oracle experiment."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+F64 = torch.float64
+
+
+@dataclass
+class MarkovChain:
+    initial: torch.Tensor  # [S0] float64
+    transition: torch.Tensor  # [S0, S0] float64, rows sum to 1
+
+    def __post_init__(self):
+        self.initial = torch.as_tensor(self.initial, dtype=F64)
+        self.transition = torch.as_tensor(self.transition, dtype=F64)
+        S = self.initial.shape[0] if self.initial.ndim == 1 else -1
+        if self.initial.ndim != 1 or self.transition.shape != (S, S):
+            raise ValueError(f"chain needs initial [S] and transition [S, S], got {tuple(self.initial.shape)} "
+                             f"and {tuple(self.transition.shape)}")
+        for name, probs in (("initial", self.initial), ("transition rows", self.transition)):
+            if not torch.isfinite(probs).all() or (probs < 0).any():
+                raise ValueError(f"chain {name} must be finite and non-negative")
+            sums = probs.sum(-1)
+            if not torch.allclose(sums, torch.ones_like(sums), atol=1e-6):
+                raise ValueError(f"chain {name} must sum to 1, got sums in [{float(sums.min()):.6g}, {float(sums.max()):.6g}]")
+
+    @property
+    def num_states(self) -> int:
+        return self.initial.shape[0]
+
+    def mixed(self, floor: float) -> "MarkovChain":
+        """(1 − floor)·chain + floor·uniform: every sequence gets positive probability."""
+        if not 0.0 <= floor < 1.0:
+            raise ValueError(f"uniform floor must lie in [0, 1), got {floor}")
+        u = 1.0 / self.num_states
+        return MarkovChain((1 - floor) * self.initial + floor * u, (1 - floor) * self.transition + floor * u)
+
+    def sample(self, num: int, length: int, generator: torch.Generator) -> torch.Tensor:
+        """num sequences of the given length [num, length] long."""
+        if num < 1 or length < 1:
+            raise ValueError(f"need num >= 1 and length >= 1, got num={num}, length={length}")
+        cdf0 = self.initial.cumsum(0)
+        cdf = self.transition.cumsum(1)
+        u = torch.rand(num, length, generator=generator, dtype=F64)
+        x = torch.empty(num, length, dtype=torch.long)
+        x[:, 0] = torch.searchsorted(cdf0, u[:, 0] * cdf0[-1]).clamp_(max=self.num_states - 1)
+        for l in range(1, length):
+            rows = cdf[x[:, l - 1]]
+            x[:, l] = torch.searchsorted(rows, (u[:, l] * rows[:, -1]).unsqueeze(1)).squeeze(1).clamp_(max=self.num_states - 1)
+        return x
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log P(sequence) for x [N, L]. [N] float64"""
+        lp = self.initial.log()[x[:, 0]]
+        return lp + self.transition.log()[x[:, :-1], x[:, 1:]].sum(1)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, initial=self.initial.numpy(), transition=self.transition.numpy())
+
+
+def countdown_chain(num_states: int = 32) -> MarkovChain:
+    """CountDown: a > 0 → a − 1; 0 → a fresh start uniform over 0..S−1; x_1 uniform."""
+    T = torch.zeros(num_states, num_states, dtype=F64)
+    T[torch.arange(1, num_states), torch.arange(num_states - 1)] = 1.0
+    T[0] = 1.0 / num_states
+    return MarkovChain(torch.full((num_states,), 1.0 / num_states, dtype=F64), T)
+
+
+def load_chain(path: str | Path) -> MarkovChain:
+    """A chain from a .npz with arrays `initial` [S] and `transition` [S, S]."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"chain file {str(path)!r} does not exist")
+    with np.load(path) as f:
+        missing = {"initial", "transition"} - set(f.files)
+        if missing:
+            raise ValueError(f"chain file {str(path)!r} lacks arrays {sorted(missing)}; it has {sorted(f.files)}")
+        try:
+            return MarkovChain(torch.from_numpy(f["initial"].astype(np.float64)),
+                               torch.from_numpy(f["transition"].astype(np.float64)))
+        except ValueError as err:
+            raise ValueError(f"chain file {str(path)!r}: {err}") from None
+
+
+CHAIN_PRESETS = {"countdown": countdown_chain}

@@ -1,0 +1,79 @@
+"""The exact oracle: the true denoiser of a Markov-chain data law, by batched forward-backward.
+
+Each position's x_t is an emission of x_0 through the forward kernel, E_l(s) = P_t[s, x_t,l],
+so p(x_0 | x_t) is an HMM posterior. With q_l(s) = p(x_0,l = s | x_t without position l):
+  denoiser  p(x_0,l = s | x_t) ∝ q_l(s) E_l(s)
+  ratio     p_t(x with x_l ← y) / p_t(x) = Σ_s q_l(s) P_t[s, y] / Σ_s q_l(s) P_t[s, x_l]
+All in float64. Parallel decoding makes x_t the chain forbids, so the oracle is exact for the chain
+mixed with a small uniform floor, which keeps every posterior finite.
+"""
+from __future__ import annotations
+
+import torch
+
+from models.chains import MarkovChain
+from models.process import ForwardProcess
+from models.protocol import KINDS, ModelOutput
+
+F64 = torch.float64
+
+
+class OracleModel:
+    def __init__(self, chain: MarkovChain, process: ForwardProcess, floor: float = 1e-3, output: str = "denoiser"):
+        if chain.num_states != process.data_states:
+            raise ValueError(f"chain has {chain.num_states} states but the process expects {process.data_states} data states")
+        if output not in KINDS:
+            raise ValueError(f"oracle output {output!r}; expected one of {KINDS}")
+        self.data_chain = chain
+        self.chain = chain.mixed(floor)
+        self.floor = floor
+        self.process = process
+        self.output = output
+
+    def describe(self) -> str:
+        return (f"exact oracle ({self.output}) of a {self.chain.num_states}-state Markov chain mixed with a "
+                f"uniform floor {self.floor:g} (exact for that mixture)")
+
+    def leave_one_out(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """q_l(s) = p(x_0,l = s | x_t,−l) and the emissions E_l(s), each [B, L, S0]."""
+        self.process.kernel.check_states(x)
+        B, L = x.shape
+        S0 = self.chain.num_states
+        emis = self.process.kernel.transition_cols(x, self.process.sigma(t))[..., :S0]  # [B, L, S0]
+        T = self.chain.transition
+        pred = torch.empty(B, L, S0, dtype=F64)  # p(x_0,l | x_t,<l), normalized
+        pred[:, 0] = self.chain.initial
+        for l in range(L - 1):
+            alpha = _normalize(pred[:, l] * emis[:, l], "forward", l)
+            pred[:, l + 1] = alpha @ T
+        back = torch.empty(B, L, S0, dtype=F64)  # ∝ p(x_t,>l | x_0,l)
+        back[:, L - 1] = 1.0
+        for l in range(L - 2, -1, -1):
+            back[:, l] = _normalize((emis[:, l + 1] * back[:, l + 1]) @ T.T, "backward", l)
+        return _normalize(pred * back, "leave-one-out", None), emis
+
+    def posterior(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """p(x_0,l | x_t) [B, L, S0]."""
+        q, emis = self.leave_one_out(x, t)
+        return _normalize(q * emis, "posterior", None)
+
+    def ratios(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Exact concrete scores p_t(x_l ← y) / p_t(x) [B, L, S]."""
+        q, emis = self.leave_one_out(x, t)
+        P = self.process.transition(t)[:, : self.chain.num_states]  # [B, S0, S]
+        marg = torch.einsum("bls,bsy->bly", q, P)  # p(x_t,l = y | x_t,−l)
+        return marg / marg.gather(-1, x.unsqueeze(-1))
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> ModelOutput:
+        if self.output == "denoiser":
+            return ModelOutput("denoiser", self.posterior(x, t))
+        return ModelOutput("score", self.ratios(x, t).log())
+
+
+def _normalize(p: torch.Tensor, what: str, position: int | None) -> torch.Tensor:
+    z = p.sum(-1, keepdim=True)
+    if (z <= 0).any():
+        where = "" if position is None else f" at position {position}"
+        raise ValueError(f"oracle {what} pass{where}: x_t has zero probability under the chain; "
+                         "use a uniform floor > 0 (oracle.floor)")
+    return p / z

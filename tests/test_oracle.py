@@ -1,0 +1,106 @@
+"""The oracle against brute-force Bayes over every sequence, on tiny chains, for every kernel."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from models.chains import MarkovChain, countdown_chain, load_chain
+from models.kernels import Absorbing, GaussianTarget, Uniform
+from models.noise import LogLinear
+from models.oracle import OracleModel
+from models.process import ForwardProcess
+from models.protocol import concrete_ratios
+
+S0, L = 3, 4
+
+
+def tiny_chain(seed=0):
+    g = np.random.default_rng(seed)
+    init = g.dirichlet(np.ones(S0))
+    T = g.dirichlet(np.ones(S0), size=S0)
+    T[0, 2] = 0.0  # a forbidden transition: the floor must handle it
+    T[0] /= T[0].sum()
+    return MarkovChain(torch.tensor(init), torch.tensor(T))
+
+
+KERNELS = {"absorbing": lambda: Absorbing(S0), "uniform": lambda: Uniform(S0),
+           "gaussian": lambda: GaussianTarget(S0, rate_sigma=2.0, Q_sigma=2.0)}
+
+
+def brute_force(chain, proc, xt, t):
+    """p(x_0,l | x_t) and p_t(x_t) by enumerating all S0^L data sequences."""
+    P = proc.transition(torch.tensor([t], dtype=torch.float64))[0].numpy()[:S0]
+    seqs = np.array(list(itertools.product(range(S0), repeat=L)))
+    prior = np.exp(chain.log_prob(torch.from_numpy(seqs)).numpy())
+
+    def joint(x):
+        return prior * np.prod(P[seqs, np.asarray(x)[None, :]], axis=1)
+
+    w = joint(xt)
+    post = np.stack([np.bincount(seqs[:, l], weights=w, minlength=S0) for l in range(L)])
+    return post / w.sum(), w.sum(), joint
+
+
+@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("output", ["denoiser", "score"])
+def test_oracle_posterior_and_scores_equal_brute_force(name, output):
+    proc = ForwardProcess(LogLinear(), KERNELS[name]())
+    oracle = OracleModel(tiny_chain(), proc, floor=1e-2, output=output)
+    g = torch.Generator().manual_seed(3)
+    S = proc.num_states
+    for t in (0.15, 0.6, 0.95):
+        xt = torch.randint(0, S, (5, L), generator=g)
+        tt = torch.full((5,), t, dtype=torch.float64)
+        ratios = concrete_ratios(oracle(xt, tt), xt, tt, proc).numpy()
+        post = oracle.posterior(xt, tt).numpy()
+        # A denoiser fixes r_y only where the reverse rate or the Tweedie step reads it: Q[y, x_l] ≠ 0 or y = x_l.
+        read = (proc.kernel.rate_cols(xt) != 0).numpy() | (np.arange(S) == xt[..., None].numpy())
+        if output == "score":
+            read[:] = True
+        for b in range(5):
+            exp_post, p_x, joint = brute_force(oracle.chain, proc, xt[b].tolist(), t)
+            assert np.allclose(post[b], exp_post, atol=1e-10)
+            for l, y in itertools.product(range(L), range(S)):
+                if not read[b, l, y]:
+                    continue
+                x_new = xt[b].tolist()
+                x_new[l] = y
+                assert np.isclose(ratios[b, l, y], joint(x_new).sum() / p_x, rtol=1e-8, atol=1e-12)
+
+
+def test_countdown_chain_and_floor():
+    c = countdown_chain(32)
+    g = torch.Generator().manual_seed(0)
+    x = c.sample(64, 256, g)
+    nxt_ok = (x[:, 1:] == x[:, :-1] - 1) | (x[:, :-1] == 0)
+    assert nxt_ok.all()
+    assert torch.isfinite(c.log_prob(x)).all()
+    # A forbidden x_t (two unmasked tokens the chain cannot join) is finite with a floor, an error without.
+    proc = ForwardProcess(LogLinear(), Absorbing(32))
+    xt = torch.full((1, 8), 32)
+    xt[0, 2], xt[0, 3] = 5, 9
+    t = torch.tensor([0.5], dtype=torch.float64)
+    assert torch.isfinite(OracleModel(c, proc, floor=1e-3).posterior(xt, t)).all()
+    with pytest.raises(ValueError, match="zero probability under the chain"):
+        OracleModel(c, proc, floor=0.0).posterior(xt, t)
+
+
+def test_chain_file_validation(tmp_path):
+    good = tmp_path / "good.npz"
+    tiny_chain().save(good)
+    assert load_chain(good).num_states == S0
+    bad_rows = tmp_path / "rows.npz"
+    np.savez(bad_rows, initial=np.ones(3) / 3, transition=np.ones((3, 3)) / 2)
+    with pytest.raises(ValueError, match="transition rows must sum to 1"):
+        load_chain(bad_rows)
+    bad_shape = tmp_path / "shape.npz"
+    np.savez(bad_shape, initial=np.ones(3) / 3, transition=np.ones((3, 4)) / 4)
+    with pytest.raises(ValueError, match=r"transition \[S, S\]"):
+        load_chain(bad_shape)
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, initial=np.ones(3) / 3)
+    with pytest.raises(ValueError, match="lacks arrays \\['transition'\\]"):
+        load_chain(missing)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_chain(tmp_path / "nope.npz")
