@@ -62,6 +62,10 @@ class Kernel:
         w = torch.where(into_x > 0, probs.to(F64) / into_x.clamp_min(1e-300), torch.zeros((), dtype=F64))
         return torch.einsum("bls,bsy->bly", w, P)
 
+    def prior_probs(self) -> torch.Tensor:
+        """The law sampling starts from at t = 1 (the limit of the forward process). [S]"""
+        return torch.full((self.num_states,), 1.0 / self.num_states, dtype=F64)
+
     def staggered(self, ratio: torch.Tensor, dsigma: torch.Tensor) -> torch.Tensor:
         """expm(−Δσ Q)ᵀ r: the Tweedie (SEDD 'analytic') numerator. [B, L, S]"""
         raise ValueError(f"the Tweedie step needs an absorbing or uniform kernel, not {type(self).__name__}")
@@ -91,6 +95,9 @@ class Absorbing(Kernel):
         self.data_states = data_states
         self.num_states = data_states + 1
         self.mask = data_states
+
+    def prior_probs(self):
+        return torch.nn.functional.one_hot(torch.tensor(self.mask), self.num_states).to(F64)
 
     def rate_matrix(self):
         S = self.num_states
@@ -207,6 +214,7 @@ class GaussianTarget(Kernel):
         if num_states < 2:
             raise ValueError(f"Gaussian kernel needs at least 2 states, got {num_states}")
         S = self.num_states = self.data_states = num_states
+        self.Q_sigma = Q_sigma
         vals = np.exp(-np.arange(S) ** 2 / rate_sigma**2)
         rate = np.zeros((S, S))
         for i in range(S):
@@ -232,6 +240,11 @@ class GaussianTarget(Kernel):
 
     def rate_matrix(self):
         return self._Q.clone()
+
+    def prior_probs(self):
+        # tauLDR's start law: the Gaussian target the kernel is reweighted toward.
+        logits = -((torch.arange(self.num_states, dtype=F64) - self.num_states / 2) ** 2) / (2 * self.Q_sigma**2)
+        return torch.softmax(logits, 0)
 
     def transition(self, sigma):
         sigma = sigma.to(F64).reshape(-1)

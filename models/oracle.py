@@ -40,22 +40,25 @@ class OracleModel:
         B, L = x.shape
         S0 = self.chain.num_states
         emis = self.process.kernel.transition_cols(x, self.process.sigma(t))[..., :S0]  # [B, L, S0]
+        e = emis.transpose(0, 1).contiguous()  # [L, B, S0]: one contiguous slice per position
         T = self.chain.transition
-        pred = torch.empty(B, L, S0, dtype=F64)  # p(x_0,l | x_t,<l), normalized
-        pred[:, 0] = self.chain.initial
+        pred = torch.empty(L, B, S0, dtype=F64)  # p(x_0,l | x_t,<l)
+        pred[0] = self.chain.initial
         for l in range(L - 1):
-            alpha = _normalize(pred[:, l] * emis[:, l], "forward", l)
-            pred[:, l + 1] = alpha @ T
-        back = torch.empty(B, L, S0, dtype=F64)  # ∝ p(x_t,>l | x_0,l)
-        back[:, L - 1] = 1.0
+            alpha = pred[l] * e[l]
+            pred[l + 1] = (alpha / alpha.sum(-1, keepdim=True)) @ T
+        back = torch.empty(L, B, S0, dtype=F64)  # ∝ p(x_t,>l | x_0,l)
+        back[L - 1] = 1.0
         for l in range(L - 2, -1, -1):
-            back[:, l] = _normalize((emis[:, l + 1] * back[:, l + 1]) @ T.T, "backward", l)
-        return _normalize(pred * back, "leave-one-out", None), emis
+            beta = (e[l + 1] * back[l + 1]) @ T.T
+            back[l] = beta / beta.sum(-1, keepdim=True)
+        # A zero normalizer anywhere leaves NaN or zeros that reach every position: checked once here.
+        return _normalize((pred * back).transpose(0, 1), "forward-backward"), emis
 
     def posterior(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """p(x_0,l | x_t) [B, L, S0]."""
         q, emis = self.leave_one_out(x, t)
-        return _normalize(q * emis, "posterior", None)
+        return _normalize(q * emis, "posterior")
 
     def ratios(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Exact concrete scores p_t(x_l ← y) / p_t(x) [B, L, S]."""
@@ -70,10 +73,9 @@ class OracleModel:
         return ModelOutput("score", self.ratios(x, t).log())
 
 
-def _normalize(p: torch.Tensor, what: str, position: int | None) -> torch.Tensor:
+def _normalize(p: torch.Tensor, what: str) -> torch.Tensor:
     z = p.sum(-1, keepdim=True)
-    if (z <= 0).any():
-        where = "" if position is None else f" at position {position}"
-        raise ValueError(f"oracle {what} pass{where}: x_t has zero probability under the chain; "
+    if not (z > 0).all() or not torch.isfinite(z).all():
+        raise ValueError(f"oracle {what} pass: x_t has zero probability under the chain; "
                          "use a uniform floor > 0 (oracle.floor)")
     return p / z

@@ -1,0 +1,47 @@
+"""Build the experiment's chain, forward process and model from a Hydra config."""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from models.chains import CHAIN_PRESETS, MarkovChain, load_chain
+from models.oracle import OracleModel
+from models.process import ForwardProcess, make_process
+
+
+def build_chain(cfg: DictConfig) -> MarkovChain:
+    """The Markov chain the experiment's data come from (a preset, or `oracle.chain_file`)."""
+    name = cfg.experiment.chain
+    if name == "file":
+        if not cfg.oracle.chain_file:
+            raise ValueError(f"experiment {cfg.experiment.name!r} reads its chain from a file: set oracle.chain_file=PATH.npz")
+        return load_chain(cfg.oracle.chain_file)
+    if name not in CHAIN_PRESETS:
+        raise ValueError(f"unknown chain preset {name!r}; expected one of {sorted(CHAIN_PRESETS)} or 'file'")
+    return CHAIN_PRESETS[name](cfg.experiment.vocab)
+
+
+def build_process(cfg: DictConfig, chain: MarkovChain | None = None) -> ForwardProcess:
+    chain = chain if chain is not None else build_chain(cfg)
+    spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
+    spec["kernel"]["num_states"] = chain.num_states
+    return make_process(spec)
+
+
+def build_model(cfg: DictConfig):
+    """The model named by `model.name`, behind the model protocol (callable with `.process`)."""
+    chain = build_chain(cfg)
+    process = build_process(cfg, chain)
+    if cfg.model.name == "oracle":
+        return OracleModel(chain, process, floor=cfg.oracle.floor, output=cfg.oracle.output)
+    raise ValueError(f"unknown model {cfg.model.name!r}; expected 'oracle'")
+
+
+def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.Tensor:
+    """x_0 for the experiment: sequences of length experiment.length from its chain. [num, L]"""
+    return build_chain(cfg).sample(num, cfg.experiment.length, generator)
+
+
+def setup_torch(cfg: DictConfig) -> None:
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))

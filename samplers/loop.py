@@ -1,0 +1,125 @@
+"""The one loop that drives every sampler over an explicit time grid, and counts model calls."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from models.protocol import denoised_probs
+from samplers.schedules import check_grid, token_counts
+from samplers.steps import STEPS, sample_categorical
+
+F64 = torch.float64
+SAMPLERS = tuple(STEPS) + ("first_hitting",)
+
+
+class CountingModel:
+    """Wraps a model and counts its calls (one call = one batch forward pass)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.process = model.process
+        self.calls = 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.model(x, t)
+
+
+@dataclass
+class SampleResult:
+    samples: torch.Tensor  # [N, L] long
+    calls_per_batch: list[int]  # model calls of each batch (the NFE actually spent)
+
+    @property
+    def nfe(self) -> float:
+        return sum(self.calls_per_batch) / len(self.calls_per_batch)
+
+
+def check_sampler(name: str, process) -> None:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}")
+    if name in ("kgillespie", "first_hitting") and process.kernel.mask is None:
+        raise ValueError(f"sampler {name!r} needs an absorbing kernel, not {type(process.kernel).__name__}")
+    if name == "tweedie" and process.kernel.ordinal:
+        raise ValueError("sampler 'tweedie' needs an absorbing or uniform kernel")
+
+
+def prior_sample(process, num: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    probs = process.kernel.prior_probs().expand(num, length, -1)
+    return sample_categorical(probs, generator)
+
+
+def denoise(model, x: torch.Tensor, t_end: float, generator: torch.Generator, mode: str = "sample") -> torch.Tensor:
+    """The final noise-removal step at t_end: x_0 from p(x_0 | x_t). Absorbing: only masked tokens
+    change, and the call is skipped when none is left."""
+    mask = model.process.kernel.mask
+    if mask is not None and not (x == mask).any():
+        return x
+    tb = torch.full((x.shape[0],), float(t_end), dtype=F64)
+    probs = denoised_probs(model(x, tb), x, tb, model.process)
+    x0 = probs.argmax(-1) if mode == "argmax" else sample_categorical(probs, generator)
+    return x0 if mask is None else torch.where(x == mask, x0, x)
+
+
+def first_hitting(model, x: torch.Tensor, generator: torch.Generator, progress: bool = False) -> torch.Tensor:
+    """Exact reverse simulation for absorbing kernels: one token per model call, L calls.
+
+    With n masked tokens at time t, each unmasks independently with P(still masked at s) = m(s)/m(t),
+    m = 1 − e^{−σ̄}; so the next jump time τ has m(τ) = m(t) U^{1/n}, its position is uniform among the
+    masked ones, and its token follows the model's p(x_0,l | x) at τ.
+    """
+    proc = model.process
+    mask = proc.kernel.mask
+    B, L = x.shape
+    t = torch.ones(B, dtype=F64)
+    for n in tqdm(range(int((x[0] == mask).sum()), 0, -1), desc="first hitting", leave=False,
+                  disable=not progress):
+        m = -torch.expm1(-proc.sigma(t)) * torch.rand(B, generator=generator, dtype=F64) ** (1.0 / n)
+        t = proc.noise.inverse(-torch.log1p(-m))
+        probs = denoised_probs(model(x, t), x, t, proc)  # [B, L, S0]
+        keys = torch.rand(B, L, generator=generator, dtype=F64).masked_fill_(x != mask, -1.0)
+        pos = keys.argmax(1, keepdim=True)  # [B, 1]
+        row = probs.gather(1, pos.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
+        x = x.scatter(1, pos, sample_categorical(row, generator))
+    return x
+
+
+def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, length: int,
+                generator: torch.Generator, batch_size: int = 256, final_step: str = "sample",
+                progress: bool = True) -> SampleResult:
+    """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
+
+    final_step: 'sample' or 'argmax' (the noise-removal step at t_N), or 'none'.
+    """
+    check_sampler(sampler, model.process)
+    grid = check_grid(grid)
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {num_samples} and {batch_size}")
+    if final_step not in ("sample", "argmax", "none"):
+        raise ValueError(f"final_step {final_step!r}; expected 'sample', 'argmax' or 'none'")
+    if sampler == "kgillespie":
+        token_counts(grid, model.process, length)  # fail before any model call on a grid it cannot follow
+    counter = CountingModel(model)
+    chunks, calls = [], []
+    times = grid.tolist()
+    n_batches = -(-num_samples // batch_size)
+    bar = tqdm(total=n_batches * (len(times) - 1), desc=f"{sampler} sampling", disable=not progress)
+    for start in range(0, num_samples, batch_size):
+        counter.calls = 0
+        x = prior_sample(model.process, min(batch_size, num_samples - start), length, generator)
+        if sampler == "first_hitting":
+            x = first_hitting(counter, x, generator, progress)
+            bar.update(len(times) - 1)
+        else:
+            step = STEPS[sampler]
+            for t, s in zip(times[:-1], times[1:]):
+                x = step(counter, x, t, s, generator)
+                bar.update(1)
+            if final_step != "none" and sampler != "kgillespie":
+                x = denoise(counter, x, times[-1], generator, final_step)
+        chunks.append(x)
+        calls.append(counter.calls)
+    bar.close()
+    return SampleResult(torch.cat(chunks), calls)

@@ -1,0 +1,87 @@
+"""Time grids: validation, the baseline schedules, and schedule files.
+
+A grid is a strictly decreasing float64 tensor t_0 = 1 > … > t_N = ε in [0, 1]; N steps.
+A schedule file is JSON with at least `times` (that list); `python -m jys` adds much more.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+F64 = torch.float64
+
+
+def check_grid(grid) -> torch.Tensor:
+    grid = torch.as_tensor(grid, dtype=F64)
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(f"a time grid needs at least 2 times in a 1-D list, got shape {tuple(grid.shape)}")
+    if not torch.isfinite(grid).all() or grid.min() < 0 or grid.max() > 1:
+        raise ValueError(f"a time grid must lie in [0, 1], got values in [{float(grid.min())}, {float(grid.max())}]")
+    steps = grid[1:] - grid[:-1]
+    if (steps >= 0).any():
+        i = int(torch.nonzero(steps >= 0)[0])
+        raise ValueError(f"a time grid must be strictly decreasing, but t[{i}]={float(grid[i])} <= t[{i + 1}]={float(grid[i + 1])}")
+    return grid
+
+
+def _check_nfe_eps(nfe: int, eps: float) -> None:
+    if not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+
+
+def uniform(nfe: int, eps: float = 1e-5) -> torch.Tensor:
+    _check_nfe_eps(nfe, eps)
+    return torch.linspace(1.0, eps, nfe + 1, dtype=F64)
+
+
+def cosine(nfe: int, eps: float = 1e-5) -> torch.Tensor:
+    """t_i = ε + (1 − ε) cos(π i / 2N): MaskGIT's cosine, small steps near t = 1 and large ones near ε."""
+    _check_nfe_eps(nfe, eps)
+    i = torch.arange(nfe + 1, dtype=F64)
+    grid = eps + (1 - eps) * torch.cos(math.pi * i / (2 * nfe))
+    grid[-1] = eps
+    return grid
+
+
+BASELINES = {"uniform": uniform, "cosine": cosine}
+
+
+def token_counts(grid: torch.Tensor, process, length: int) -> list[int]:
+    """The unmasked-token counts k(t_i) = round(L·e^{−σ̄(t_i)}) that k-Gillespie follows; strictly increasing."""
+    keep = torch.exp(-process.sigma(check_grid(grid)))
+    counts = torch.round(length * keep).long().tolist()
+    for i in range(len(counts) - 1):
+        if counts[i + 1] <= counts[i]:
+            raise ValueError(f"k-Gillespie needs the unmasked count to grow at every step, but t={float(grid[i])} "
+                             f"and t={float(grid[i + 1])} both give {counts[i]} of {length} tokens")
+    return counts
+
+
+def times_from_counts(counts, process, length: int) -> torch.Tensor:
+    """The times at which k tokens of L are unmasked in expectation: e^{−σ̄(t)} = k/L (k = 0 → t = 1)."""
+    k = torch.as_tensor(counts, dtype=F64)
+    keep = (k / length).clamp(min=1e-300)
+    return process.noise.inverse(-torch.log(keep)).clamp(max=1.0)
+
+
+def load_schedule(path: str | Path) -> dict:
+    """Read a schedule file; returns its dict with `times` checked (NFE = len(times) − 1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"schedule file {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"schedule file {str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or "times" not in data:
+        raise ValueError(f"schedule file {str(path)!r} needs a key 'times' (a decreasing list of floats from 1 to eps)")
+    try:
+        data["times"] = check_grid(data["times"]).tolist()
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"schedule file {str(path)!r}: {err}") from None
+    return data

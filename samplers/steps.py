@@ -1,0 +1,96 @@
+"""One step of each sampler, from time t down to s < t, with exactly one model call at (x, t).
+
+Each step is a plain function `step(model, x, t, s, generator) -> x`; the grid is the caller's.
+Categorical draws are inverse-CDF draws in float64 (float32 Gumbel-max lowers the temperature).
+"""
+from __future__ import annotations
+
+import torch
+
+from models.protocol import concrete_ratios, rates_from_ratios, tweedie_probs
+
+F64 = torch.float64
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Index draws from unnormalized non-negative probs [..., K] (float64). [...]"""
+    cdf = probs.to(F64).cumsum(-1)
+    total = cdf[..., -1:]
+    if not torch.isfinite(total).all() or (total <= 0).any():
+        raise ValueError("categorical probabilities must be finite with a positive sum; the model produced "
+                         f"totals in [{float(total.min()):.3g}, {float(total.max()):.3g}]")
+    u = torch.rand(total.shape, generator=generator, dtype=F64) * total
+    return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
+def _times(x: torch.Tensor, t: float) -> torch.Tensor:
+    return torch.full((x.shape[0],), float(t), dtype=F64)
+
+
+def _rates(model, x, t):
+    tb = _times(x, t)
+    return rates_from_ratios(concrete_ratios(model(x, tb), x, tb, model.process), x, tb, model.process)
+
+
+def euler_step(model, x, t, s, generator):
+    """SEDD's Euler step: P(x_l → y) = (t − s) R̂_t(x)_{l,y}, staying takes the rest (clipped at 0)."""
+    probs = (t - s) * _rates(model, x, t)  # [B, L, S]
+    stay = (1 - probs.sum(-1)).clamp_min(0.0)
+    probs = probs.scatter(-1, x.unsqueeze(-1), stay.unsqueeze(-1))
+    return sample_categorical(probs, generator)
+
+
+def tau_leaping_step(model, x, t, s, generator):
+    """τ-leaping: Poisson jump counts n_{l,y} ~ Poisson((t − s) R̂_{l,y}).
+
+    Ordinal kernels add the jumps as moves, x + Σ_y n_{l,y}(y − x_l), clamped (tauLDR). Categorical
+    kernels accept a position's jump only when it has exactly one (several jumps have no meaning);
+    drawn as the total N_l ~ Poisson(Σ_y λ_{l,y}) and a destination ∝ λ, which is the same law.
+    """
+    lam = (t - s) * _rates(model, x, t)  # [B, L, S]
+    if model.process.kernel.ordinal:
+        jumps = torch.poisson(lam, generator=generator)
+        states = torch.arange(lam.shape[-1], dtype=F64)
+        move = (jumps * (states - x.unsqueeze(-1).to(F64))).sum(-1)
+        return (x + move.long()).clamp_(0, lam.shape[-1] - 1)
+    total = lam.sum(-1)
+    count = torch.poisson(total, generator=generator)
+    dest = sample_categorical(lam + (total == 0).unsqueeze(-1).to(F64), generator)
+    return torch.where(count == 1, dest, x)
+
+
+def tweedie_step(model, x, t, s, generator):
+    """SEDD's analytic (Tweedie τ-leaping) step; absorbing and uniform kernels."""
+    tb = _times(x, t)
+    proc = model.process
+    probs = tweedie_probs(model(x, tb), x, tb, proc.sigma(tb) - proc.sigma(_times(x, s)), proc)
+    return sample_categorical(probs, generator)
+
+
+def unmasked_count(process, t: float, length: int) -> int:
+    """Tokens unmasked at time t in expectation, rounded: L · P(x_t = x_0)."""
+    keep = torch.exp(-process.sigma(torch.tensor([float(t)], dtype=F64)))
+    return int(torch.round(length * keep).item())
+
+
+def kgillespie_step(model, x, t, s, generator):
+    """k-Gillespie (absorbing): unmask exactly k(s) − k(t) tokens, chosen uniformly among the masked
+    ones (every masked token has the same unmasking rate), each drawn from the model's p(x_0,l | x_t)."""
+    proc = model.process
+    mask = proc.kernel.mask
+    B, L = x.shape
+    k_now = int((x[0] != mask).sum())
+    k_next = unmasked_count(proc, s, L)
+    n = k_next - k_now
+    if n <= 0:
+        raise ValueError(f"k-Gillespie step from t={t:.6g} to s={s:.6g} unmasks {n} tokens; the grid must "
+                         "raise the unmasked count at every step (see samplers.schedules.token_counts)")
+    tb = _times(x, t)
+    ratio = concrete_ratios(model(x, tb), x, tb, proc)[..., :mask]  # masked rows ∝ p(x_0,l | x_t)
+    keys = torch.rand(B, L, generator=generator, dtype=F64).masked_fill_(x != mask, -1.0)
+    chosen = keys.topk(n, dim=1).indices  # [B, n]
+    rows = ratio.gather(1, chosen.unsqueeze(-1).expand(-1, -1, mask))
+    return x.scatter(1, chosen, sample_categorical(rows, generator))
+
+
+STEPS = {"euler": euler_step, "tau_leaping": tau_leaping_step, "tweedie": tweedie_step, "kgillespie": kgillespie_step}

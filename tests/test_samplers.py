@@ -1,0 +1,106 @@
+"""Every sampler, driven by the exact oracle on a fine grid, reproduces the chain."""
+import itertools
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from metrics.sequences import countdown_error
+from models.chains import countdown_chain
+from models.kernels import Absorbing, GaussianTarget, Uniform
+from models.noise import Geometric, LogLinear
+from models.oracle import OracleModel
+from models.process import ForwardProcess
+from samplers.loop import CountingModel, run_sampler
+from samplers.schedules import check_grid, cosine, times_from_counts, token_counts, uniform
+from test_oracle import L, S0, tiny_chain
+
+CASES = [
+    ("absorbing", "euler"), ("absorbing", "tau_leaping"), ("absorbing", "tweedie"),
+    ("absorbing", "kgillespie"), ("absorbing", "first_hitting"),
+    ("uniform", "euler"), ("uniform", "tau_leaping"), ("uniform", "tweedie"),
+    ("gaussian", "euler"), ("gaussian", "tau_leaping"),
+]
+
+
+def tiny_process(kernel):
+    if kernel == "absorbing":
+        return ForwardProcess(LogLinear(), Absorbing(S0))
+    k = Uniform(S0) if kernel == "uniform" else GaussianTarget(S0, rate_sigma=2.0, Q_sigma=100.0)
+    return ForwardProcess(Geometric(1e-4, 20.0), k)  # fully mixed at t = 1, as the prior assumes
+
+
+@pytest.mark.parametrize("kernel,sampler", CASES)
+def test_fine_grid_reproduces_the_chain(kernel, sampler):
+    proc = tiny_process(kernel)
+    oracle = OracleModel(tiny_chain(), proc, floor=0.05)
+    grid = times_from_counts(range(L + 1), proc, L) if sampler == "kgillespie" else uniform(400, 1e-4)
+    n = 6000
+    res = run_sampler(oracle, sampler, grid, n, L, torch.Generator().manual_seed(7), batch_size=n, progress=False)
+    seqs = list(itertools.product(range(S0), repeat=L))
+    index = {s: i for i, s in enumerate(seqs)}
+    counts = np.bincount([index[tuple(r)] for r in res.samples.tolist()], minlength=len(seqs))
+    expected = np.exp(oracle.chain.log_prob(torch.tensor(seqs)).numpy()) * n
+    assert scipy.stats.chisquare(counts, expected).pvalue > 1e-3
+
+
+def test_countdown_euler_1024_steps_is_nearly_exact():
+    proc = ForwardProcess(LogLinear(1e-3), Absorbing(32))
+    oracle = OracleModel(countdown_chain(), proc)
+    res = run_sampler(oracle, "euler", uniform(1024), 16, 256, torch.Generator().manual_seed(0), progress=False)
+    assert countdown_error(res.samples) < 0.01
+
+
+def test_nfe_is_model_calls_and_kgillespie_unmasks_the_grid():
+    proc = ForwardProcess(LogLinear(1e-3), Absorbing(32))
+    seen = []
+
+    class Recording(OracleModel):
+        def __call__(self, x, t):
+            seen.append(int((x != 32).sum(1).unique().item()))
+            return super().__call__(x, t)
+
+    grid = times_from_counts([0, 10, 40, 100, 200, 256], proc, 256)
+    counting = CountingModel(Recording(countdown_chain(), proc))
+    res = run_sampler(counting, "kgillespie", grid, 8, 256, torch.Generator().manual_seed(1), batch_size=4,
+                      progress=False)
+    assert seen == [0, 10, 40, 100, 200] * 2  # unmasked counts seen at each call, each batch
+    assert counting.calls == 10 and res.calls_per_batch == [5, 5]
+    assert token_counts(grid, proc, 256) == [0, 10, 40, 100, 200, 256]
+    assert (res.samples != 32).all()
+    # Euler with a final noise-removal step: NFE spent = grid steps + 1 when masks remain.
+    counting = CountingModel(OracleModel(countdown_chain(), proc))
+    res = run_sampler(counting, "euler", uniform(3), 4, 256, torch.Generator().manual_seed(2), progress=False)
+    assert counting.calls == sum(res.calls_per_batch) and res.calls_per_batch[0] in (3, 4)
+
+
+def test_runs_are_repeatable_with_a_seed():
+    proc = ForwardProcess(LogLinear(1e-3), Absorbing(32))
+    oracle = OracleModel(countdown_chain(), proc)
+    a, b = (run_sampler(oracle, "tau_leaping", cosine(6), 8, 64, torch.Generator().manual_seed(5),
+                        progress=False).samples for _ in range(2))
+    assert torch.equal(a, b)
+
+
+def test_bad_grids_and_samplers_are_clear_errors():
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        check_grid([1.0, 0.5, 0.5, 0.1])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        check_grid([1.5, 0.5, 0.0])
+    with pytest.raises(ValueError, match="at least 2 times"):
+        check_grid([1.0])
+    with pytest.raises(ValueError, match="nfe must be an integer >= 1"):
+        uniform(0)
+    with pytest.raises(ValueError, match=r"eps must lie in \(0, 1\)"):
+        cosine(4, eps=0.0)
+    proc = ForwardProcess(LogLinear(1e-3), Absorbing(32))
+    oracle = OracleModel(countdown_chain(), proc)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="unknown sampler 'heun'"):
+        run_sampler(oracle, "heun", uniform(4), 2, 8, g)
+    with pytest.raises(ValueError, match="both give 0 of 8 tokens"):
+        run_sampler(oracle, "kgillespie", uniform(64), 2, 8, g)
+    uniform_oracle = OracleModel(countdown_chain(), ForwardProcess(LogLinear(), Uniform(32)))
+    with pytest.raises(ValueError, match="needs an absorbing kernel"):
+        run_sampler(uniform_oracle, "first_hitting", uniform(4), 2, 8, g)
