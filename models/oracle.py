@@ -9,6 +9,8 @@ mixed with a small uniform floor, which keeps every posterior finite.
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from models.chains import MarkovChain
@@ -33,6 +35,11 @@ class OracleModel:
     def describe(self) -> str:
         return (f"exact oracle ({self.output}) of a {self.chain.num_states}-state Markov chain mixed with a "
                 f"uniform floor {self.floor:g} (exact for that mixture)")
+
+    def identity(self) -> dict:
+        """What fixes this model's outputs: the chain's bytes, the floor, the output kind."""
+        digest = hashlib.sha256(self.data_chain.initial.numpy().tobytes() + self.data_chain.transition.numpy().tobytes())
+        return {"name": "oracle", "chain_sha256": digest.hexdigest(), "floor": self.floor, "output": self.output}
 
     def leave_one_out(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """q_l(s) = p(x_0,l = s | x_t,−l) and the emissions E_l(s), each [B, L, S0]."""

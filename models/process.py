@@ -41,19 +41,24 @@ class ForwardProcess:
 
     def sample_pair(self, x0: torch.Tensor, t_hi: torch.Tensor, t_lo: torch.Tensor,
                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A joint draw (x_{t_hi}, x_{t_lo}) of the forward process, t_hi > t_lo.
+        """A joint draw (x_{t_hi}, x_{t_lo}) of the forward process, t_hi > t_lo, in which x_{t_hi}
+        depends on t_hi alone (so the KLUB computes its rates once per interval).
 
-        Absorbing: one uniform per position, masked at t iff u < P(mask at t), so the masks are nested
-        (exactly the forward joint, and smooth in t under common random numbers). Other kernels:
-        x_{t_lo} from x_0, then x_{t_hi} from x_{t_lo} over σ̄(t_hi) − σ̄(t_lo), which is the exact joint.
+        x_{t_hi} ~ q(·|x_0); then x_{t_lo} from the forward bridge q(x_{t_lo} | x_0, x_{t_hi}) ∝
+        P_{t_lo}[x_0, ·] P_{t_hi − t_lo}[·, x_{t_hi}]. Absorbing: one uniform u per position, masked at
+        t iff u < P(mask at t); that is the same bridge, with nested masks that move smoothly with t
+        under common random numbers.
         """
-        u_lo = torch.rand(x0.shape, generator=generator, dtype=torch.float64)
-        if self.kernel.mask is not None:
-            return self.sample(x0, t_hi, u=u_lo), self.sample(x0, t_lo, u=u_lo)
         u_hi = torch.rand(x0.shape, generator=generator, dtype=torch.float64)
-        x_lo = self.sample(x0, t_lo, u=u_lo)
-        x_hi = self.kernel.sample(x_lo, self.sigma(t_hi) - self.sigma(t_lo), u_hi)
-        return x_hi, x_lo
+        u_lo = torch.rand(x0.shape, generator=generator, dtype=torch.float64)
+        x_hi = self.sample(x0, t_hi, u=u_hi)
+        if self.kernel.mask is not None:
+            return x_hi, self.sample(x0, t_lo, u=u_hi)
+        s_lo = self.sigma(t_lo)
+        bridge = self.kernel.transition_rows(x0, s_lo) * self.kernel.transition_cols(x_hi, self.sigma(t_hi) - s_lo)
+        cdf = bridge.cumsum(-1)
+        x_lo = torch.searchsorted(cdf, (u_lo * cdf[..., -1]).unsqueeze(-1)).squeeze(-1)
+        return x_hi, x_lo.clamp_(max=self.num_states - 1)
 
 
 def make_process(cfg) -> ForwardProcess:

@@ -1,0 +1,136 @@
+"""From a config to a schedule file: cached, resumable levels, then the grid for the asked NFE."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import json
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from jys.klub import check_objective
+from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch
+from pipeline.build import build_model, sample_data
+from pipeline.io import atomic_write_json
+from pipeline.runs import artifact_path, jys_label, run_dir
+from samplers.loop import check_sampler
+from samplers.schedules import check_grid, times_from_counts
+
+TIME_FAMILY = ("euler", "tau_leaping", "tweedie")  # one KLUB, one schedule for all three
+
+
+def settings_from(cfg: DictConfig) -> SearchSettings:
+    j = cfg.jys
+    s = SearchSettings(num_samples=int(j.num_samples), batch_size=int(j.batch_size), objective=str(j.objective),
+                       tol=float(j.tol), rel_tol=float(j.rel_tol), max_iter=int(j.max_iter), margin=float(j.margin),
+                       seed=int(j.seed), eps=float(cfg.eps), progress=bool(cfg.progress))
+    check_objective(s.objective)
+    if s.num_samples < 1 or s.batch_size < 1 or s.max_iter < 1:
+        raise ValueError(f"jys.num_samples, jys.batch_size and jys.max_iter must be >= 1, got "
+                         f"{s.num_samples}, {s.batch_size}, {s.max_iter}")
+    if not 0.0 < s.eps < 1.0:
+        raise ValueError(f"eps must lie in (0, 1), got {s.eps}")
+    if not 0.0 <= s.margin < 0.5:
+        raise ValueError(f"jys.margin is a fraction of the interval width in [0, 0.5), got {s.margin}")
+    return s
+
+
+def checked_data_fn(cfg: DictConfig, process):
+    """x_0 sampler for the KLUB; its output is checked against the model's vocabulary and length."""
+    length, states = int(cfg.experiment.length), process.data_states
+
+    def data_fn(n, generator):
+        x0 = sample_data(cfg, n, generator)
+        if x0.shape != (n, length):
+            raise ValueError(f"data of shape {tuple(x0.shape)}, expected ({n}, {length}) (experiment.length)")
+        if x0.min() < 0 or x0.max() >= states:
+            raise ValueError(f"data tokens in [{int(x0.min())}, {int(x0.max())}], but the model has {states} data states")
+        return x0
+
+    return data_fn
+
+
+def _level_from(d: dict) -> Level:
+    return Level(**d)
+
+
+def optimize(cfg: DictConfig, model=None) -> Path:
+    """Write runs/<exp>/<model>/schedules/<sampler>-<jys label>-nfe<N>.json and return its path."""
+    nfe = cfg.nfe
+    if not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    s = settings_from(cfg)
+    model = model if model is not None else build_model(cfg)
+    check_sampler(cfg.sampler, model.process)
+    if cfg.sampler == "first_hitting":
+        raise ValueError("first_hitting is exact and takes no schedule; JYS serves euler, tau_leaping, tweedie, kgillespie")
+    length = int(cfg.experiment.length)
+    family = "kgillespie" if cfg.sampler == "kgillespie" else "tau"
+    if family == "kgillespie" and nfe > length:
+        raise ValueError(f"k-Gillespie unmasks at least one token per step: nfe={nfe} exceeds length {length}")
+    searcher = (CountSearch(model, checked_data_fn(cfg, model.process), s, length) if family == "kgillespie"
+                else TimeSearch(model, checked_data_fn(cfg, model.process), s))
+    identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
+    key = {"family": family, "experiment": OmegaConf.to_container(cfg.experiment, resolve=True), "model": identity,
+           "settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in ("progress", "batch_size")}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    state_file = run_dir(cfg) / "schedules" / "search" / f"{family}-{s.objective}-{digest}.json"
+    state = SearchState()
+    if state_file.is_file():
+        saved = json.loads(state_file.read_text())
+        if saved.get("key") == key:
+            state = SearchState([_level_from(d) for d in saved["levels"]], saved["wall_time"])
+            print(f"resuming the search from {state_file} ({len(state.levels)} levels cached)")
+    start = searcher.start()
+    descending = start[0] > start[-1]
+
+    def refine(grid, level):  # a level's candidates all inserted
+        return sorted(set(grid) | {p for p, k in zip(level.points, level.klub) if math.isfinite(k)}, reverse=descending)
+
+    grid = list(start)
+    for level in state.levels:
+        grid = refine(grid, level)
+    while len(grid) - 1 < nfe:
+        t0 = time.time()
+        level = searcher.level(grid, len(state.levels))
+        state.levels.append(level)
+        state.wall_time += time.time() - t0
+        atomic_write_json(state_file, {"key": key, "levels": [dataclasses.asdict(lv) for lv in state.levels],
+                                       "wall_time": state.wall_time})
+        new_grid = refine(grid, level)
+        if len(new_grid) == len(grid):
+            raise ValueError(f"no interval of the {len(grid) - 1}-step grid can take another point; nfe={nfe} is out of reach")
+        grid = new_grid
+    points = state.grid(start, nfe)
+    used = _levels_used(state, start, nfe)
+    record = {"label": jys_label(s.objective), "times": None, "nfe": nfe, "sampler": cfg.sampler,
+              "objective": s.objective, "process": key["experiment"]["process"], "experiment": cfg.experiment.name,
+              "model": identity, "num_samples": s.num_samples, "seed": s.seed,
+              "search": key["settings"], "state_file": str(state_file),
+              "klub_per_level": [lv.klub for lv in state.levels[:used]],
+              "model_calls": sum(lv.model_calls for lv in state.levels[:used]),
+              "sample_forwards": sum(lv.sample_forwards for lv in state.levels[:used]),
+              "evaluations": sum(lv.evaluations for lv in state.levels[:used]),
+              "wall_time": state.wall_time}
+    if family == "kgillespie":
+        record["counts"] = [int(k) for k in points]
+        record["times"] = times_from_counts(points, model.process, length).tolist()
+    else:
+        record["times"] = points
+    record["times"] = check_grid(torch.tensor(record["times"], dtype=torch.float64)).tolist()
+    path = artifact_path(cfg, "schedules", record["label"], nfe, "json")
+    atomic_write_json(path, record)
+    return path
+
+
+def _levels_used(state: SearchState, start, nfe: int) -> int:
+    for used in range(len(state.levels) + 1):
+        try:
+            SearchState(state.levels[:used]).grid(start, nfe)
+            return used
+        except ValueError:
+            continue
+    return len(state.levels)
