@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from models.loaders import load_sedd
 from models.chains import CHAIN_PRESETS, MarkovChain, load_chain
 from models.oracle import OracleModel
 from models.process import ForwardProcess, make_process
@@ -34,7 +35,16 @@ def build_model(cfg: DictConfig):
     process = build_process(cfg, chain)
     if cfg.model.name == "oracle":
         return OracleModel(chain, process, floor=cfg.oracle.floor, output=cfg.oracle.output)
-    raise ValueError(f"unknown model {cfg.model.name!r}; expected 'oracle'")
+    if "format" not in cfg.model:
+        raise ValueError(f"model {cfg.model.name!r} is neither 'oracle' nor a checkpoint (model.format, model.path)")
+    model = load_sedd(cfg.model.format, cfg.model.path)
+    want, got = (process.noise, type(process.kernel), process.num_states), \
+        (model.process.noise, type(model.process.kernel), model.process.num_states)
+    if want != got:
+        raise ValueError(f"model {cfg.model.name!r} was trained with process {got}, but experiment "
+                         f"{cfg.experiment.name!r} uses {want}")
+    model._identity = {"name": cfg.model.name, **model.identity()}
+    return model
 
 
 def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""CountDown sequences from a seed, as files under datasets/count/ (train and held-out splits)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.chains import countdown_chain
+from pipeline.io import atomic_write_bytes
+
+
+def build(out_dir: str | Path, num_train: int, num_valid: int, length: int = 256, vocab: int = 32,
+          seed: int = 0) -> dict[str, Path]:
+    """Write train.npy and valid.npy (uint8 [N, length]) unless they exist with the asked shape."""
+    out_dir = Path(out_dir)
+    paths = {}
+    chain = countdown_chain(vocab)
+    for split, n, offset in (("train", num_train, 0), ("valid", num_valid, 1)):
+        path = out_dir / f"{split}.npy"
+        if path.is_file() and np.load(path, mmap_mode="r").shape == (n, length):
+            paths[split] = path
+            continue
+        g = torch.Generator().manual_seed(seed * 2 + offset)
+        x = chain.sample(n, length, g).numpy().astype(np.uint8)
+        import io
+        buf = io.BytesIO()
+        np.save(buf, x)
+        paths[split] = atomic_write_bytes(path, buf.getvalue())
+    return paths
+
+
+def load(path: str | Path, vocab: int, length: int) -> torch.Tensor:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file {str(path)!r} does not exist; build it with data.countdown.build")
+    x = torch.from_numpy(np.load(path).astype(np.int64))
+    if x.ndim != 2 or x.shape[1] != length or x.min() < 0 or x.max() >= vocab:
+        raise ValueError(f"{path}: expected [N, {length}] tokens in [0, {vocab}), got shape {tuple(x.shape)} "
+                         f"with tokens in [{int(x.min())}, {int(x.max())}]")
+    return x

@@ -1,0 +1,34 @@
+"""python -m train experiment=count [train.steps=... train.batch_size=...]: trains the SEDD network of
+the experiment on its dataset, resuming from runs/train/<name>/checkpoint.pt, exporting EMA weights
+to weights/<name>/."""
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from data import countdown
+from pipeline.build import build_process, setup_torch
+from train.loop import train
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    setup_torch(cfg)
+    tc = cfg.train
+    if cfg.experiment.chain != "countdown":
+        raise ValueError(f"training data exist for CountDown only, not experiment {cfg.experiment.name!r}")
+    paths = countdown.build(Path(tc.data_dir), int(tc.num_train), int(tc.num_valid), int(cfg.experiment.length),
+                            int(cfg.experiment.vocab), int(tc.data_seed))
+    data = countdown.load(paths["train"], int(cfg.experiment.vocab), int(cfg.experiment.length))
+    process = build_process(cfg)
+    spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
+    settings = {k: tc[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema",
+                                   "t_min", "seed", "bf16", "log_every", "ckpt_every")}
+    note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),
+                 Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress)
+    print(f"trained {note['steps']} steps, {note['samples_seen']:,} sequences, {note['wall_time_s']} s, "
+          f"final loss per token {note['final_loss_per_token']} -> {tc.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Training: score entropy, AdamW with warmup, gradient clipping, EMA; resumable checkpoints.
+
+The checkpoint (runs/train/<name>/checkpoint.pt) holds everything needed to continue bit for bit;
+at every checkpoint the EMA weights are also exported to weights/<name>/ (model.safetensors,
+config.yaml, training.json), so an interrupted run still leaves usable weights.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save as save_safetensors
+from tqdm import tqdm
+
+from models.sedd import SEDD, SEDDConfig
+from pipeline.io import atomic_write_bytes, atomic_write_json
+from train.losses import score_entropy
+
+
+class EMA:
+    def __init__(self, params, decay: float):
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, params):
+        for s, p in zip(self.shadow, params):
+            s.lerp_(p.detach(), 1 - self.decay)
+
+    def copy_to(self, params):
+        with torch.no_grad():
+            for s, p in zip(self.shadow, params):
+                p.copy_(s)
+
+
+def export_weights(net: SEDD, ema: EMA, out_dir: Path, process_spec: dict, experiment: str, note: dict) -> None:
+    """EMA weights as safetensors + config.yaml + training.json, each written atomically."""
+    shadow = {name: s for (name, _), s in zip(net.named_parameters(), ema.shadow)}
+    state = {k: (shadow[k] if k in shadow else v).detach().contiguous().clone() for k, v in net.state_dict().items()}
+    atomic_write_bytes(out_dir / "model.safetensors", save_safetensors(state))
+    config = {"format": "jys-sedd", "experiment": experiment, "network": net.config.to_dict(), "process": process_spec}
+    atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+    atomic_write_json(out_dir / "training.json", note)
+
+
+def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings: dict, out_dir: Path,
+          ckpt_dir: Path, experiment: str, progress: bool = True) -> dict:
+    """Train a SEDD network on `data` [N, L]; returns the training note."""
+    s = settings
+    torch.manual_seed(s["seed"])
+    net = SEDD(SEDDConfig(vocab_size=process.num_states, **arch))
+    opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
+    ema = EMA(net.parameters(), s["ema"])
+    gen = torch.Generator().manual_seed(s["seed"] + 1)
+    step, seen, elapsed, losses = 0, 0, 0.0, []
+    ckpt = ckpt_dir / "checkpoint.pt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        ema.shadow = state["ema"]
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        step, seen, elapsed, losses = state["step"], state["seen"], state["elapsed"], state["losses"]
+        print(f"resuming training from {ckpt} at step {step}")
+    L = data.shape[1]
+    net.train()
+    bar = tqdm(total=s["steps"], initial=step, desc="train", disable=not progress)
+    window = []
+    start = time.time() - elapsed
+    while step < s["steps"]:
+        idx = torch.randint(0, data.shape[0], (s["batch_size"],), generator=gen)
+        x0 = data[idx]
+        t = (1 - s["t_min"]) * torch.rand(s["batch_size"], generator=gen, dtype=torch.float64) + s["t_min"]
+        x_t = process.sample(x0, t, gen)
+        lr = s["lr"] * min(1.0, (step + 1) / s["warmup"])
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s["bf16"]):
+            log_score = net(x_t, process.sigma(t).float())
+        loss = score_entropy(log_score.float(), x_t, x0, t, process).mean() / L
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), s["grad_clip"])
+        opt.step()
+        ema.update(net.parameters())
+        step += 1
+        seen += s["batch_size"]
+        window.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(window[-50:]) / len(window[-50:]):.4f}", lr=f"{lr:.1e}")
+        if step % s["log_every"] == 0:
+            losses.append([step, sum(window) / len(window)])
+            window = []
+        if step % s["ckpt_every"] == 0 or step == s["steps"]:
+            elapsed = time.time() - start
+            note = {"steps": step, "samples_seen": seen, "wall_time_s": round(elapsed, 1),
+                    "final_loss_per_token": losses[-1][1] if losses else None, "loss_curve": losses,
+                    "settings": s, "threads": torch.get_num_threads()}
+            buf = io.BytesIO()
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow, "gen": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(), "step": step, "seen": seen, "elapsed": elapsed,
+                        "losses": losses}, buf)
+            atomic_write_bytes(ckpt, buf.getvalue())
+            export_weights(net, ema, out_dir, process_spec, experiment, note)
+    bar.close()
+    return json.loads((out_dir / "training.json").read_text())
+
