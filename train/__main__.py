@@ -22,6 +22,7 @@ def main(cfg: DictConfig) -> None:
     data = countdown.load(paths["train"], int(cfg.experiment.vocab), int(cfg.experiment.length))
     process = build_process(cfg)
     spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
+    spec["kernel"]["num_states"] = process.data_states
     settings = {k: tc[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema",
                                    "t_min", "seed", "bf16", "log_every", "ckpt_every")}
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The CountDown experiment (JYS Figure 5): for the trained model and the exact oracle, optimize JYS
+# schedules, sample with uniform, cosine and JYS grids, evaluate the error; then one table,
+# runs/count/results.json and runs/count/figures/error_vs_nfe.png.
+#   bash scripts/count.sh [preset=default|full|paper]
+# default: Euler, NFE 4 8 16 32.  full: + Tweedie, k-Gillespie, NFE 64.  paper: 16384 samples, 1024 KLUB samples.
+# Every stage reuses what an earlier run made for the same model and config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+PRESET=default
+for arg in "$@"; do
+  case $arg in
+    preset=*) PRESET=${arg#preset=} ;;
+    *) echo "unknown argument $arg; expected preset=default|full|paper" >&2; exit 2 ;;
+  esac
+done
+case $PRESET in
+  default) SAMPLERS="euler"; NFES="4 8 16 32"; NUM=512; KLUB=64 ;;
+  full) SAMPLERS="euler tweedie kgillespie"; NFES="4 8 16 32 64"; NUM=1024; KLUB=64 ;;
+  paper) SAMPLERS="euler tweedie kgillespie"; NFES="4 8 16 32 64"; NUM=16384; KLUB=1024 ;;
+  *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
+esac
+MODELS=${MODELS:-"count-sedd oracle"}
+stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "$name $((SECONDS - t0))" >> "$TIMES"; }
+mkdir -p runs/count
+TIMES=runs/count/stage_seconds.txt
+: > "$TIMES"
+for model in $MODELS; do
+  for sampler in $SAMPLERS; do
+    common="experiment=count model=$model sampler=$sampler seed=0 progress=false"
+    for nfe in $NFES; do
+      echo "== $model / $sampler / NFE $nfe"
+      stage jys $PY -m jys $common nfe=$nfe jys.num_samples=$KLUB
+      for schedule in uniform cosine jys; do
+        [[ $sampler == kgillespie && $schedule == cosine && $nfe -gt 32 ]] && continue
+        stage sample $PY -m samplers $common schedule=$schedule nfe=$nfe num_samples=$NUM batch_size=256 | tail -n 1
+        stage metrics $PY -m metrics $common schedule=$schedule nfe=$nfe > /dev/null
+      done
+    done
+  done
+done
+$PY scripts/count_report.py --models $MODELS --samplers $SAMPLERS --nfes $NFES

@@ -1,0 +1,60 @@
+"""Collect the CountDown metrics into one table, runs/count/results.json and a log-log plot."""
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--samplers", nargs="+", required=True)
+    ap.add_argument("--nfes", nargs="+", type=int, required=True)
+    ap.add_argument("--runs", default=str(ROOT / "runs"))
+    args = ap.parse_args()
+    records = []
+    for model in args.models:
+        for path in sorted((Path(args.runs) / "count" / model / "metrics").glob("*.json")):
+            r = json.loads(path.read_text())
+            if r["sampler"] in args.samplers and r["nfe"] in args.nfes and r["schedule"] in ("uniform", "cosine", "jys"):
+                records.append(r)
+    out = Path(args.runs) / "count"
+    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    table = defaultdict(dict)
+    for r in records:
+        table[(r["model"], r["sampler"], r["schedule"])][r["nfe"]] = r["metrics"]["countdown_error"]
+    print("\nCountDown error (fraction of broken transitions, every transition counted)")
+    print(f"{'model':<12}{'sampler':<12}{'schedule':<10}" + "".join(f"{'NFE ' + str(n):>10}" for n in args.nfes))
+    for (model, sampler, schedule), row in sorted(table.items()):
+        cells = "".join(f"{row[n]:>10.4f}" if n in row else f"{'-':>10}" for n in args.nfes)
+        print(f"{model:<12}{sampler:<12}{schedule:<10}{cells}")
+    fig, axes = plt.subplots(1, len(args.models), figsize=(5.5 * len(args.models), 4.2), squeeze=False)
+    styles = {"uniform": "o-", "cosine": "s--", "jys": "^-"}
+    for ax, model in zip(axes[0], args.models):
+        for (m, sampler, schedule), row in sorted(table.items()):
+            if m != model or not row:
+                continue
+            nfes = sorted(row)
+            ax.plot(nfes, [max(row[n], 1e-5) for n in nfes], styles[schedule], label=f"{schedule} ({sampler})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE (grid steps)")
+        ax.set_ylabel("CountDown error")
+        ax.set_title(f"CountDown, {model}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "error_vs_nfe.png", dpi=120)
+    print(f"\n{len(records)} records -> {out / 'results.json'}; plot -> {out / 'figures' / 'error_vs_nfe.png'}")
+
+
+if __name__ == "__main__":
+    main()
