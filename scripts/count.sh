@@ -16,7 +16,7 @@ for arg in "$@"; do
   esac
 done
 case $PRESET in
-  default) SAMPLERS="euler"; NFES="4 8 16 32"; NUM=512; KLUB=64 ;;
+  default) SAMPLERS="euler"; NFES="4 8 16 32"; NUM=256; KLUB=32 ;;
   full) SAMPLERS="euler tweedie kgillespie"; NFES="4 8 16 32 64"; NUM=1024; KLUB=64 ;;
   paper) SAMPLERS="euler tweedie kgillespie"; NFES="4 8 16 32 64"; NUM=16384; KLUB=1024 ;;
   *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
