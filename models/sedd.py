@@ -172,13 +172,14 @@ class SEDDModel:
     def __init__(self, net: SEDD, process, identity: dict | None = None):
         self.net = net.eval()
         self.process = process
-        self._identity = identity or {"name": "sedd"}
+        self._identity = identity or {}
+        self.name = "sedd"
         if net.config.vocab_size != process.num_states:
             raise ValueError(f"network vocabulary {net.config.vocab_size} does not match the process's "
                              f"{process.num_states} states")
 
     def identity(self) -> dict:
-        return self._identity
+        return {"name": self.name, **self._identity}
 
     @torch.no_grad()
     def __call__(self, x, t):

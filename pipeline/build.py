@@ -43,7 +43,7 @@ def build_model(cfg: DictConfig):
     if want != got:
         raise ValueError(f"model {cfg.model.name!r} was trained with process {got}, but experiment "
                          f"{cfg.experiment.name!r} uses {want}")
-    model._identity = {"name": cfg.model.name, **model.identity()}
+    model.name = cfg.model.name
     return model
 
 

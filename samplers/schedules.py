@@ -51,10 +51,15 @@ def cosine(nfe: int, eps: float = 1e-5) -> torch.Tensor:
 BASELINES = {"uniform": uniform, "cosine": cosine}
 
 
+def unmasked_counts(times, process, length: int) -> list[int]:
+    """k(t) = round(L·e^{−σ̄(t)}): the tokens unmasked at time t in expectation."""
+    keep = torch.exp(-process.sigma(torch.as_tensor(times, dtype=F64)))
+    return torch.round(length * keep).long().tolist()
+
+
 def token_counts(grid: torch.Tensor, process, length: int) -> list[int]:
-    """The unmasked-token counts k(t_i) = round(L·e^{−σ̄(t_i)}) that k-Gillespie follows; strictly increasing."""
-    keep = torch.exp(-process.sigma(check_grid(grid)))
-    counts = torch.round(length * keep).long().tolist()
+    """The unmasked-token counts k(t_i) that k-Gillespie follows; they must strictly increase."""
+    counts = unmasked_counts(check_grid(grid), process, length)
     for i in range(len(counts) - 1):
         if counts[i + 1] <= counts[i]:
             raise ValueError(f"k-Gillespie needs the unmasked count to grow at every step, but t={float(grid[i])} "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from models.protocol import concrete_ratios, rates_from_ratios, tweedie_probs
+from samplers.schedules import unmasked_counts
 
 F64 = torch.float64
 
@@ -67,12 +68,6 @@ def tweedie_step(model, x, t, s, generator):
     return sample_categorical(probs, generator)
 
 
-def unmasked_count(process, t: float, length: int) -> int:
-    """Tokens unmasked at time t in expectation, rounded: L · P(x_t = x_0)."""
-    keep = torch.exp(-process.sigma(torch.tensor([float(t)], dtype=F64)))
-    return int(torch.round(length * keep).item())
-
-
 def kgillespie_step(model, x, t, s, generator):
     """k-Gillespie (absorbing): unmask exactly k(s) − k(t) tokens, chosen uniformly among the masked
     ones (every masked token has the same unmasking rate), each drawn from the model's p(x_0,l | x_t)."""
@@ -80,7 +75,7 @@ def kgillespie_step(model, x, t, s, generator):
     mask = proc.kernel.mask
     B, L = x.shape
     k_now = int((x[0] != mask).sum())
-    k_next = unmasked_count(proc, s, L)
+    k_next = unmasked_counts([s], proc, L)[0]
     n = k_next - k_now
     if n <= 0:
         raise ValueError(f"k-Gillespie step from t={t:.6g} to s={s:.6g} unmasks {n} tokens; the grid must "
