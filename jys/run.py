@@ -53,10 +53,6 @@ def checked_data_fn(cfg: DictConfig, process):
     return data_fn
 
 
-def _level_from(d: dict) -> Level:
-    return Level(**d)
-
-
 def optimize(cfg: DictConfig, model=None) -> Path:
     """Write runs/<exp>/<model>/schedules/<sampler>-<jys label>-nfe<N>.json and return its path."""
     nfe = cfg.nfe
@@ -82,7 +78,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     if state_file.is_file():
         saved = json.loads(state_file.read_text())
         if saved.get("key") == key:
-            state = SearchState([_level_from(d) for d in saved["levels"]], saved["wall_time"])
+            state = SearchState([Level(**d) for d in saved["levels"]], saved["wall_time"])
             print(f"resuming the search from {state_file} ({len(state.levels)} levels cached)")
     start = searcher.start()
     descending = start[0] > start[-1]
