@@ -1,6 +1,7 @@
 """CountDown sequences from a seed, as files under datasets/count/ (train and held-out splits)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ def build(out_dir: str | Path, num_train: int, num_valid: int, length: int = 256
             continue
         g = torch.Generator().manual_seed(seed * 2 + offset)
         x = chain.sample(n, length, g).numpy().astype(np.uint8)
-        import io
         buf = io.BytesIO()
         np.save(buf, x)
         paths[split] = atomic_write_bytes(path, buf.getvalue())

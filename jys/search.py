@@ -91,6 +91,10 @@ class TimeSearch:
         self.forwards += x.shape[0]
         return model_ratios(self.model, x, t, self.s.batch_size)
 
+    def _level(self, found, calls0: int, forwards0: int) -> Level:
+        points, klub, evaluations = found
+        return Level(points, klub, evaluations, self.calls - calls0, self.forwards - forwards0)
+
     def level(self, grid: list[float], level: int) -> Level:
         s, M = self.s, self.s.num_samples
         calls0, forwards0 = self.calls, self.forwards
@@ -116,8 +120,7 @@ class TimeSearch:
                 out.append(float((p - iv[i][1]) * terms.mean()))
             return out
 
-        return _golden(iv, evaluate, s, desc=f"JYS level {level}", bracket_min=None,
-                       finish=lambda: (self.calls - calls0, self.forwards - forwards0))
+        return self._level(_golden(iv, evaluate, s, f"JYS level {level}", None), calls0, forwards0)
 
 
 class CountSearch(TimeSearch):
@@ -167,12 +170,12 @@ class CountSearch(TimeSearch):
                 out.append(float(((t2 - last_t[i]) * terms).mean()))
             return out
 
-        return _golden(iv, evaluate, s, desc=f"JYS-k level {level}", bracket_min=2,
-                       finish=lambda: (self.calls - calls0, self.forwards - forwards0))
+        return self._level(_golden(iv, evaluate, s, f"JYS-k level {level}", 2), calls0, forwards0)
 
 
-def _golden(iv, evaluate, s: SearchSettings, desc: str, bracket_min, finish) -> Level:
-    """Golden-section maximization in every interval at once (one batched evaluation per round).
+def _golden(iv, evaluate, s: SearchSettings, desc: str, bracket_min) -> tuple[list, list, int]:
+    """Golden-section maximization in every interval at once (one batched evaluation per round);
+    returns each interval's best point, its KLUB, and the number of evaluations.
 
     bracket_min=None: continuous times; an integer: counts, where intervals narrower than it get no
     candidate and points are rounded."""
@@ -229,6 +232,4 @@ def _golden(iv, evaluate, s: SearchSettings, desc: str, bracket_min, finish) -> 
             (fc if which == "c" else fd)[i] = v
         bar.update(1)
     bar.close()
-    calls, forwards = finish()
-    return Level(points=[p for _, p in best], klub=[v for v, _ in best], evaluations=evals,
-                 model_calls=calls, sample_forwards=forwards)
+    return [p for _, p in best], [v for v, _ in best], evals
