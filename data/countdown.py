@@ -13,13 +13,18 @@ from pipeline.io import atomic_write_bytes
 
 def build(out_dir: str | Path, num_train: int, num_valid: int, length: int = 256, vocab: int = 32,
           seed: int = 0) -> dict[str, Path]:
-    """Write train.npy and valid.npy (uint8 [N, length]) unless they exist with the asked shape."""
+    """Write train.npy and valid.npy (uint8 [N, length]) unless they exist. An existing file of
+    another shape is an error, never overwritten."""
     out_dir = Path(out_dir)
     paths = {}
     chain = countdown_chain(vocab)
     for split, n, offset in (("train", num_train, 0), ("valid", num_valid, 1)):
         path = out_dir / f"{split}.npy"
-        if path.is_file() and np.load(path, mmap_mode="r").shape == (n, length):
+        if path.is_file():
+            shape = np.load(path, mmap_mode="r").shape
+            if shape != (n, length):
+                raise ValueError(f"{path} holds sequences of shape {shape}, but ({n}, {length}) were asked for; "
+                                 f"move it away or choose another experiment.data.dir")
             paths[split] = path
             continue
         g = torch.Generator().manual_seed(seed * 2 + offset)
@@ -30,11 +35,17 @@ def build(out_dir: str | Path, num_train: int, num_valid: int, length: int = 256
     return paths
 
 
-def load(path: str | Path, vocab: int, length: int) -> torch.Tensor:
+def load(path: str | Path, vocab: int, length: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The split's sequences [N, length] as int64, or only the given rows (in their order)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {str(path)!r} does not exist; build it with data.countdown.build")
-    x = torch.from_numpy(np.load(path).astype(np.int64))
+    x = np.load(path, mmap_mode="r")
+    if rows is not None:
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
+            raise ValueError(f"{path}: rows out of range for its {len(x)} sequences")
+        x = x[rows.numpy()]
+    x = torch.from_numpy(np.asarray(x).astype(np.int64))
     if x.ndim != 2 or x.shape[1] != length or x.min() < 0 or x.max() >= vocab:
         raise ValueError(f"{path}: expected [N, {length}] tokens in [0, {vocab}), got shape {tuple(x.shape)} "
                          f"with tokens in [{int(x.min())}, {int(x.max())}]")

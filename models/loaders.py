@@ -96,12 +96,12 @@ def _read_weights(path: Path) -> dict:
         raise ValueError(f"cannot read weights {str(path)!r} (truncated or not a checkpoint?): {err}") from None
 
 
-def _model(net: SEDD, spec: dict, identity: dict) -> SEDDModel:
+def _model(net: SEDD, spec: dict, identity: dict, runtime: dict) -> SEDDModel:
     spec = {"noise": dict(spec["noise"]), "kernel": dict(spec["kernel"])}
-    return SEDDModel(net, make_process(spec), identity)
+    return SEDDModel(net, make_process(spec), identity, **runtime)
 
 
-def load_project(directory: str | Path) -> SEDDModel:
+def load_project(directory: str | Path, **runtime) -> SEDDModel:
     d = Path(directory)
     cfg_path, w_path = _require(d / "config.yaml"), _require(d / "model.safetensors")
     cfg = yaml.safe_load(cfg_path.read_text())
@@ -109,10 +109,10 @@ def load_project(directory: str | Path) -> SEDDModel:
         raise ValueError(f"{cfg_path}: not a project checkpoint config (format: jys-sedd expected)")
     spec = _get(cfg, "process", cfg_path)
     net = build_strict(SEDDConfig(**_get(cfg, "network", cfg_path)), _read_weights(w_path), w_path)
-    return _model(net, spec, {"format": "project", "path": str(d), "weights_sha256": _sha256(w_path)})
+    return _model(net, spec, {"format": "project", "path": str(d), "weights_sha256": _sha256(w_path)}, runtime)
 
 
-def load_hf(directory: str | Path) -> SEDDModel:
+def load_hf(directory: str | Path, **runtime) -> SEDDModel:
     d = Path(directory)
     cfg_path = _require(d / "config.json")
     cfg = json.loads(cfg_path.read_text())
@@ -120,10 +120,10 @@ def load_hf(directory: str | Path) -> SEDDModel:
     spec = process_spec_from_sedd(cfg, cfg_path)
     num_states = make_process(spec).num_states
     net = build_strict(network_config_from_sedd(cfg, cfg_path, num_states), _read_weights(w_path), w_path)
-    return _model(net, spec, {"format": "hf", "path": str(d), "weights_sha256": _sha256(w_path)})
+    return _model(net, spec, {"format": "hf", "path": str(d), "weights_sha256": _sha256(w_path)}, runtime)
 
 
-def load_run(directory: str | Path) -> SEDDModel:
+def load_run(directory: str | Path, **runtime) -> SEDDModel:
     d = Path(directory)
     cfg_path = _require(d / ".hydra" / "config.yaml")
     ckpt_path = _require(d / "checkpoints-meta" / "checkpoint.pth")
@@ -147,13 +147,14 @@ def load_run(directory: str | Path) -> SEDDModel:
             if tuple(s.shape) != tuple(p.shape):
                 raise ValueError(f"{ckpt_path}: EMA shadow for {name!r} has shape {tuple(s.shape)}, expected {tuple(p.shape)}")
             p.copy_(s)
-    return _model(net, spec, {"format": "run", "path": str(d), "weights_sha256": _sha256(ckpt_path)})
+    return _model(net, spec, {"format": "run", "path": str(d), "weights_sha256": _sha256(ckpt_path)}, runtime)
 
 
 LOADERS = {"project": load_project, "hf": load_hf, "run": load_run}
 
 
-def load_sedd(fmt: str, path: str | Path) -> SEDDModel:
+def load_sedd(fmt: str, path: str | Path, **runtime) -> SEDDModel:
+    """runtime: SEDDModel's precision and chunk."""
     if fmt not in LOADERS:
         raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of {sorted(LOADERS)}")
-    return LOADERS[fmt](path)
+    return LOADERS[fmt](path, **runtime)

@@ -152,13 +152,16 @@ class SEDD(nn.Module):
                                      for _ in range(config.n_blocks)])
         self.output_layer = DDitFinalLayer(d, config.vocab_size, config.cond_dim)
 
-    def forward(self, indices, sigma):
+    def forward(self, indices, sigma, bf16: bool = False):
+        """bf16: run the blocks and the output layer under bfloat16 autocast, as published SEDD does on CUDA."""
         x = self.vocab_embed(indices)
         c = F.silu(self.sigma_map(sigma))
         rotary = self.rotary_emb(indices.shape[1], indices.device)
-        for block in self.blocks:
-            x = block(x, rotary, c)
-        x = self.output_layer(x, c).float()
+        with torch.autocast(indices.device.type, dtype=torch.bfloat16, enabled=bf16):
+            for block in self.blocks:
+                x = block(x, rotary, c)
+            x = self.output_layer(x, c)
+        x = x.float()
         if self.config.scale_by_sigma:
             sigma = sigma.float()
             esigm1_log = torch.where(sigma < 0.5, torch.expm1(sigma), sigma.exp() - 1).log()[:, None, None]
@@ -166,12 +169,28 @@ class SEDD(nn.Module):
         return torch.scatter(x, -1, indices[..., None], torch.zeros_like(x[..., :1]))
 
 
-class SEDDModel:
-    """A SEDD network behind the model protocol: called with times, it feeds σ̄(t) to the network."""
+PRECISIONS = ("fp32", "bf16")
 
-    def __init__(self, net: SEDD, process, identity: dict | None = None):
+
+class SEDDModel:
+    """A SEDD network behind the model protocol: called with times, it feeds σ̄(t) to the network.
+
+    precision: fp32, or bf16 (autocast blocks, as published SEDD on CUDA; 1.5-1.8x faster on a
+    bf16-capable CPU). chunk: sequences per network call; on CPU, chunks of ~32 sequences of 256
+    tokens keep activations in cache and run ~2x faster than one batch of 256
+    (benchmarks/sedd_forward.py). Neither changes the model beyond float rounding.
+    """
+
+    def __init__(self, net: SEDD, process, identity: dict | None = None, precision: str = "fp32",
+                 chunk: int | None = None):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+        if chunk is not None and int(chunk) < 1:
+            raise ValueError(f"chunk must be a positive number of sequences or null, got {chunk}")
         self.net = net.eval()
         self.process = process
+        self.precision = precision
+        self.chunk = int(chunk) if chunk is not None else None
         self._identity = identity or {}
         self.name = "sedd"
         if net.config.vocab_size != process.num_states:
@@ -179,10 +198,15 @@ class SEDDModel:
                              f"{process.num_states} states")
 
     def identity(self) -> dict:
-        return {"name": self.name, **self._identity}
+        return {"name": self.name, "precision": self.precision, **self._identity}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, x, t):
         device = next(self.net.parameters()).device
         sigma = self.process.sigma(t).to(device=device, dtype=torch.float32)
-        return ModelOutput("score", self.net(x.to(device), sigma).cpu())
+        x = x.to(device)
+        step = self.chunk or x.shape[0]
+        bf16 = self.precision == "bf16"
+        out = torch.cat([self.net(x[i:i + step], sigma[i:i + step], bf16=bf16).cpu()
+                         for i in range(0, x.shape[0], step)])
+        return ModelOutput("score", out)

@@ -1,9 +1,12 @@
 """Build the experiment's chain, forward process and model from a Hydra config."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from data import countdown
 from models.loaders import load_sedd
 from models.chains import CHAIN_PRESETS, MarkovChain, load_chain
 from models.oracle import OracleModel
@@ -37,7 +40,8 @@ def build_model(cfg: DictConfig):
         return OracleModel(chain, process, floor=cfg.oracle.floor, output=cfg.oracle.output)
     if "format" not in cfg.model:
         raise ValueError(f"model {cfg.model.name!r} is neither 'oracle' nor a checkpoint (model.format, model.path)")
-    model = load_sedd(cfg.model.format, cfg.model.path)
+    model = load_sedd(cfg.model.format, cfg.model.path, precision=cfg.model.get("precision", "fp32"),
+                      chunk=cfg.model.get("chunk"))
     want, got = (process.noise, type(process.kernel), process.num_states), \
         (model.process.noise, type(model.process.kernel), model.process.num_states)
     if want != got:
@@ -47,9 +51,29 @@ def build_model(cfg: DictConfig):
     return model
 
 
+def dataset_paths(cfg: DictConfig) -> dict[str, Path]:
+    """The experiment's train and valid files (experiment.data), built from its chain when missing."""
+    d = cfg.experiment.get("data")
+    if not d:
+        raise ValueError(f"experiment {cfg.experiment.name!r} has no dataset files (experiment.data is null)")
+    if cfg.experiment.chain != "countdown":
+        raise ValueError(f"dataset files are built for CountDown only, not chain {cfg.experiment.chain!r}")
+    return countdown.build(Path(d.dir), int(d.num_train), int(d.num_valid), int(cfg.experiment.length),
+                           int(cfg.experiment.vocab), int(d.seed))
+
+
 def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.Tensor:
-    """x_0 for the experiment: sequences of length experiment.length from its chain. [num, L]"""
-    return build_chain(cfg).sample(num, cfg.experiment.length, generator)
+    """x_0 for the experiment [num, L]: distinct random rows of its training file (what a trained
+    model learned from, as the published JYS draws from the training set), or, for an experiment
+    without files, fresh sequences from its chain."""
+    if not cfg.experiment.get("data"):
+        return build_chain(cfg).sample(num, cfg.experiment.length, generator)
+    path = dataset_paths(cfg)["train"]
+    total = int(cfg.experiment.data.num_train)
+    if num > total:
+        raise ValueError(f"asked for {num} data sequences, but {path} holds {total}")
+    rows = torch.randperm(total, generator=generator)[:num]
+    return countdown.load(path, int(cfg.experiment.vocab), int(cfg.experiment.length), rows)
 
 
 def setup_torch(cfg: DictConfig) -> None:

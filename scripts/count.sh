@@ -28,7 +28,7 @@ TIMES=runs/count/stage_seconds.txt
 : > "$TIMES"
 for model in $MODELS; do
   for sampler in $SAMPLERS; do
-    common="experiment=count model=$model sampler=$sampler seed=0 progress=false"
+    common="experiment=count model=$model sampler=$sampler seed=0"
     for nfe in $NFES; do
       echo "== $model / $sampler / NFE $nfe"
       stage jys $PY -m jys $common nfe=$nfe jys.num_samples=$KLUB

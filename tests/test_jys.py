@@ -15,7 +15,7 @@ from pipeline.build import build_model
 from samplers.loop import run_sampler
 from samplers.schedules import check_grid, uniform
 
-FAST = ["experiment.length=32", "jys.num_samples=16", "jys.max_iter=12"]
+FAST = ["experiment.length=32", "experiment.data=null", "jys.num_samples=16", "jys.max_iter=12"]
 
 
 def times(path):
@@ -115,7 +115,7 @@ def test_bad_input_is_a_clear_error(make_cfg, monkeypatch):
 
 def test_jys_beats_uniform_on_the_countdown_oracle(make_cfg):
     """A small version of the README's check: Euler, NFE 4, error at most 0.7 × uniform's."""
-    cfg = make_cfg("experiment.length=64", "jys.num_samples=32", "nfe=4")
+    cfg = make_cfg("experiment.length=64", "experiment.data=null", "jys.num_samples=32", "nfe=4")
     jys_grid = torch.tensor(times(optimize(cfg)), dtype=torch.float64)
     model = build_model(cfg)
     errors = {}

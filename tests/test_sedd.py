@@ -125,3 +125,23 @@ def test_bad_checkpoints_fail_naming_the_problem(tmp_path):
         load_hf(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_hf(tmp_path / "nowhere")
+
+
+def test_chunks_and_bf16_change_the_output_by_rounding_only(tmp_path):
+    net = tiny_net()
+    spec = {"noise": {"name": "loglinear", "eps": 1e-3}, "kernel": {"name": "absorbing", "num_states": 6}}
+    export_weights(net, EMA(net.parameters(), 0.5), tmp_path, spec, "test", {"steps": 0})
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 7, (10, 16), generator=g)
+    t = torch.rand(10, generator=g, dtype=torch.float64)
+    whole = load_project(tmp_path)(x, t).values
+    chunked = load_project(tmp_path, chunk=3)(x, t).values
+    assert torch.allclose(chunked, whole, atol=1e-5)
+    half = load_project(tmp_path, precision="bf16", chunk=4)
+    assert half.identity()["precision"] == "bf16"
+    err = (half(x, t).values - whole).abs()
+    assert 0 < err.max() < 0.1  # bfloat16 has 8 mantissa bits: visible, small
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        load_project(tmp_path, precision="fp16")
+    with pytest.raises(ValueError, match="chunk must be a positive"):
+        load_project(tmp_path, chunk=0)

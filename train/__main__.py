@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from data import countdown
-from pipeline.build import build_process, setup_torch
+from pipeline.build import build_process, dataset_paths, setup_torch
 from train.loop import train
 
 
@@ -15,10 +15,7 @@ from train.loop import train
 def main(cfg: DictConfig) -> None:
     setup_torch(cfg)
     tc = cfg.train
-    if cfg.experiment.chain != "countdown":
-        raise ValueError(f"training data exist for CountDown only, not experiment {cfg.experiment.name!r}")
-    paths = countdown.build(Path(tc.data_dir), int(tc.num_train), int(tc.num_valid), int(cfg.experiment.length),
-                            int(cfg.experiment.vocab), int(tc.data_seed))
+    paths = dataset_paths(cfg)
     data = countdown.load(paths["train"], int(cfg.experiment.vocab), int(cfg.experiment.length))
     process = build_process(cfg)
     spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
