@@ -3,7 +3,8 @@
 # schedules, sample with uniform, cosine and JYS grids, evaluate the error; then one table,
 # runs/count/results.json and runs/count/figures/error_vs_nfe.png.
 #   bash scripts/count.sh [preset=default|full|paper]
-# default: Euler, NFE 4 8 16 32.  full: + Tweedie, k-Gillespie, NFE 64.  paper: 16384 samples, 1024 KLUB samples.
+# default: Euler, NFE 4 8 16 32, 256 samples, 32 KLUB samples.  full: the same sizes, + Tweedie, k-Gillespie, NFE 64
+# (extends a default run).  paper: 16384 samples, 1024 KLUB samples (a GPU job).
 # Every stage reuses what an earlier run made for the same model and config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ for arg in "$@"; do
 done
 case $PRESET in
   default) SAMPLERS="euler"; NFES="4 8 16 32"; NUM=256; KLUB=32 ;;
-  full) SAMPLERS="euler tweedie kgillespie"; NFES="4 8 16 32 64"; NUM=1024; KLUB=64 ;;
+  full) SAMPLERS="euler tweedie kgillespie"; NFES="4 8 16 32 64"; NUM=256; KLUB=32 ;;
   paper) SAMPLERS="euler tweedie kgillespie"; NFES="4 8 16 32 64"; NUM=16384; KLUB=1024 ;;
   *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
 esac

@@ -1,6 +1,8 @@
 """Collect the CountDown metrics into one table, runs/count/results.json and a log-log plot."""
 import argparse
+import io
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -10,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 
 def main():
@@ -26,7 +30,10 @@ def main():
             if r["sampler"] in args.samplers and r["nfe"] in args.nfes and r["schedule"] in ("uniform", "cosine", "jys"):
                 records.append(r)
     out = Path(args.runs) / "count"
-    (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    if not records:
+        sys.exit(f"no metrics records under {out}/<model>/metrics for models {args.models}, samplers "
+                 f"{args.samplers}, NFE {args.nfes}: run the stages first (bash scripts/count.sh)")
+    atomic_write_json(out / "results.json", records)
     table = defaultdict(dict)
     for r in records:
         table[(r["model"], r["sampler"], r["schedule"])][r["nfe"]] = r["metrics"]["countdown_error"]
@@ -36,13 +43,15 @@ def main():
         cells = "".join(f"{row[n]:>10.4f}" if n in row else f"{'-':>10}" for n in args.nfes)
         print(f"{model:<12}{sampler:<12}{schedule:<10}{cells}")
     fig, axes = plt.subplots(1, len(args.models), figsize=(5.5 * len(args.models), 4.2), squeeze=False)
-    styles = {"uniform": "o-", "cosine": "s--", "jys": "^-"}
+    colors = {"uniform": "tab:green", "cosine": "tab:blue", "jys": "tab:orange"}  # colour: schedule
+    styles = {"euler": "o-", "tweedie": "s--", "kgillespie": "^:"}  # marker and line: sampler
     for ax, model in zip(axes[0], args.models):
         for (m, sampler, schedule), row in sorted(table.items()):
             if m != model or not row:
                 continue
             nfes = sorted(row)
-            ax.plot(nfes, [max(row[n], 1e-5) for n in nfes], styles[schedule], label=f"{schedule} ({sampler})")
+            ax.plot(nfes, [max(row[n], 1e-5) for n in nfes], styles.get(sampler, "x-."), color=colors[schedule],
+                    label=f"{schedule} ({sampler})")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("NFE (grid steps)")
@@ -50,9 +59,10 @@ def main():
         ax.set_title(f"CountDown, {model}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out / "figures" / "error_vs_nfe.png", dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    atomic_write_bytes(out / "figures" / "error_vs_nfe.png", png.getvalue())
     print(f"\n{len(records)} records -> {out / 'results.json'}; plot -> {out / 'figures' / 'error_vs_nfe.png'}")
 
 
