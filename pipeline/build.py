@@ -42,6 +42,7 @@ def build_model(cfg: DictConfig):
         raise ValueError(f"model {cfg.model.name!r} is neither 'oracle' nor a checkpoint (model.format, model.path)")
     model = load_sedd(cfg.model.format, cfg.model.path, precision=cfg.model.get("precision", "fp32"),
                       chunk=cfg.model.get("chunk"))
+    model.net.to(resolve_device(cfg.get("device", "cpu")))
     want, got = (process.noise, type(process.kernel), process.num_states), \
         (model.process.noise, type(model.process.kernel), model.process.num_states)
     if want != got:
@@ -74,6 +75,17 @@ def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.
         raise ValueError(f"asked for {num} data sequences, but {path} holds {total}")
     rows = torch.randperm(total, generator=generator)[:num]
     return countdown.load(path, int(cfg.experiment.vocab), int(cfg.experiment.length), rows)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`device`: cpu, cuda (or cuda:<index>), or auto (cuda when torch sees a GPU, else cpu)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not str(name).startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}; expected cpu, cuda, cuda:<index> or auto")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU; use device=cpu or device=auto")
+    return torch.device(name)
 
 
 def setup_torch(cfg: DictConfig) -> None:

@@ -16,8 +16,9 @@ from samplers.loop import run_sampler
 def _run_config(cfg: DictConfig, grid) -> dict:
     """What fixes the samples: the config less what only changes speed or display, plus the grid."""
     keep = OmegaConf.to_container(cfg, resolve=True)
-    for k in ("progress", "threads", "overwrite", "jys", "train"):
+    for k in ("progress", "threads", "device", "overwrite", "jys", "train"):
         keep.pop(k, None)
+    keep["model"].pop("chunk", None)
     keep["grid"] = grid.tolist()
     return keep
 

@@ -1,0 +1,27 @@
+"""Config plumbing: which settings make samples reusable, and where a network runs."""
+import pytest
+import torch
+
+from pipeline.build import resolve_device
+from samplers.__main__ import _run_config
+from samplers.schedules import uniform
+
+
+def test_samples_are_reused_across_speed_settings_only(make_cfg):
+    grid = uniform(4)
+    base = _run_config(make_cfg("model=count-sedd"), grid)
+    for speed_only in ("threads=1", "device=cpu", "model.chunk=8", "progress=true", "jys.num_samples=7"):
+        assert _run_config(make_cfg("model=count-sedd", speed_only), grid) == base, speed_only
+    for meaningful in ("model.precision=fp32", "seed=1", "num_samples=3", "final_step=argmax"):
+        assert _run_config(make_cfg("model=count-sedd", meaningful), grid) != base, meaningful
+    assert _run_config(make_cfg("model=count-sedd"), uniform(5)) != base
+
+
+def test_device_names():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            resolve_device("cuda")
