@@ -201,7 +201,7 @@ class SEDDModel:
     def identity(self) -> dict:
         return {"name": self.name, "precision": self.precision, **self._identity}
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: callers may modify the output in place
     def __call__(self, x, t):
         device = next(self.net.parameters()).device
         sigma = self.process.sigma(t).to(device=device, dtype=torch.float32)
