@@ -64,9 +64,8 @@ def dataset_paths(cfg: DictConfig) -> dict[str, Path]:
 
 
 def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.Tensor:
-    """x_0 for the experiment [num, L]: distinct random rows of its training file (what a trained
-    model learned from, as the published JYS draws from the training set), or, for an experiment
-    without files, fresh sequences from its chain."""
+    """x_0 for the experiment [num, L]: distinct random rows of its training file (the data a
+    trained model learned from), or, for an experiment without files, fresh sequences from its chain."""
     if not cfg.experiment.get("data"):
         return build_chain(cfg).sample(num, cfg.experiment.length, generator)
     path = dataset_paths(cfg)["train"]
