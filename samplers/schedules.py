@@ -71,7 +71,7 @@ def times_from_counts(counts, process, length: int) -> torch.Tensor:
     """The times at which k tokens of L are unmasked in expectation: e^{−σ̄(t)} = k/L (k = 0 → t = 1)."""
     k = torch.as_tensor(counts, dtype=F64)
     keep = (k / length).clamp(min=1e-300)
-    return process.noise.inverse(-torch.log(keep)).clamp(min=0.0, max=1.0) + 0.0  # + 0.0: no −0.0 in files
+    return process.noise.inverse(-torch.log(keep)).clamp(max=1.0) + 0.0  # + 0.0 turns −0.0 into 0.0
 
 
 def load_schedule(path: str | Path) -> dict:
