@@ -1,18 +1,35 @@
 """The KL upper bound (KLUB) of one refinement t1 > t2 > t3.
 
 Coarse path: one τ-leaping step t1 → t3 with the model read at (x_{t1}, t1). Fine path: the same
-on [t2, t1], then the model read again at (x_{t2}, t2). The paths agree until t2; on [t3, t2] they
-are Poisson processes over the marks (l, y) (set token l to y) with intensities R1 (coarse, kept
-from t1) and R2 (fine), so by Girsanov
+on [t2, t1], then the model read again at (x_{t2}, t2). The paths agree until t2 (both are at x_{t2});
+on [t3, t2] each is a Poisson process over the marks the sampler applies, with intensities λ1 (coarse,
+frozen at t1) and λ2 (fine), so by Girsanov
 
-  girsanov:  KLUB(t2) = (t2 − t3) · E Σ_{l,y} [ R2 log(R2/R1) − R2 + R1 ]
-  reference: KLUB(t2) = (t2 − t3) · E Σ_{l,y} R2 log(R2/R1)        (the published code)
+  girsanov:  KLUB(t2) = (t2 − t3) · E Σ_marks [ λ2 log(λ2/λ1) − λ2 + λ1 ]
+  reference: KLUB(t2) = (t2 − t3) · E Σ_marks λ2 log(λ2/λ1)        (the published code)
 
-with R1 = R̂(x_{t1}, t1), R2 = R̂(x_{t2}, t2), and the expectation over x_0 from the data and the
-forward joint (x_{t1}, x_{t2}), with common random numbers across the t2 of one search.
-One mark is not defined by R̂(x_{t1}, t1): jumping back to x_{t1,l} after the token changed (never for
-absorbing kernels, where a changed token is unmasked and R2 is 0). For it R1 is the coarse model's
-rate from x_{t2,l}: dσ̄/dt(t1) · Q[x_{t1,l}, x_{t2,l}] / r1_{l, x_{t2,l}}.
+the expectation over x_0 from the data and the forward joint (x_{t1}, x_{t2}), with common random
+numbers across the t2 of one search.
+
+Marks, as the sampler applies them (REFERENCE.md, "Marks of a τ-leaping path"):
+- categorical kernels (absorbing, uniform): "set token l to y"; λ(l, y) = R̂(x → x with x_l ← y).
+- ordinal kernels (tauLDR's Gaussian; τ-leaping adds Σ n·(y − x)): "move token l by d"; the coarse
+  path moves by d with the frozen λ1(l, d) = R̂_{t1}(x_{t1} → x_{t1} with x_l ← x_{t1,l} + d), whatever
+  the token's value now, so λ1 and λ2 pair by displacement d, not by destination.
+Two kinds of marks need a convention, both only where x_{t2,l} ≠ x_{t1,l}:
+- a no-op: "set token l to y" with y its current value x_{t2,l}. It changes no path, so it has no
+  intensity in either process (uniform kernels; the absorbing kernel keeps the literal Σ R1 of a token
+  unmasked since t1, whose −R2 + R1 terms then cancel in expectation under loglinear noise).
+- a move the frozen coarse rates cannot make (λ1 = 0 < λ2: jumping back to x_{t1,l}, or a displacement
+  that leaves the state space from x_{t1,l}). Literally the KL is then infinite, whatever t2. Its
+  coarse intensity is the coarse model's own rate for that move from the current value z = x_{t2,l},
+  read from the same model call: R̂_{t1}(z → y) = dσ̄/dt(t1) · Q[y, z] · r1_y / r1_z (r1 are ratios
+  against x_{t1}, so r1_y / r1_z compares x_l = y with x_l = z in the context of x_{t1}).
+0·log 0 = 0; a zero coarse rate against a positive fine one in any other mark is a model error.
+
+Memory: every tensor of the size [B, L, S] is float32 (the stored coarse ratios) or the model's output;
+the float64 arithmetic runs over chunks of positions (`CHUNK_BYTES`), and absorbing kernels visit only
+the positions masked at t1 (every other row of both rate matrices is 0).
 """
 from __future__ import annotations
 
@@ -20,31 +37,36 @@ from dataclasses import dataclass
 
 import torch
 
-from models.protocol import concrete_ratios, rates_from_ratios
+from models.protocol import ModelOutput, concrete_ratios
 
 F64 = torch.float64
 OBJECTIVES = ("girsanov", "reference")
+CHUNK_BYTES = 64 * 2**20  # float64 work per chunk of positions
 
 
 @dataclass
 class Coarse:
-    """What one interval's search keeps fixed: x_0, the uniforms (as a seed), x_{t1} and r1."""
+    """The coarse path's model read at (x_{t1}, t1): ratios stored in float32. [M, L] and [M, L, S]"""
 
-    x0: torch.Tensor  # [M, L]
-    seed: int
-    t1: float
-    t3: float
-    x_t1: torch.Tensor  # [M, L]
-    ratio_t1: torch.Tensor  # [M, L, S] float64
+    x: torch.Tensor  # [M, L]
+    t: torch.Tensor  # [M] float64
+    ratio: torch.Tensor  # [M, L, S] float32
+
+    def rows(self, i: int, j: int) -> "Coarse":
+        return Coarse(self.x[i:j], self.t[i:j], self.ratio[i:j])
 
 
-def model_ratios(model, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Concrete ratios at (x, t) in batches of batch_size sequences. [N, L, S]"""
-    out = []
+def coarse_read(model, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> Coarse:
+    """The model's ratios at (x, t) in batches of batch_size sequences, kept in float32."""
+    parts = []
     for i in range(0, x.shape[0], batch_size):
         xb, tb = x[i:i + batch_size], t[i:i + batch_size]
-        out.append(concrete_ratios(model(xb, tb), xb, tb, model.process))
-    return torch.cat(out)
+        out = model(xb, tb)
+        if out.kind == "score":  # exp in float32: no float64 copy of [b, L, S]
+            parts.append(out.values.float().exp_() if out.values.dtype != torch.float32 else out.values.exp())
+        else:
+            parts.append(concrete_ratios(out, xb, tb, model.process).float())
+    return Coarse(x, t, parts[0] if len(parts) == 1 else torch.cat(parts))
 
 
 def draw_pair(process, x0: torch.Tensor, seed: int, t1: float, t2: torch.Tensor):
@@ -54,25 +76,80 @@ def draw_pair(process, x0: torch.Tensor, seed: int, t1: float, t2: torch.Tensor)
     return process.sample_pair(x0, torch.full((M,), t1, dtype=F64), t2, g)
 
 
-def klub_terms(process, coarse_ratio: torch.Tensor, x_t1: torch.Tensor, t1: torch.Tensor, fine_ratio: torch.Tensor,
-               x_t2: torch.Tensor, t2: torch.Tensor, objective: str) -> torch.Tensor:
-    """Σ_{l,y} of the KLUB integrand per sample (without the duration factor). [M]"""
-    R2 = rates_from_ratios(fine_ratio, x_t2, t2, process)
-    R1 = rates_from_ratios(coarse_ratio, x_t1, t1, process)
-    changed = x_t2 != x_t1
-    if changed.any() and process.kernel.mask is None:
-        back = process.sigma_rate(t1).reshape(-1, 1) * process.kernel.rate_cols(x_t2).gather(-1, x_t1.unsqueeze(-1))[..., 0]
-        back = back / coarse_ratio.gather(-1, x_t2.unsqueeze(-1))[..., 0]
-        R1 = R1.scatter(-1, x_t1.unsqueeze(-1), torch.where(changed, back, 0.0).unsqueeze(-1))
-    bad = (R2 > 0) & ~(R1 > 0)
+def _marks(rates: torch.Tensor, x: torch.Tensor, ordinal: bool) -> torch.Tensor:
+    """Intensities of the sampler's marks: by destination y [.., S], or for ordinal kernels by
+    displacement d = −(S−1) … S−1 [.., 2S − 1]; 0 where the move leaves the state space."""
+    if not ordinal:
+        return rates
+    S = rates.shape[-1]
+    dest = x.unsqueeze(-1) + torch.arange(-(S - 1), S)  # [.., 2S − 1]
+    inside = (dest >= 0) & (dest < S)
+    return torch.where(inside, rates.gather(-1, dest.clamp(0, S - 1)), 0.0)
+
+
+def _current_state_rates(process, ratio1: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, t1: torch.Tensor):
+    """The coarse model's rates from the current value z = x_{t2,l} in the context of x_{t1}:
+    dσ̄/dt(t1) · Q[y, z] · r1_y / r1_z. [b, l, S]"""
+    r_z = ratio1.gather(-1, x2.unsqueeze(-1))
+    rates = process.sigma_rate(t1).reshape(-1, 1, 1) * process.kernel.rate_cols(x2) * ratio1 / r_z
+    return rates.scatter(-1, x2.unsqueeze(-1), 0.0)
+
+
+def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str) -> torch.Tensor:
+    """Σ over the chunk's positions and marks of the integrand, per sequence. [b] float64"""
+    kernel = process.kernel
+    R1 = process.sigma_rate(t1).reshape(-1, 1, 1) * kernel.rate_cols(x1) * ratio1
+    R1 = R1.scatter(-1, x1.unsqueeze(-1), 0.0)
+    R2 = process.sigma_rate(t2).reshape(-1, 1, 1) * kernel.rate_cols(x2) * ratio2
+    R2 = R2.scatter(-1, x2.unsqueeze(-1), 0.0)
+    changed = (x1 != x2).unsqueeze(-1)  # [b, l, 1]
+    if kernel.mask is None and not kernel.ordinal:
+        R1 = torch.where(changed, R1.scatter(-1, x2.unsqueeze(-1), 0.0), R1)  # no-op marks have no intensity
+    lam1, lam2 = _marks(R1, x1, kernel.ordinal), _marks(R2, x2, kernel.ordinal)
+    if kernel.mask is None:
+        fill = _marks(_current_state_rates(process, ratio1, x1, x2, t1), x2, kernel.ordinal)
+        lam1 = torch.where(changed & (lam1 <= 0) & (lam2 > 0), fill, lam1)
+    bad = (lam2 > 0) & ~(lam1 > 0)
     if bad.any():
-        raise ValueError(f"the model gives {int(bad.sum())} reverse rates that are 0 at t1={float(t1[0]):.4g} but "
-                         f"positive at t2={float(t2[0]):.4g}: its ratios must be positive where the process can jump")
-    pos = R2 > 0
-    log_term = torch.where(pos, R2 * (torch.log(torch.where(pos, R2, 1.0)) - torch.log(torch.where(pos, R1, 1.0))), 0.0)
+        raise ValueError(f"the model gives {int(bad.sum())} reverse rates that are 0 at t1={float(t1.max()):.4g} but "
+                         f"positive at t2={float(t2.max()):.4g}: its ratios must be positive where the process can jump")
+    pos = lam2 > 0
+    log_term = torch.where(pos, lam2 * (torch.log(torch.where(pos, lam2, 1.0)) - torch.log(torch.where(pos, lam1, 1.0))),
+                           0.0)
     if objective == "reference":
         return log_term.sum((1, 2))
-    return (log_term - R2 + R1).sum((1, 2))
+    return (log_term - lam2 + lam1).sum((1, 2))
+
+
+def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2: torch.Tensor,
+               objective: str) -> torch.Tensor:
+    """Σ_{l, marks} of the KLUB integrand per sample, without the duration factor. [M] float64
+
+    coarse: the stored read at (x_{t1}, t1) of these M sequences; fine: the model's output at (x_{t2}, t2)."""
+    M, L = x2.shape
+    S = process.num_states
+    t1 = coarse.t.to(F64)
+    t2 = t2.to(F64)
+    out = torch.zeros(M, dtype=F64)
+    if process.kernel.mask is not None:
+        # Absorbing: only positions masked at t1 have rates in either path; as rows of length-1 "sequences".
+        b, l = torch.nonzero(coarse.x == process.kernel.mask, as_tuple=True)
+        step = max(1, CHUNK_BYTES // (8 * S * 8))
+        for i in range(0, b.numel(), step):
+            bi, li = b[i:i + step], l[i:i + step]
+            x1c, x2c = coarse.x[bi, li].unsqueeze(1), x2[bi, li].unsqueeze(1)  # [n, 1]
+            r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[bi, li].unsqueeze(1)), x2c, t2[bi], process)
+            terms = _chunk_terms(process, coarse.ratio[bi, li].unsqueeze(1).to(F64), x1c, t1[bi], r2, x2c, t2[bi],
+                                 objective)
+            out.index_add_(0, bi, terms)
+        return out
+    step = max(1, CHUNK_BYTES // (M * S * 8 * (3 if process.kernel.ordinal else 1)))
+    for i in range(0, L, step):
+        sl = slice(i, i + step)
+        x1c, x2c = coarse.x[:, sl], x2[:, sl]
+        r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[:, sl]), x2c, t2, process)
+        out += _chunk_terms(process, coarse.ratio[:, sl].to(F64), x1c, t1, r2, x2c, t2, objective)
+    return out
 
 
 def check_objective(objective: str) -> None:

@@ -12,7 +12,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from jys.klub import check_objective
-from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch
+from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
+from models.process import mixing_time
 from pipeline.build import build_model, sample_data
 from pipeline.io import atomic_write_json
 from pipeline.runs import artifact_path, jys_label, run_dir
@@ -26,7 +27,8 @@ def settings_from(cfg: DictConfig) -> SearchSettings:
     j = cfg.jys
     s = SearchSettings(num_samples=int(j.num_samples), batch_size=int(j.batch_size), objective=str(j.objective),
                        tol=float(j.tol), rel_tol=float(j.rel_tol), max_iter=int(j.max_iter), margin=float(j.margin),
-                       seed=int(j.seed), eps=float(cfg.eps), progress=bool(cfg.progress))
+                       seed=int(j.seed), eps=float(cfg.eps), max_bytes=int(j.max_bytes), mix_tv=float(j.mix_tv),
+                       progress=bool(cfg.progress))
     check_objective(s.objective)
     if s.num_samples < 1 or s.batch_size < 1 or s.max_iter < 1:
         raise ValueError(f"jys.num_samples, jys.batch_size and jys.max_iter must be >= 1, got "
@@ -36,6 +38,16 @@ def settings_from(cfg: DictConfig) -> SearchSettings:
     if not 0.0 <= s.margin < 0.5:
         raise ValueError(f"jys.margin is a fraction of the interval width in [0, 0.5), got {s.margin}")
     return s
+
+
+def resolve_t_mix(cfg: DictConfig, process, s: SearchSettings) -> float:
+    """jys.t_mix if set (1.0: search all of [eps, 1]), else the process's mixing time for jys.mix_tv."""
+    forced = cfg.jys.get("t_mix")
+    if forced is not None:
+        if not s.eps < float(forced) <= 1.0:
+            raise ValueError(f"jys.t_mix must lie in (eps, 1], got {forced}")
+        return float(forced)
+    return mixing_time(process, s.mix_tv)
 
 
 def checked_data_fn(cfg: DictConfig, process):
@@ -67,11 +79,13 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     family = "kgillespie" if cfg.sampler == "kgillespie" else "tau"
     if family == "kgillespie" and nfe > length:
         raise ValueError(f"k-Gillespie unmasks at least one token per step: nfe={nfe} exceeds length {length}")
+    t_mix = 1.0 if family == "kgillespie" else resolve_t_mix(cfg, model.process, s)
     searcher = (CountSearch(model, checked_data_fn(cfg, model.process), s, length) if family == "kgillespie"
-                else TimeSearch(model, checked_data_fn(cfg, model.process), s))
+                else TimeSearch(model, checked_data_fn(cfg, model.process), s, length, t_mix))
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
+    speed_only = ("progress", "batch_size", "max_bytes")
     key = {"family": family, "experiment": OmegaConf.to_container(cfg.experiment, resolve=True), "model": identity,
-           "settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in ("progress", "batch_size")}}
+           "settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in speed_only}, "t_mix": t_mix}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     state_file = run_dir(cfg) / "schedules" / "search" / f"{family}-{s.objective}-{digest}.json"
     state = SearchState()
@@ -84,8 +98,11 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     descending = start[0] > start[-1]
 
     def refine(grid, level):  # a level's candidates all inserted
-        return sorted(set(grid) | {p for p, k in zip(level.points, level.klub) if math.isfinite(k)}, reverse=descending)
+        return sorted(set(grid) | {level.points[i] for i in range(len(level.points)) if has_point(level, i)},
+                      reverse=descending)
 
+    if not state.levels and searcher.first_level() is not None:  # level 0: the one step 1 → t_mix
+        state.levels.append(Level([t_mix], [math.inf], 0, 0, 0))
     grid = list(start)
     for level in state.levels:
         grid = refine(grid, level)
@@ -109,7 +126,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
               "klub_per_level": [lv.klub for lv in state.levels[:used]],
               "model_calls": sum(lv.model_calls for lv in state.levels[:used]),
               "sample_forwards": sum(lv.sample_forwards for lv in state.levels[:used]),
-              "evaluations": sum(lv.evaluations for lv in state.levels[:used]),
+              "evaluations": sum(lv.evaluations for lv in state.levels[:used]), "t_mix": t_mix,
               "wall_time": state.wall_time}
     if family == "kgillespie":
         record["counts"] = [int(k) for k in points]

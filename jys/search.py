@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from jys.klub import draw_pair, klub_terms, model_ratios
+from jys.klub import Coarse, coarse_read, draw_pair, klub_terms
+from samplers.schedules import first_count
 
 F64 = torch.float64
 INV_PHI = (math.sqrt(5) - 1) / 2
@@ -35,6 +36,8 @@ class SearchSettings:
     margin: float = 1e-3  # bracket (t3 + m·w, t1 − m·w), w the interval width
     seed: int = 0
     eps: float = 1e-5
+    max_bytes: int = 2**30  # stored coarse reads per group of intervals searched together
+    mix_tv: float = 0.2  # t_mix: every token's forward law within this TV of the stationary law
     progress: bool = True
 
 
@@ -63,11 +66,16 @@ class SearchState:
             if n >= nfe:
                 break
             order = sorted(range(len(level.points)), key=lambda i: -level.klub[i])
-            chosen = [level.points[i] for i in order[: nfe - n] if math.isfinite(level.klub[i])]
+            chosen = [level.points[i] for i in order[: nfe - n] if has_point(level, i)]
             grid = sorted(set(grid) | set(chosen), reverse=descending)
         if len(grid) - 1 < nfe:
             raise ValueError(f"the cached levels give only {len(grid) - 1} steps, fewer than nfe={nfe}")
         return grid
+
+
+def has_point(level: Level, i: int) -> bool:
+    """Interval i got a candidate (frozen and too narrow intervals get none: NaN point, KLUB −inf)."""
+    return math.isfinite(level.points[i]) and level.klub[i] > -math.inf
 
 
 def _interval_seed(seed: int, level: int, index: int) -> int:
@@ -75,52 +83,89 @@ def _interval_seed(seed: int, level: int, index: int) -> int:
 
 
 class TimeSearch:
-    """The τ-leaping family (Euler, τ-leaping, Tweedie): points are times."""
+    """The τ-leaping family (Euler, τ-leaping, Tweedie): points are times.
 
-    def __init__(self, model, data_fn, settings: SearchSettings):
+    Above t_mix (the mixing time of the forward process, see `models.process.mixing_time`) the
+    grid takes one step from t = 1 and no other point: there the process has forgotten x_0."""
+
+    def __init__(self, model, data_fn, settings: SearchSettings, length: int, t_mix: float = 1.0):
         self.model, self.data_fn, self.s = model, data_fn, settings
         self.process = model.process
+        self.length = length
+        self.t_mix = t_mix
         self.calls = 0
         self.forwards = 0
 
     def start(self) -> list[float]:
         return [1.0, self.s.eps]
 
-    def _ratios(self, x, t):
-        self.calls += -(-x.shape[0] // self.s.batch_size)
-        self.forwards += x.shape[0]
-        return model_ratios(self.model, x, t, self.s.batch_size)
+    def first_level(self) -> list[float]:
+        """The grid of NFE 2 when the first point is fixed at t_mix, else None (a searched level 0)."""
+        return [1.0, self.t_mix, self.s.eps] if self.s.eps < self.t_mix < 1.0 else None
 
     def _level(self, found, calls0: int, forwards0: int) -> Level:
         points, klub, evaluations = found
         return Level(points, klub, evaluations, self.calls - calls0, self.forwards - forwards0)
 
+    def _coarse(self, xs: list[torch.Tensor], ts: list[torch.Tensor]) -> list[Coarse]:
+        """One model read per interval at (x_{t1}, t1), batched across intervals."""
+        M = self.s.num_samples
+        x, t = torch.cat(xs), torch.cat(ts)
+        self.calls += -(-x.shape[0] // self.s.batch_size)
+        self.forwards += x.shape[0]
+        read = coarse_read(self.model, x, t, self.s.batch_size)
+        return [read.rows(i * M, (i + 1) * M) for i in range(len(xs))]
+
+    def _klub(self, coarse: list[Coarse], x2: list[torch.Tensor], t2: list[torch.Tensor],
+              duration: list[torch.Tensor]) -> list[float]:
+        """E[duration · Σ integrand] for each item; the fine reads stream through in model-call batches,
+        so no [M, L, S] tensor of them is kept."""
+        M, bs = self.s.num_samples, self.s.batch_size
+        x, t = torch.cat(x2), torch.cat(t2)
+        sums = [torch.zeros(M, dtype=F64) for _ in x2]
+        for i in range(0, x.shape[0], bs):
+            j = min(i + bs, x.shape[0])
+            fine = self.model(x[i:j], t[i:j])
+            self.calls += 1
+            self.forwards += j - i
+            for k in range(i // M, (j - 1) // M + 1):  # the items whose rows lie in [i, j)
+                a, b = max(i, k * M), min(j, (k + 1) * M)
+                part = type(fine)(fine.kind, fine.values[a - i:b - i])
+                sums[k][a - k * M:b - k * M] = klub_terms(self.process, coarse[k].rows(a - k * M, b - k * M), part,
+                                                          x[a:b], t[a:b], self.s.objective)
+        return [float((d * s).mean()) for d, s in zip(duration, sums)]
+
     def level(self, grid: list[float], level: int) -> Level:
         s, M = self.s, self.s.num_samples
         calls0, forwards0 = self.calls, self.forwards
         iv = [(grid[i], grid[i + 1]) for i in range(len(grid) - 1)]
+        frozen = {i for i, (t1, t3) in enumerate(iv) if t3 >= self.t_mix}  # the one step above t_mix
         seeds = [_interval_seed(s.seed, level, i) for i in range(len(iv))]
-        x0 = [self.data_fn(M, torch.Generator().manual_seed(sd)) for sd in seeds]
-        x_t1 = [draw_pair(self.process, x0[i], sd + 1, t1, torch.full((M,), t3, dtype=F64))[0]
-                for i, (sd, (t1, t3)) in enumerate(zip(seeds, iv))]
-        t1_all = torch.cat([torch.full((M,), t1, dtype=F64) for t1, _ in iv])
-        r1 = self._ratios(torch.cat(x_t1), t1_all).split(M)
+        x0 = {}
 
-        def evaluate(which: list[int], points: list[float]) -> list[float]:
+        def evaluate(which: list[int], points: list[float], coarse: dict) -> list[float]:
             xs, ts = [], []
             for i, p in zip(which, points):
                 tt = torch.full((M,), p, dtype=F64)
                 xs.append(draw_pair(self.process, x0[i], seeds[i] + 1, iv[i][0], tt)[1])
                 ts.append(tt)
-            r2 = self._ratios(torch.cat(xs), torch.cat(ts)).split(M)
-            out = []
-            for k, (i, p) in enumerate(zip(which, points)):
-                t1 = torch.full((M,), iv[i][0], dtype=F64)
-                terms = klub_terms(self.process, r1[i], x_t1[i], t1, r2[k], xs[k], ts[k], s.objective)
-                out.append(float((p - iv[i][1]) * terms.mean()))
-            return out
+            return self._klub([coarse[i] for i in which], xs, ts, [torch.full((M,), p - iv[i][1], dtype=F64)
+                                                                   for i, p in zip(which, points)])
 
-        return self._level(_golden(iv, evaluate, s, f"JYS level {level}", None), calls0, forwards0)
+        def prepare(group: list[int]) -> dict:
+            for i in group:
+                x0[i] = self.data_fn(M, torch.Generator().manual_seed(seeds[i]))
+            x1 = [draw_pair(self.process, x0[i], seeds[i] + 1, iv[i][0], torch.full((M,), iv[i][1], dtype=F64))[0]
+                  for i in group]
+            return dict(zip(group, self._coarse(x1, [torch.full((M,), iv[i][0], dtype=F64) for i in group])))
+
+        return self._level(_grouped(iv, frozen, prepare, evaluate, s, f"JYS level {level}", None, self._group_size()),
+                           calls0, forwards0)
+
+    def _group_size(self) -> int:
+        """Intervals searched together: their stored coarse reads (float32) fit jys.max_bytes."""
+        per = self.s.num_samples * self.length * self.process.num_states * 4
+        return max(1, self.s.max_bytes // per)
 
 
 class CountSearch(TimeSearch):
@@ -128,13 +173,15 @@ class CountSearch(TimeSearch):
     the smallest uniforms, at the per-sample time where exactly those are masked."""
 
     def __init__(self, model, data_fn, settings: SearchSettings, length: int):
-        super().__init__(model, data_fn, settings)
-        self.length = length
+        super().__init__(model, data_fn, settings, length)
         if self.process.kernel.mask is None:
             raise ValueError("the k-Gillespie search needs an absorbing kernel")
 
     def start(self) -> list[float]:
         return [0.0, float(self.length)]
+
+    def first_level(self):
+        return None
 
     def _state(self, x0, u, k: int):
         """x with k unmasked tokens and its per-sample time t(k). ([M, L], [M])"""
@@ -152,25 +199,43 @@ class CountSearch(TimeSearch):
         calls0, forwards0 = self.calls, self.forwards
         iv = [(int(grid[i]), int(grid[i + 1])) for i in range(len(grid) - 1)]
         seeds = [_interval_seed(s.seed, level, i) for i in range(len(iv))]
-        x0 = [self.data_fn(M, torch.Generator().manual_seed(sd)) for sd in seeds]
-        us = [torch.rand(x0[i].shape, generator=torch.Generator().manual_seed(sd + 1), dtype=F64)
-              for i, sd in enumerate(seeds)]
-        first = [self._state(x0[i], us[i], k1) for i, (k1, _) in enumerate(iv)]
-        last_t = [self._state(x0[i], us[i], k3)[1] for i, (_, k3) in enumerate(iv)]
-        r1 = self._ratios(torch.cat([x for x, _ in first]), torch.cat([t for _, t in first])).split(M)
+        x0, us, last_t = {}, {}, {}
 
-        def evaluate(which: list[int], points: list[float]) -> list[float]:
+        def prepare(group: list[int]) -> dict:
+            for i in group:
+                x0[i] = self.data_fn(M, torch.Generator().manual_seed(seeds[i]))
+                us[i] = torch.rand(x0[i].shape, generator=torch.Generator().manual_seed(seeds[i] + 1), dtype=F64)
+                last_t[i] = self._state(x0[i], us[i], iv[i][1])[1]
+            first = [self._state(x0[i], us[i], iv[i][0]) for i in group]
+            return dict(zip(group, self._coarse([x for x, _ in first], [t for _, t in first])))
+
+        def evaluate(which: list[int], points: list[float], coarse: dict) -> list[float]:
             states = [self._state(x0[i], us[i], int(round(p))) for i, p in zip(which, points)]
-            r2 = self._ratios(torch.cat([x for x, _ in states]), torch.cat([t for _, t in states])).split(M)
-            out = []
-            for k, i in enumerate(which):
-                x2, t2 = states[k]
-                x1, t1 = first[i]
-                terms = klub_terms(self.process, r1[i], x1, t1, r2[k], x2, t2, s.objective)
-                out.append(float(((t2 - last_t[i]) * terms).mean()))
-            return out
+            return self._klub([coarse[i] for i in which], [x for x, _ in states], [t for _, t in states],
+                              [t - last_t[i] for (_, t), i in zip(states, which)])
 
-        return self._level(_golden(iv, evaluate, s, f"JYS-k level {level}", 2), calls0, forwards0)
+        low = first_count(self.process, self.length)  # counts 1 … low − 1 are reached at no t < 1 (long L)
+        brackets = [(max(k1, low - 1) if k1 == 0 else k1, k3) for k1, k3 in iv]
+        return self._level(_grouped(brackets, set(), prepare, evaluate, s, f"JYS-k level {level}", 2,
+                                    self._group_size()), calls0, forwards0)
+
+
+def _grouped(iv, frozen: set, prepare, evaluate, s: SearchSettings, desc: str, bracket_min, group: int):
+    """_golden over groups of at most `group` intervals: prepare(group) makes their coarse reads, which
+    live only while that group is searched, so peak memory does not grow with the number of intervals.
+    Frozen intervals get no candidate. Returns (points, klub, evaluations) over all intervals."""
+    points, klub, evals = [math.nan] * len(iv), [-math.inf] * len(iv), 0
+    live = [i for i in range(len(iv)) if i not in frozen]
+    for g in range(0, len(live), group):
+        members = live[g:g + group]
+        coarse = prepare(members)
+        p, k, e = _golden([iv[i] for i in members],
+                          lambda which, pts: evaluate([members[w] for w in which], pts, coarse), s, desc, bracket_min)
+        for i, pi, ki in zip(members, p, k):
+            points[i], klub[i] = pi, ki
+        evals += e
+        del coarse
+    return points, klub, evals
 
 
 def _golden(iv, evaluate, s: SearchSettings, desc: str, bracket_min) -> tuple[list, list, int]:

@@ -87,4 +87,30 @@ def load_chain(path: str | Path) -> MarkovChain:
             raise ValueError(f"chain file {str(path)!r}: {err}") from None
 
 
-CHAIN_PRESETS = {"countdown": countdown_chain}
+def smooth_chain(num_states: int = 17, persistence: float = 0.8, spread: float = 1.5) -> MarkovChain:
+    """A smooth ordinal chain: x' ≈ N(ρ x + (1 − ρ) c, spread²) discretized, c the middle state; x_1
+    from its stationary law. Neighbouring tokens are close in value, as neighbouring pixels are."""
+    if num_states < 2 or not 0.0 <= persistence < 1.0 or spread <= 0:
+        raise ValueError(f"smooth chain needs num_states >= 2, persistence in [0, 1), spread > 0; got "
+                         f"{num_states}, {persistence}, {spread}")
+    s = torch.arange(num_states, dtype=F64)
+    centre = persistence * s + (1 - persistence) * (num_states - 1) / 2  # [S]
+    T = torch.softmax(-((s[None, :] - centre[:, None]) ** 2) / (2 * spread**2), dim=1)
+    evals, evecs = torch.linalg.eig(T.T)
+    pi = evecs[:, evals.real.argmax()].real
+    return MarkovChain(pi / pi.sum(), T)
+
+
+CHAIN_PRESETS = {"countdown": countdown_chain, "smooth": smooth_chain}
+
+
+if __name__ == "__main__":  # python -m models.chains smooth OUT.npz [num_states]: write a preset chain to a file
+    import sys
+
+    if len(sys.argv) not in (3, 4) or sys.argv[1] not in CHAIN_PRESETS:
+        sys.exit(f"usage: python -m models.chains {{{','.join(CHAIN_PRESETS)}}} OUT.npz [num_states]")
+    out = Path(sys.argv[2])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    chain = CHAIN_PRESETS[sys.argv[1]](*(int(a) for a in sys.argv[3:]))
+    chain.save(out)
+    print(f"{sys.argv[1]} chain with {chain.num_states} states -> {out}")

@@ -66,6 +66,15 @@ class Kernel:
         """The law sampling starts from at t = 1 (the limit of the forward process). [S]"""
         return torch.full((self.num_states,), 1.0 / self.num_states, dtype=F64)
 
+    def stationary(self) -> torch.Tensor:
+        """The law P(σ)[x0, ·] tends to as σ → ∞. [S]"""
+        return self.transition(torch.tensor([1e6], dtype=F64))[0, 0]
+
+    def max_tv_to_stationary(self, sigma: float) -> float:
+        """max over data states x0 of TV(P(σ)[x0, ·], stationary law)."""
+        P = self.transition(torch.tensor([float(sigma)], dtype=F64))[0, : self.data_states]
+        return float(0.5 * (P - self.stationary()).abs().sum(-1).max())
+
     def staggered(self, ratio: torch.Tensor, dsigma: torch.Tensor) -> torch.Tensor:
         """expm(−Δσ Q)ᵀ r: the Tweedie (SEDD 'analytic') numerator. [B, L, S]"""
         raise ValueError(f"the Tweedie step needs an absorbing or uniform kernel, not {type(self).__name__}")
@@ -98,6 +107,11 @@ class Absorbing(Kernel):
 
     def prior_probs(self):
         return torch.nn.functional.one_hot(torch.tensor(self.mask), self.num_states).to(F64)
+
+    stationary = prior_probs
+
+    def max_tv_to_stationary(self, sigma):
+        return float(torch.exp(-torch.tensor(float(sigma), dtype=F64)))  # P(x0 not yet masked)
 
     def rate_matrix(self):
         S = self.num_states
@@ -168,6 +182,12 @@ class Uniform(Kernel):
     def rate_matrix(self):
         S = self.num_states
         return torch.full((S, S), 1.0 / S, dtype=F64) - torch.eye(S, dtype=F64)
+
+    def stationary(self):
+        return self.prior_probs()
+
+    def max_tv_to_stationary(self, sigma):
+        return float(torch.exp(-torch.tensor(float(sigma), dtype=F64))) * (1 - 1 / self.num_states)
 
     def _ab(self, sigma):
         keep = torch.exp(-_col(sigma))

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from models.protocol import denoised_probs
 from samplers.schedules import check_grid, token_counts
-from samplers.steps import STEPS, sample_categorical
+from samplers.steps import STEPS, positions, sample_by_positions, sample_categorical
 
 F64 = torch.float64
 SAMPLERS = tuple(STEPS) + ("first_hitting",)
@@ -58,8 +58,15 @@ def denoise(model, x: torch.Tensor, t_end: float, generator: torch.Generator, mo
     if mask is not None and not (x == mask).any():
         return x
     tb = torch.full((x.shape[0],), float(t_end), dtype=F64)
-    probs = denoised_probs(model(x, tb), x, tb, model.process)
-    x0 = probs.argmax(-1) if mode == "argmax" else sample_categorical(probs, generator)
+    out = model(x, tb)
+
+    def probs(sl):
+        return denoised_probs(positions(out, sl), x[:, sl], tb, model.process)
+
+    if mode == "argmax":
+        x0 = torch.cat([probs(slice(i, i + 1024)).argmax(-1) for i in range(0, x.shape[1], 1024)], dim=1)
+    else:
+        x0 = sample_by_positions(probs, *x.shape, model.process.data_states, generator)
     return x0 if mask is None else torch.where(x == mask, x0, x)
 
 

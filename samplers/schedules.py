@@ -52,9 +52,17 @@ BASELINES = {"uniform": uniform, "cosine": cosine}
 
 
 def unmasked_counts(times, process, length: int) -> list[int]:
-    """k(t) = round(L·e^{−σ̄(t)}): the tokens unmasked at time t in expectation."""
-    keep = torch.exp(-process.sigma(torch.as_tensor(times, dtype=F64)))
-    return torch.round(length * keep).long().tolist()
+    """k(t) = round(L·e^{−σ̄(t)}), the tokens unmasked at time t in expectation; k(1) = 0, since sampling
+    starts from the prior, where every token is masked (for L ≥ 500, L·e^{−σ̄(1)} rounds to 1 or more)."""
+    t = torch.as_tensor(times, dtype=F64)
+    keep = torch.exp(-process.sigma(t))
+    return torch.where(t >= 1.0, 0, torch.round(length * keep)).long().tolist()
+
+
+def first_count(process, length: int) -> int:
+    """The smallest k > 0 that some t < 1 reaches: round(L·e^{−σ̄(t)}) > L·e^{−σ̄(1)} − 1/2."""
+    keep1 = float(torch.exp(-process.sigma(torch.tensor([1.0], dtype=F64)))[0])
+    return max(1, math.floor(length * keep1 + 0.5) + (1 if (length * keep1 + 0.5).is_integer() else 0))
 
 
 def token_counts(grid: torch.Tensor, process, length: int) -> list[int]:
@@ -68,10 +76,20 @@ def token_counts(grid: torch.Tensor, process, length: int) -> list[int]:
 
 
 def times_from_counts(counts, process, length: int) -> torch.Tensor:
-    """The times at which k tokens of L are unmasked in expectation: e^{−σ̄(t)} = k/L (k = 0 → t = 1)."""
+    """A time for each count, exact for unmasked_counts: k = 0 → t = 1, and for 0 < k ≤ L a t < 1 with
+    round(L·e^{−σ̄(t)}) = k: e^{−σ̄(t)} = k/L where that lies above e^{−σ̄(1)}, else the middle of the
+    counts' rounding window above e^{−σ̄(1)}. A count no t < 1 reaches (k < first_count) is an error."""
     k = torch.as_tensor(counts, dtype=F64)
-    keep = (k / length).clamp(min=1e-300)
-    return process.noise.inverse(-torch.log(keep)).clamp(max=1.0) + 0.0  # + 0.0 turns −0.0 into 0.0
+    if ((k < 0) | (k > length) | (k != k.round())).any():
+        raise ValueError(f"unmasked-token counts must be integers in [0, {length}], got {k.tolist()}")
+    low = first_count(process, length)
+    if ((k > 0) & (k < low)).any():
+        raise ValueError(f"counts {sorted({int(c) for c in k if 0 < c < low})} are reached at no t < 1 for L={length} "
+                         f"(at t = 1, L·e^(-sigma) = {low - 0.5:.4g} or more); the smallest reachable count is {low}")
+    keep1 = float(torch.exp(-process.sigma(torch.tensor([1.0], dtype=F64)))[0])
+    keep = torch.where(k / length > keep1, k / length, (keep1 + (k + 0.5) / length) / 2)
+    times = process.noise.inverse(-torch.log(keep.clamp(min=1e-300))).clamp(0.0, 1.0)
+    return torch.where(k == 0, 1.0, times) + 0.0  # + 0.0 turns −0.0 into 0.0
 
 
 def load_schedule(path: str | Path) -> dict:

@@ -7,21 +7,47 @@ from __future__ import annotations
 
 import torch
 
-from models.protocol import concrete_ratios, rates_from_ratios, tweedie_probs
+from models.protocol import ModelOutput, concrete_ratios, rates_from_ratios, tweedie_probs
 from samplers.schedules import unmasked_counts
 
 F64 = torch.float64
 
 
+CHUNK_BYTES = 64 * 2**20  # float64 work per chunk of positions: a step's memory stays near the model's output
+
+
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Index draws from unnormalized non-negative probs [..., K] (float64). [...]"""
+    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, dtype=F64)
+    return inverse_cdf(probs, u)
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The categorical draw of probs [..., K] (unnormalized) at the uniforms u [..., 1]. [...]"""
     cdf = probs.to(F64).cumsum(-1)
     total = cdf[..., -1:]
     if not torch.isfinite(total).all() or (total <= 0).any():
         raise ValueError("categorical probabilities must be finite with a positive sum; the model produced "
                          f"totals in [{float(total.min()):.3g}, {float(total.max()):.3g}]")
-    u = torch.rand(total.shape, generator=generator, dtype=F64) * total
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+    return torch.searchsorted(cdf, u * total).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
+def sample_by_positions(make_probs, B: int, L: int, K: int, generator: torch.Generator) -> torch.Tensor:
+    """One categorical draw per position, with probs built chunk by chunk over positions:
+    make_probs(slice) -> [B, l, K] float64. Draws the same uniforms as sample_categorical on the whole
+    [B, L, K] would, so the samples do not depend on the chunk size. [B, L]"""
+    u = torch.rand(B, L, 1, generator=generator, dtype=F64)
+    out = torch.empty(B, L, dtype=torch.long)
+    step = max(1, CHUNK_BYTES // (B * K * 8))
+    for i in range(0, L, step):
+        sl = slice(i, i + step)
+        out[:, sl] = inverse_cdf(make_probs(sl), u[:, sl])
+    return out
+
+
+def positions(out: ModelOutput, sl: slice) -> ModelOutput:
+    """The model output at a slice of positions."""
+    return ModelOutput(out.kind, out.values[:, sl])
 
 
 def _times(x: torch.Tensor, t: float) -> torch.Tensor:
@@ -35,10 +61,17 @@ def _rates(model, x, t):
 
 def euler_step(model, x, t, s, generator):
     """SEDD's Euler step: P(x_l → y) = (t − s) R̂_t(x)_{l,y}, staying takes the rest (clipped at 0)."""
-    probs = (t - s) * _rates(model, x, t)  # [B, L, S]
-    stay = (1 - probs.sum(-1)).clamp_min(0.0)
-    probs = probs.scatter(-1, x.unsqueeze(-1), stay.unsqueeze(-1))
-    return sample_categorical(probs, generator)
+    tb = _times(x, t)
+    proc = model.process
+    out = model(x, tb)
+
+    def probs(sl):
+        xs = x[:, sl]
+        p = (t - s) * rates_from_ratios(concrete_ratios(positions(out, sl), xs, tb, proc), xs, tb, proc)  # [B, l, S]
+        stay = (1 - p.sum(-1)).clamp_min(0.0)
+        return p.scatter_(-1, xs.unsqueeze(-1), stay.unsqueeze(-1))
+
+    return sample_by_positions(probs, *x.shape, proc.num_states, generator)
 
 
 def tau_leaping_step(model, x, t, s, generator):
@@ -64,8 +97,10 @@ def tweedie_step(model, x, t, s, generator):
     """SEDD's analytic (Tweedie τ-leaping) step; absorbing and uniform kernels."""
     tb = _times(x, t)
     proc = model.process
-    probs = tweedie_probs(model(x, tb), x, tb, proc.sigma(tb) - proc.sigma(_times(x, s)), proc)
-    return sample_categorical(probs, generator)
+    out = model(x, tb)
+    dsigma = proc.sigma(tb) - proc.sigma(_times(x, s))
+    return sample_by_positions(lambda sl: tweedie_probs(positions(out, sl), x[:, sl], tb, dsigma, proc),
+                               *x.shape, proc.num_states, generator)
 
 
 def kgillespie_step(model, x, t, s, generator):

@@ -5,12 +5,16 @@ import pytest
 import torch
 
 from jys import search as search_module
-from jys.klub import klub_terms
+import numpy as np
+import scipy.stats
+
+from jys.klub import Coarse, klub_terms
 from jys.run import optimize
 from metrics.sequences import countdown_error
-from models.kernels import Absorbing, Uniform
+from models.kernels import Absorbing, GaussianTarget, Uniform
 from models.noise import LogLinear
 from models.process import ForwardProcess
+from models.protocol import ModelOutput, rates_from_ratios
 from pipeline.build import build_model
 from samplers.loop import run_sampler
 from samplers.schedules import check_grid, uniform
@@ -22,31 +26,109 @@ def times(path):
     return json.loads(path.read_text())["times"]
 
 
-@pytest.mark.parametrize("kernel", [Absorbing(4), Uniform(4)])
+def random_ratios(g, shape, x):
+    r = torch.rand(*shape, generator=g, dtype=torch.float64) + 0.1
+    return r.scatter_(-1, x.unsqueeze(-1), 1.0)  # the ratio at the input token is 1
+
+
+@pytest.mark.parametrize("kernel", [Absorbing(4), Uniform(4), GaussianTarget(5, rate_sigma=1.5, Q_sigma=2.0)])
 def test_klub_terms_are_nonnegative_and_zero_for_equal_rates(kernel):
     proc = ForwardProcess(LogLinear(), kernel)
     g = torch.Generator().manual_seed(0)
-    x0 = torch.randint(0, 4, (64, 6), generator=g)
+    x0 = torch.randint(0, kernel.data_states, (64, 6), generator=g)
     t1, t2 = torch.full((64,), 0.8, dtype=torch.float64), torch.full((64,), 0.5, dtype=torch.float64)
     x1, x2 = proc.sample_pair(x0, t1, t2, g)
-    r1 = torch.rand(64, 6, kernel.num_states, generator=g, dtype=torch.float64) + 0.1
-    r2 = torch.rand(64, 6, kernel.num_states, generator=g, dtype=torch.float64) + 0.1
-    for r in (r1, r2):
-        r.scatter_(-1, x0.new_zeros(64, 6, 1), 1.0)
-    full = klub_terms(proc, r1, x1, t1, r2, x2, t2, "girsanov")
-    assert (full >= -1e-12).all() and full.sum() > 0
-    same = klub_terms(proc, r1, x1, t1, r1, x1, t1, "girsanov")  # identical paths: no divergence
-    assert torch.allclose(same, torch.zeros(64, dtype=torch.float64), atol=1e-12)
+    assert (x1 != x2).any()
+    r1 = random_ratios(g, (64, 6, kernel.num_states), x1)
+    r2 = random_ratios(g, (64, 6, kernel.num_states), x2)
+    full = klub_terms(proc, Coarse(x1, t1, r1.float()), ModelOutput("score", r2.log()), x2, t2, "girsanov")
+    assert (full >= -1e-9).all() and full.sum() > 0
+    same = klub_terms(proc, Coarse(x1, t1, r1.float()), ModelOutput("score", r1.float().double().log()), x1, t1,
+                      "girsanov")
+    assert torch.allclose(same, torch.zeros(64, dtype=torch.float64), atol=1e-9)  # identical paths
 
 
 def test_zero_coarse_rate_against_positive_fine_rate_is_reported():
     proc = ForwardProcess(LogLinear(), Absorbing(4))
     x = torch.full((1, 3), 4)
     t = torch.tensor([0.5], dtype=torch.float64)
-    r1 = torch.ones(1, 3, 5, dtype=torch.float64)
+    r1 = torch.ones(1, 3, 5)
     r1[0, 1, 2] = 0.0
     with pytest.raises(ValueError, match="reverse rates that are 0 at t1"):
-        klub_terms(proc, r1, x, t, torch.ones_like(r1), x, t, "girsanov")
+        klub_terms(proc, Coarse(x, t, r1), ModelOutput("score", torch.zeros(1, 3, 5)), x, t, "girsanov")
+
+
+def test_klub_is_the_kl_of_the_samplers_jump_counts_by_displacement():
+    """Value test, ordinal kernel: on [t3, t2] the coarse τ-leaping path moves token l by d with the frozen
+    intensity R̂_{t1}(x_{t1,l} → x_{t1,l} + d), the fine one with R̂_{t2}(x_{t2,l} → x_{t2,l} + d). The
+    KL between the laws of the jump counts n_{l,d} (independent Poissons), estimated by simulation with
+    scipy's log-pmf, must equal the KLUB's integrand times the duration. Pairing by destination fails."""
+    kernel = GaussianTarget(7, rate_sigma=3.0, Q_sigma=4.0)
+    proc = ForwardProcess(LogLinear(), kernel)
+    x1 = torch.tensor([[3, 2, 3]])
+    x2 = torch.tensor([[4, 2, 2]])  # two tokens moved between t1 and t2
+    t1, t2, t3 = torch.tensor([0.6], dtype=torch.float64), torch.tensor([0.4], dtype=torch.float64), 0.3
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(7)
+
+    def local(x):  # a model that prefers small moves from wherever the token is, with some noise
+        return torch.exp(-1.5 * (y - x.unsqueeze(-1)).abs()) * (0.8 + 0.4 * torch.rand(1, 3, 7, generator=g, dtype=torch.float64))
+
+    r1, r2 = local(x1), local(x2)
+    r1, r2 = r1 / r1.gather(-1, x1.unsqueeze(-1)), r2 / r2.gather(-1, x2.unsqueeze(-1))
+    R1 = rates_from_ratios(r1, x1, t1, proc)[0]
+    R2 = rates_from_ratios(r2, x2, t2, proc)[0]
+    Q, rate1 = kernel.rate_matrix(), float(proc.sigma_rate(t1))
+    lam1, lam2 = [], []  # brute force: every displacement either path can make
+    for l in range(3):
+        z = int(x2[0, l])
+        for d in range(-6, 7):
+            a, b = int(x1[0, l]) + d, z + d
+            f = float(R2[l, b]) if d and 0 <= b < 7 else 0.0
+            c = float(R1[l, a]) if d and 0 <= a < 7 else 0.0
+            if f > 0 and c == 0:  # beyond the coarse path's reach from x_{t1,l}: its model's rate from z
+                c = rate1 * float(Q[b, z] * r1[0, l, b] / r1[0, l, z])
+            if f > 0 or c > 0:
+                lam1.append(c)
+                lam2.append(f)
+    dur = float(t2) - t3
+    lam1, lam2 = np.array(lam1) * dur, np.array(lam2) * dur
+    rng = np.random.default_rng(0)
+    n = rng.poisson(lam2, size=(200_000, len(lam2)))
+    llr = scipy.stats.poisson.logpmf(n, lam2) - scipy.stats.poisson.logpmf(n, np.maximum(lam1, 1e-300))
+    kl_sim = llr.sum(1).mean()
+    klub = dur * float(klub_terms(proc, Coarse(x1, t1, r1.float()), ModelOutput("score", r2.float().log()), x2, t2,
+                                  "girsanov")[0])
+    assert klub == pytest.approx(kl_sim, rel=0.02)
+    by_destination = dur * float(klub_terms(ForwardProcess(LogLinear(), _categorical(kernel)), Coarse(x1, t1, r1.float()),
+                                            ModelOutput("score", r2.float().log()), x2, t2, "girsanov")[0])
+    assert by_destination > 2 * kl_sim  # stale destinations look like a different model
+
+
+def _categorical(kernel):
+    """The same rate matrix, read as a categorical kernel (marks paired by destination)."""
+    clone = GaussianTarget.__new__(GaussianTarget)
+    clone.__dict__.update(kernel.__dict__)
+    clone.ordinal = False
+    return clone
+
+
+def test_klub_chunks_and_coarse_groups_do_not_change_results(make_cfg, monkeypatch, tmp_path):
+    import jys.klub as klub_module
+    kernel = Uniform(5)
+    proc = ForwardProcess(LogLinear(), kernel)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 5, (16, 40), generator=g)
+    t1, t2 = torch.full((16,), 0.7, dtype=torch.float64), torch.full((16,), 0.4, dtype=torch.float64)
+    x1, x2 = proc.sample_pair(x0, t1, t2, g)
+    args = (proc, Coarse(x1, t1, random_ratios(g, (16, 40, 5), x1).float()),
+            ModelOutput("score", random_ratios(g, (16, 40, 5), x2).log()), x2, t2, "girsanov")
+    whole = klub_terms(*args)
+    monkeypatch.setattr(klub_module, "CHUNK_BYTES", 16 * 5 * 8 * 3)  # 3 positions per chunk
+    assert torch.allclose(klub_terms(*args), whole, rtol=1e-12)
+    one = times(optimize(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'a'}")))
+    grouped = times(optimize(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'b'}", "jys.max_bytes=1")))
+    assert grouped == one  # one interval at a time: same schedule
 
 
 def test_search_is_deterministic_nested_and_any_nfe(make_cfg, tmp_path):

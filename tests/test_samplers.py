@@ -1,5 +1,6 @@
 """Every sampler, driven by the exact oracle on a fine grid, reproduces the chain."""
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from models.noise import Geometric, LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from samplers.loop import CountingModel, run_sampler
-from samplers.schedules import check_grid, cosine, times_from_counts, token_counts, uniform
+from samplers.schedules import check_grid, cosine, first_count, times_from_counts, token_counts, unmasked_counts, uniform
 from test_oracle import L, S0, tiny_chain
 
 CASES = [
@@ -104,3 +105,30 @@ def test_bad_grids_and_samplers_are_clear_errors():
     uniform_oracle = OracleModel(countdown_chain(), ForwardProcess(LogLinear(), Uniform(32)))
     with pytest.raises(ValueError, match="needs an absorbing kernel"):
         run_sampler(uniform_oracle, "first_hitting", uniform(4), 2, 8, g)
+
+
+@pytest.mark.parametrize("L", [256, 1024, 5000])
+def test_count_time_map_is_exact_at_both_ends_for_long_sequences(L):
+    proc = ForwardProcess(LogLinear(), Absorbing(4))
+    low = first_count(proc, L)
+    counts = [0] + list(range(low, L + 1))
+    times = times_from_counts(counts, proc, L)
+    check_grid(times)  # strictly decreasing, in [0, 1]
+    assert float(times[0]) == 1.0 and float(times[-1]) == 0.0
+    assert unmasked_counts(times, proc, L) == counts  # the sampler follows exactly these counts
+    assert unmasked_counts([1.0], proc, L) == [0]  # the prior: nothing unmasked, even where L·e^(-σ(1)) ≥ 0.5
+    if low > 1:
+        with pytest.raises(ValueError, match=f"smallest reachable count is {low}"):
+            times_from_counts([0, 1, L], proc, L)
+
+
+def test_kgillespie_jys_search_at_length_1024_gives_a_grid_the_sampler_follows(make_cfg):
+    from jys.run import optimize
+    from pipeline.build import build_model
+    cfg = make_cfg("experiment.length=1024", "experiment.data=null", "sampler=kgillespie", "nfe=3",
+                   "jys.num_samples=2", "jys.max_iter=4")
+    rec = json.loads(optimize(cfg).read_text())
+    assert rec["counts"][0] == 0 and rec["counts"][-1] == 1024 and len(rec["counts"]) == 4
+    res = run_sampler(build_model(cfg), "kgillespie", torch.tensor(rec["times"], dtype=torch.float64), 2, 1024,
+                      torch.Generator().manual_seed(0), progress=False)
+    assert res.calls_per_batch == [3] and not (res.samples == 32).any()
