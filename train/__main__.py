@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from data import countdown
-from pipeline.build import build_process, dataset_paths, setup_torch
+from pipeline.build import build_process, dataset_paths, resolve_device, setup_torch
 from train.loop import train
 
 
@@ -23,7 +23,8 @@ def main(cfg: DictConfig) -> None:
     settings = {k: tc[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema",
                                    "t_min", "seed", "bf16", "log_every", "ckpt_every")}
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),
-                 Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress)
+                 Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress,
+                 device=resolve_device(cfg.get("device", "auto")))
     print(f"trained {note['steps']} steps, {note['samples_seen']:,} sequences, {note['wall_time_s']} s, "
           f"final loss per token {note['final_loss_per_token']} -> {tc.out_dir}")
 
