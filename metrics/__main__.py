@@ -6,23 +6,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from metrics.sequences import chain_invalid_rate, chain_nll, countdown_error, countdown_error_published
-from pipeline.build import build_chain
+from metrics.registry import evaluate
 from pipeline.io import atomic_write_json
 from pipeline.runs import artifact_path, resolve_schedule
 
-
-def evaluate(cfg: DictConfig, samples: torch.Tensor) -> dict:
-    chain = build_chain(cfg)
-    if samples.numel() and int(samples.max()) >= chain.num_states:
-        raise ValueError(f"samples hold token {int(samples.max())} but the chain has {chain.num_states} states "
-                         "(a MASK left by final_step=none?)")
-    out = {"chain_invalid_rate": chain_invalid_rate(samples, chain),
-           "chain_nll": chain_nll(samples, chain, float(cfg.oracle.floor))}
-    if cfg.experiment.chain == "countdown":
-        out["countdown_error"] = countdown_error(samples)
-        out["countdown_error_published"] = countdown_error_published(samples)
-    return out
+__all__ = ["evaluate", "main"]
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)

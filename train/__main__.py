@@ -6,8 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data import countdown
-from pipeline.build import build_process, dataset_paths, resolve_device, setup_torch
+from pipeline.build import build_process, load_data, resolve_device, setup_torch
 from train.loop import train
 
 
@@ -15,8 +14,7 @@ from train.loop import train
 def main(cfg: DictConfig) -> None:
     setup_torch(cfg)
     tc = cfg.train
-    paths = dataset_paths(cfg)
-    data = countdown.load(paths["train"], int(cfg.experiment.vocab), int(cfg.experiment.length))
+    data = load_data(cfg, "train")
     process = build_process(cfg)
     spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
     spec["kernel"]["num_states"] = process.data_states
