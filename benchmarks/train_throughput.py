@@ -42,7 +42,7 @@ def main():
             x_t = process.sample(x0, t, g)
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = net(x_t, process.sigma(t).float())
+                out = net(x_t, process.sigma(t).float(), bf16=bf16)  # else its blocks turn autocast off
             loss = score_entropy(out.float(), x_t, x0, t, process).mean()
             opt.zero_grad()
             loss.backward()

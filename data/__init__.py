@@ -1,0 +1,37 @@
+"""Datasets: a registry from `experiment.data.name` to a module under data/.
+
+A dataset module exposes five functions of its spec (the experiment's `data` section as a plain dict):
+  vocab(spec) -> int                 tokens of x_0 (data states; no MASK)
+  length(spec) -> int                tokens per sequence
+  build(spec) -> {split: Path}       write the files when missing (deterministic, atomic, never
+                                     overwriting a file of another shape) and return them
+  size(spec, split) -> int           sequences in a split
+  load(spec, split, rows=None)       the split's sequences [N, length] int64, or only the given rows
+A new dataset is a new module and one line here (or `register` at run time); nothing else changes.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+DATASETS: dict[str, str | ModuleType] = {
+    "countdown": "data.countdown",  # CountDown sequences from a seed (Zhao et al. 2024)
+}
+INTERFACE = ("vocab", "length", "build", "size", "load")
+
+
+def register(name: str, module: str | ModuleType) -> None:
+    """Add a dataset: a module, or its dotted path (imported on first use)."""
+    DATASETS[name] = module
+
+
+def get_dataset(name: str) -> ModuleType:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r} (experiment.data.name); expected one of {sorted(DATASETS)}")
+    module = DATASETS[name]
+    if isinstance(module, str):
+        module = importlib.import_module(module)
+    missing = [f for f in INTERFACE if not callable(getattr(module, f, None))]
+    if missing:
+        raise ValueError(f"dataset {name!r} ({module.__name__}) lacks {missing}; a dataset module exposes {list(INTERFACE)}")
+    return module

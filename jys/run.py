@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from jys.klub import check_objective
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
-from pipeline.build import build_model, sample_data
+from pipeline.build import build_model, data_identity, sample_data
 from pipeline.io import atomic_write_json
-from pipeline.runs import artifact_path, jys_label, run_dir
+from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
 from samplers.loop import check_sampler
 from samplers.schedules import check_grid, times_from_counts
 
@@ -84,8 +84,11 @@ def optimize(cfg: DictConfig, model=None) -> Path:
                 else TimeSearch(model, checked_data_fn(cfg, model.process), s, length, t_mix))
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
     speed_only = ("progress", "batch_size", "max_bytes")
-    key = {"family": family, "experiment": OmegaConf.to_container(cfg.experiment, resolve=True), "model": identity,
-           "settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in speed_only}, "t_mix": t_mix}
+    key = {"family": family, "model": identity,
+           "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
+                          if k not in ("metrics", "models")},  # what is evaluated, and with which models, fixes no level
+           "settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in speed_only}, "t_mix": t_mix,
+           "data": data_identity(cfg), "format_version": FORMAT_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     state_file = run_dir(cfg) / "schedules" / "search" / f"{family}-{s.objective}-{digest}.json"
     state = SearchState()

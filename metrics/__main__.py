@@ -1,4 +1,5 @@
 """python -m metrics experiment=count model=oracle sampler=euler schedule=uniform nfe=16"""
+import hashlib
 import json
 
 import hydra
@@ -6,23 +7,30 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from metrics.sequences import chain_invalid_rate, chain_nll, countdown_error, countdown_error_published
-from pipeline.build import build_chain
+from metrics.registry import evaluate
+from pipeline.build import build_model, model_identity
 from pipeline.io import atomic_write_json
-from pipeline.runs import artifact_path, resolve_schedule
+from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule
+
+__all__ = ["evaluate", "main", "samples_provenance"]
 
 
-def evaluate(cfg: DictConfig, samples: torch.Tensor) -> dict:
-    chain = build_chain(cfg)
-    if samples.numel() and int(samples.max()) >= chain.num_states:
-        raise ValueError(f"samples hold token {int(samples.max())} but the chain has {chain.num_states} states "
-                         "(a MASK left by final_step=none?)")
-    out = {"chain_invalid_rate": chain_invalid_rate(samples, chain),
-           "chain_nll": chain_nll(samples, chain, float(cfg.oracle.floor))}
-    if cfg.experiment.chain == "countdown":
-        out["countdown_error"] = countdown_error(samples)
-        out["countdown_error_published"] = countdown_error_published(samples)
-    return out
+def samples_provenance(cfg: DictConfig, path) -> dict:
+    """The samples file's model identity, data identity and key hash, checked against the model that
+    the config names now: samples of other weights, another chain or an older FORMAT_VERSION are refused."""
+    with np.load(path) as f:
+        if "model_identity" not in f.files or int(f.get("format_version", -1)) != FORMAT_VERSION:
+            raise ValueError(f"samples at {path} predate format version {FORMAT_VERSION} (no model identity); "
+                             "remake them with `python -m samplers` and the same overrides")
+        made_by = json.loads(str(f["model_identity"]))
+        data = json.loads(str(f["data_identity"]))
+        key_sha = hashlib.sha256(str(f["config"]).encode()).hexdigest()[:16]
+    now = model_identity(build_model(cfg))
+    if made_by != now:
+        raise ValueError(f"samples at {path} were made by model {made_by}, but model {cfg.model.name!r} is now {now}; "
+                         "remake them with `python -m samplers` and the same overrides")
+    return {"model_identity": made_by, "data_identity": data, "format_version": FORMAT_VERSION,
+            "samples_key_sha256": key_sha}
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
@@ -31,12 +39,13 @@ def main(cfg: DictConfig) -> None:
     path = artifact_path(cfg, "samples", label, nfe, "npz")
     if not path.is_file():
         raise FileNotFoundError(f"no samples at {path}; make them with `python -m samplers` and the same overrides")
+    provenance = samples_provenance(cfg, path)
     with np.load(path) as f:
         samples = torch.from_numpy(f["samples"].astype(np.int64))
         seed, calls = int(f["seed"]), float(f["model_calls"])
     record = {"experiment": cfg.experiment.name, "model": cfg.model.name, "sampler": cfg.sampler,
               "schedule": label, "nfe": nfe, "model_calls": calls, "num_samples": int(samples.shape[0]),
-              "seed": seed, "metrics": evaluate(cfg, samples)}
+              "seed": seed, "metrics": evaluate(cfg, samples), **provenance, "samples_file": str(path)}
     atomic_write_json(artifact_path(cfg, "metrics", label, nfe, "json"), record)
     print(json.dumps(record, indent=2))
 

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from models.process import make_process
-from models.sedd import SEDD, SEDDConfig, SEDDModel
+from models.sedd import SEDD, SEDDConfig, SEDDModel, check_scale_by_sigma
 
 GRAPHS = {"absorb": "absorbing", "absorbing": "absorbing", "uniform": "uniform"}
 
@@ -98,7 +98,9 @@ def _read_weights(path: Path) -> dict:
 
 def _model(net: SEDD, spec: dict, identity: dict, runtime: dict) -> SEDDModel:
     spec = {"noise": dict(spec["noise"]), "kernel": dict(spec["kernel"])}
-    return SEDDModel(net, make_process(spec), identity, **runtime)
+    process = make_process(spec)
+    check_scale_by_sigma(net.config, process.kernel, source=identity.get("path", "checkpoint"))
+    return SEDDModel(net, process, identity, **runtime)
 
 
 def load_project(directory: str | Path, **runtime) -> SEDDModel:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.kernels import Absorbing
 from models.protocol import ModelOutput
 
 
@@ -172,6 +173,16 @@ class SEDD(nn.Module):
 PRECISIONS = ("fp32", "bf16")
 
 
+def check_scale_by_sigma(config: SEDDConfig, kernel, source: str = "SEDD network") -> None:
+    """scale_by_sigma is the absorbing graph's output shift −log(e^σ̄ − 1) − log(V − 1). Published SEDD
+    refuses it for any other graph (`assert self.absorb`); so do we, rather than apply it silently."""
+    if config.scale_by_sigma and not isinstance(kernel, Absorbing):
+        graph = type(kernel).__name__.lower()
+        raise ValueError(f"{source}: scale_by_sigma=true with the {graph!r} graph: the flag is the absorbing graph's "
+                         f"output shift, and published SEDD refuses it for other graphs; set scale_by_sigma: false "
+                         f"(model.scale_by_sigma, or train.arch.scale_by_sigma for training)")
+
+
 class SEDDModel:
     """A SEDD network behind the model protocol: called with times, it feeds σ̄(t) to the network.
 
@@ -188,6 +199,7 @@ class SEDDModel:
             raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
         if chunk is not None and int(chunk) < 1:
             raise ValueError(f"chunk must be a positive number of sequences or null, got {chunk}")
+        check_scale_by_sigma(net.config, process.kernel)
         self.net = net.eval()
         self.process = process
         self.precision = precision

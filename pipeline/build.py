@@ -1,21 +1,39 @@
-"""Build the experiment's chain, forward process and model from a Hydra config."""
+"""Build an experiment's pieces from a Hydra config: its dataset (the data/ registry), its Markov chain
+(when it has one), its forward process, its model (the MODELS registry below), and the identity of its
+data, which keys cached artifacts beside the model's own identity.
+
+An experiment names its dataset (`experiment.data.name`), its chain (`experiment.chain`, optional:
+only the oracle and the chain metrics need one), its process, the models it runs (`experiment.models`)
+and its metrics (`experiment.metrics`, see metrics/registry.py). A model config names its kind
+(`model.kind`): a key of MODELS. New experiments add modules and configs, not branches here.
+"""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from data import countdown
-from models.loaders import load_sedd
+from data import DATASETS, get_dataset
 from models.chains import CHAIN_PRESETS, MarkovChain, load_chain
+from models.loaders import load_sedd
 from models.oracle import OracleModel
 from models.process import ForwardProcess, make_process
+from pipeline.io import file_sha256
 
 
-def build_chain(cfg: DictConfig) -> MarkovChain:
+def has_chain(cfg: DictConfig) -> bool:
+    return bool(cfg.experiment.get("chain"))
+
+
+def build_chain(cfg: DictConfig, need: str = "this stage") -> MarkovChain:
     """The Markov chain the experiment's data come from (a preset, or `oracle.chain_file`)."""
-    name = cfg.experiment.chain
+    name = cfg.experiment.get("chain")
+    if not name:
+        raise ValueError(f"experiment {cfg.experiment.name!r} has no Markov chain (experiment.chain is unset), "
+                         f"but {need} needs one")
     if name == "file":
         if not cfg.oracle.chain_file:
             raise ValueError(f"experiment {cfg.experiment.name!r} reads its chain from a file: set oracle.chain_file=PATH.npz")
@@ -25,21 +43,119 @@ def build_chain(cfg: DictConfig) -> MarkovChain:
     return CHAIN_PRESETS[name](cfg.experiment.vocab)
 
 
+def chain_sha256(chain: MarkovChain) -> str:
+    """The hash OracleModel.identity() gives its chain: of the float64 arrays' bytes."""
+    return hashlib.sha256(chain.initial.numpy().tobytes() + chain.transition.numpy().tobytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def data_spec(cfg: DictConfig) -> dict | None:
+    """experiment.data as a plain dict (interpolations resolved), or None for an experiment without files."""
+    d = cfg.experiment.get("data")
+    if not d:
+        return None
+    spec = OmegaConf.to_container(d, resolve=True)
+    if not spec.get("name"):
+        raise ValueError(f"experiment {cfg.experiment.name!r}: experiment.data lacks a name; expected one of "
+                         f"{sorted(DATASETS)}")
+    return spec
+
+
+def _dataset(cfg: DictConfig, spec: dict):
+    module = get_dataset(spec["name"])
+    length = module.length(spec)
+    if length != int(cfg.experiment.length):
+        raise ValueError(f"dataset {spec['name']!r} holds sequences of length {length}, but experiment "
+                         f"{cfg.experiment.name!r} has length {cfg.experiment.length} (experiment.length)")
+    return module
+
+
+def data_vocab(cfg: DictConfig, chain: MarkovChain | None = None) -> int:
+    """States of x_0: the chain's when the experiment has one (its dataset must agree), else its dataset's."""
+    spec = data_spec(cfg)
+    from_data = _dataset(cfg, spec).vocab(spec) if spec else None
+    if has_chain(cfg):
+        states = (chain if chain is not None else build_chain(cfg)).num_states
+        if from_data is not None and from_data != states:
+            raise ValueError(f"experiment {cfg.experiment.name!r}: dataset {spec['name']!r} has {from_data} tokens "
+                             f"but its chain has {states} states")
+        return states
+    if from_data is None:
+        raise ValueError(f"experiment {cfg.experiment.name!r} has neither a dataset (experiment.data) nor a "
+                         "Markov chain (experiment.chain): its vocabulary is unknown")
+    return from_data
+
+
+def dataset_paths(cfg: DictConfig) -> dict[str, Path]:
+    """The experiment's dataset files by split (experiment.data), built by its data module when missing."""
+    spec = data_spec(cfg)
+    if spec is None:
+        raise ValueError(f"experiment {cfg.experiment.name!r} has no dataset files (experiment.data is null)")
+    return _dataset(cfg, spec).build(spec)
+
+
+def load_data(cfg: DictConfig, split: str = "train", rows: torch.Tensor | None = None) -> torch.Tensor:
+    """A split of the experiment's dataset [N, L] int64 (only the given rows, if any)."""
+    spec = data_spec(cfg)
+    if spec is None:
+        raise ValueError(f"experiment {cfg.experiment.name!r} has no dataset files (experiment.data is null)")
+    module = _dataset(cfg, spec)
+    module.build(spec)
+    return module.load(spec, split, rows)
+
+
+def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.Tensor:
+    """x_0 for the experiment [num, L]: distinct random rows of its training file (the data a
+    trained model learned from), or, for an experiment without files, fresh sequences from its chain."""
+    spec = data_spec(cfg)
+    if spec is None:
+        return build_chain(cfg, need="x_0 without dataset files (experiment.data is null)").sample(
+            num, int(cfg.experiment.length), generator)
+    module = _dataset(cfg, spec)
+    module.build(spec)
+    total = int(module.size(spec, "train"))
+    if num > total:
+        raise ValueError(f"asked for {num} data sequences, but the training split of dataset {spec['name']!r} "
+                         f"holds {total}")
+    rows = torch.randperm(total, generator=generator)[:num]
+    return module.load(spec, "train", rows)
+
+
+def data_identity(cfg: DictConfig) -> dict | None:
+    """What fixes the experiment's data: the hash of each dataset file (built when missing), or for an
+    experiment without files the hash of the chain its x_0 come from; None when it has neither."""
+    spec = data_spec(cfg)
+    if spec is not None:
+        files = dataset_paths(cfg)
+        return {"dataset": spec["name"], "sha256": {split: file_sha256(p) for split, p in sorted(files.items())}}
+    if has_chain(cfg):
+        return {"chain_sha256": chain_sha256(build_chain(cfg))}
+    return None
+
+
+# --------------------------------------------------------------------------------------------- process
+
 def build_process(cfg: DictConfig, chain: MarkovChain | None = None) -> ForwardProcess:
-    chain = chain if chain is not None else build_chain(cfg)
     spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
-    spec["kernel"]["num_states"] = chain.num_states
+    spec["kernel"]["num_states"] = data_vocab(cfg, chain)
     return make_process(spec)
 
 
-def build_model(cfg: DictConfig):
-    """The model named by `model.name`, behind the model protocol (callable with `.process`)."""
-    chain = build_chain(cfg)
-    process = build_process(cfg, chain)
-    if cfg.model.name == "oracle":
-        return OracleModel(chain, process, floor=cfg.oracle.floor, output=cfg.oracle.output)
-    if "format" not in cfg.model:
-        raise ValueError(f"model {cfg.model.name!r} is neither 'oracle' nor a checkpoint (model.format, model.path)")
+# ---------------------------------------------------------------------------------------------- models
+
+ModelBuilder = Callable[[DictConfig, ForwardProcess, "MarkovChain | None"], object]
+
+
+def _oracle(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
+    chain = chain if chain is not None else build_chain(cfg, need=f"model {cfg.model.name!r} (kind 'oracle')")
+    return OracleModel(chain, process, floor=cfg.oracle.floor, output=cfg.oracle.output)
+
+
+def _sedd(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
+    missing = [k for k in ("format", "path") if not cfg.model.get(k)]
+    if missing:
+        raise ValueError(f"model {cfg.model.name!r} (kind 'sedd') needs {['model.' + k for k in missing]}")
     model = load_sedd(cfg.model.format, cfg.model.path, precision=cfg.model.get("precision", "fp32"),
                       chunk=cfg.model.get("chunk"))
     model.net.to(resolve_device(cfg.get("device", "cpu")))
@@ -48,33 +164,44 @@ def build_model(cfg: DictConfig):
     if want != got:
         raise ValueError(f"model {cfg.model.name!r} was trained with process {got}, but experiment "
                          f"{cfg.experiment.name!r} uses {want}")
-    model.name = cfg.model.name
     return model
 
 
-def dataset_paths(cfg: DictConfig) -> dict[str, Path]:
-    """The experiment's train and valid files (experiment.data), built from its chain when missing."""
-    d = cfg.experiment.get("data")
-    if not d:
-        raise ValueError(f"experiment {cfg.experiment.name!r} has no dataset files (experiment.data is null)")
-    if cfg.experiment.chain != "countdown":
-        raise ValueError(f"dataset files are built for CountDown only, not chain {cfg.experiment.chain!r}")
-    return countdown.build(Path(d.dir), int(d.num_train), int(d.num_valid), int(cfg.experiment.length),
-                           int(cfg.experiment.vocab), int(d.seed))
+MODELS: dict[str, ModelBuilder] = {
+    "oracle": _oracle,  # the exact denoiser of the experiment's chain (the `oracle` config section)
+    "sedd": _sedd,      # a SEDD checkpoint: model.format (project | hf | run) and model.path
+}
 
 
-def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.Tensor:
-    """x_0 for the experiment [num, L]: distinct random rows of its training file (the data a
-    trained model learned from), or, for an experiment without files, fresh sequences from its chain."""
-    if not cfg.experiment.get("data"):
-        return build_chain(cfg).sample(num, cfg.experiment.length, generator)
-    path = dataset_paths(cfg)["train"]
-    total = int(cfg.experiment.data.num_train)
-    if num > total:
-        raise ValueError(f"asked for {num} data sequences, but {path} holds {total}")
-    rows = torch.randperm(total, generator=generator)[:num]
-    return countdown.load(path, int(cfg.experiment.vocab), int(cfg.experiment.length), rows)
+def register_model(kind: str, builder: ModelBuilder) -> None:
+    """Add a model kind: builder(cfg, process, chain or None) -> a model behind the model protocol."""
+    MODELS[kind] = builder
 
+
+def build_model(cfg: DictConfig):
+    """The model of `model.kind`, behind the model protocol (callable, with `.process` and `identity()`)."""
+    name = cfg.model.name
+    allowed = cfg.experiment.get("models")
+    if allowed is not None and name not in allowed:
+        raise ValueError(f"model {name!r} is not among experiment {cfg.experiment.name!r}'s models "
+                         f"{list(allowed)} (experiment.models)")
+    kind = cfg.model.get("kind")
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r} (model.kind of model {name!r}); expected one of {sorted(MODELS)}")
+    chain = build_chain(cfg) if has_chain(cfg) else None
+    model = MODELS[kind](cfg, build_process(cfg, chain), chain)
+    model.name = name
+    return model
+
+
+def model_identity(model) -> dict:
+    """The model's identity(): what fixes its outputs (weights or chain hash, precision, ...)."""
+    if not callable(getattr(model, "identity", None)):
+        raise ValueError(f"model {getattr(model, 'name', model)!r} has no identity(); cached artifacts are keyed on it")
+    return model.identity()
+
+
+# ---------------------------------------------------------------------------------------------- torch
 
 def resolve_device(name: str) -> torch.device:
     """`device`: cpu, cuda (or cuda:<index>), or auto (cuda when torch sees a GPU, else cpu)."""

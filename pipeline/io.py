@@ -1,6 +1,7 @@
 """Atomic writes: a file is either its old self or complete, never half written."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -36,3 +37,20 @@ def atomic_write_npz(path: str | Path, **arrays) -> Path:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, computed once per (path, size, mtime) within a process."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA256[key] = h.hexdigest()
+    return _SHA256[key]

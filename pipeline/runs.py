@@ -1,12 +1,17 @@
-"""Where each stage's file lives, and how `schedule=` resolves to a time grid."""
+"""Where each stage's file lives, how `schedule=` resolves to a time grid, and what keys a cached file."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from pipeline.build import data_identity, model_identity
 from samplers.schedules import BASELINES, load_schedule
+
+# Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
+# every cached file then misses its key and is redone.
+FORMAT_VERSION = 1
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -44,3 +49,22 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
     data = load_schedule(path)
     grid = torch.tensor(data["times"], dtype=torch.float64)
     return data.get("label", path.stem), grid, len(grid) - 1, data
+
+
+def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
+    """What fixes the samples in the config: all of it less what only changes speed or display, plus the grid."""
+    keep = OmegaConf.to_container(cfg, resolve=True)
+    for k in ("progress", "threads", "device", "overwrite", "jys", "train"):
+        keep.pop(k, None)
+    keep["model"].pop("chunk", None)
+    for k in ("metrics", "models"):  # what is evaluated on the samples, and which models the experiment runs
+        keep["experiment"].pop(k, None)
+    keep["grid"] = grid.tolist()
+    return keep
+
+
+def samples_key(cfg: DictConfig, grid: torch.Tensor, model) -> dict:
+    """The reuse key of a samples file: the config and grid, the model's identity (its weights' or its
+    chain's hash), the data's identity (dataset files' or chain's hash) and FORMAT_VERSION."""
+    return {**run_config(cfg, grid), "model_identity": model_identity(model), "data_identity": data_identity(cfg),
+            "format_version": FORMAT_VERSION}

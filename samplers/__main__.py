@@ -5,22 +5,28 @@ import time
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.build import build_model, setup_torch
 from pipeline.io import atomic_write_npz
-from pipeline.runs import artifact_path, resolve_schedule
+from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule, run_config, samples_key
 from samplers.loop import run_sampler
 
+_run_config = run_config  # the config part of the reuse key (kept under its old name)
 
-def _run_config(cfg: DictConfig, grid) -> dict:
-    """What fixes the samples: the config less what only changes speed or display, plus the grid."""
-    keep = OmegaConf.to_container(cfg, resolve=True)
-    for k in ("progress", "threads", "device", "overwrite", "jys", "train"):
-        keep.pop(k, None)
-    keep["model"].pop("chunk", None)
-    keep["grid"] = grid.tolist()
-    return keep
+HASHES = ("weights_sha256", "chain_sha256")
+
+
+def check_schedule_model(schedule: dict, identity: dict, label: str) -> None:
+    """A JYS schedule file records the model it was searched for; one searched for other weights or
+    another chain is refused rather than silently applied to this model."""
+    made_for = schedule.get("model")
+    if not isinstance(made_for, dict):
+        return
+    for h in HASHES:
+        if h in made_for and h in identity and made_for[h] != identity[h]:
+            raise ValueError(f"schedule {label!r} was searched for a model with {h} {made_for[h][:12]}..., but this "
+                             f"model has {identity[h][:12]}...; rerun `python -m jys` with the same overrides")
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
@@ -29,14 +35,18 @@ def main(cfg: DictConfig) -> None:
     model = build_model(cfg)
     if hasattr(model, "describe"):
         print(model.describe())
-    label, grid, nfe, _ = resolve_schedule(cfg)
+    label, grid, nfe, schedule = resolve_schedule(cfg)
+    key = samples_key(cfg, grid, model)
+    check_schedule_model(schedule, key["model_identity"], label)
     path = artifact_path(cfg, "samples", label, nfe, "npz")
-    config = _run_config(cfg, grid)
     if path.is_file() and not cfg.overwrite:
         with np.load(path) as f:
-            if json.loads(str(f["config"])) == config:
-                print(f"{cfg.sampler} / {label}: {path} already holds these samples (overwrite=true to redo)")
-                return
+            stored = json.loads(str(f["config"]))
+        if stored == key:
+            print(f"{cfg.sampler} / {label}: {path} already holds these samples (overwrite=true to redo)")
+            return
+        changed = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
+        print(f"{cfg.sampler} / {label}: {path} holds other samples (differing in {changed}); redoing them")
     generator = torch.Generator().manual_seed(int(cfg.seed))
     start = time.time()
     result = run_sampler(model, cfg.sampler, grid, int(cfg.num_samples), int(cfg.experiment.length), generator,
@@ -44,7 +54,8 @@ def main(cfg: DictConfig) -> None:
     wall = time.time() - start
     atomic_write_npz(path, samples=result.samples.numpy().astype("int32"), times=grid.numpy(), nfe=nfe,
                      model_calls=result.nfe, seed=int(cfg.seed), sampler=cfg.sampler, schedule=label,
-                     wall_time=wall, config=json.dumps(config))
+                     wall_time=wall, config=json.dumps(key), model_identity=json.dumps(key["model_identity"]),
+                     data_identity=json.dumps(key["data_identity"]), format_version=FORMAT_VERSION)
     print(f"{cfg.sampler} / {label}: {result.samples.shape[0]} samples, grid of {nfe} steps, "
           f"{result.nfe:g} model calls (NFE spent), {wall:.1f} s -> {path}")
 

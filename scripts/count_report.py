@@ -33,6 +33,11 @@ def main():
     if not records:
         sys.exit(f"no metrics records under {out}/<model>/metrics for models {args.models}, samplers "
                  f"{args.samplers}, NFE {args.nfes}: run the stages first (bash scripts/count.sh)")
+    for model in args.models:  # one table row per model: never records of two weights or chains
+        ids = {json.dumps(r.get("model_identity"), sort_keys=True) for r in records if r["model"] == model}
+        if len(ids) > 1 or "null" in ids:
+            sys.exit(f"metrics records of model {model!r} under {out} come from {len(ids)} model identities "
+                     f"(or predate them): rerun the stages (bash scripts/count.sh) so that samples and metrics are remade")
     atomic_write_json(out / "results.json", records)
     table = defaultdict(dict)
     for r in records:

@@ -11,16 +11,16 @@ from pipeline.build import sample_data
 
 
 def test_build_is_deterministic_valid_and_never_overwrites(tmp_path):
-    a = countdown.build(tmp_path / "a", num_train=50, num_valid=10, length=16, seed=3)
-    b = countdown.build(tmp_path / "b", num_train=50, num_valid=10, length=16, seed=3)
-    train = countdown.load(a["train"], vocab=32, length=16)
+    a = countdown.write_splits(tmp_path / "a", num_train=50, num_valid=10, length=16, seed=3)
+    b = countdown.write_splits(tmp_path / "b", num_train=50, num_valid=10, length=16, seed=3)
+    train = countdown.read_split(a["train"], vocab=32, length=16)
     assert train.shape == (50, 16)
-    assert torch.equal(train, countdown.load(b["train"], vocab=32, length=16))
-    assert not torch.equal(train[:10], countdown.load(a["valid"], vocab=32, length=16))  # splits differ
+    assert torch.equal(train, countdown.read_split(b["train"], vocab=32, length=16))
+    assert not torch.equal(train[:10], countdown.read_split(a["valid"], vocab=32, length=16))  # splits differ
     assert countdown_error(train) == 0.0
     before = a["train"].read_bytes()
     with pytest.raises(ValueError, match=r"shape \(50, 16\), but \(50, 32\) were asked"):
-        countdown.build(tmp_path / "a", num_train=50, num_valid=10, length=32, seed=3)
+        countdown.write_splits(tmp_path / "a", num_train=50, num_valid=10, length=32, seed=3)
     assert a["train"].read_bytes() == before
 
 

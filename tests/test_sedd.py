@@ -8,9 +8,9 @@ from safetensors.torch import save_file
 
 from models.loaders import load_hf, load_project, load_run
 from models.noise import LogLinear
-from models.kernels import Absorbing
+from models.kernels import Absorbing, Uniform
 from models.process import ForwardProcess
-from models.sedd import SEDD, SEDDConfig
+from models.sedd import SEDD, SEDDConfig, SEDDModel
 from train.loop import EMA, export_weights
 
 TINY = {"hidden_size": 32, "cond_dim": 16, "n_blocks": 2, "n_heads": 2, "scale_by_sigma": True, "dropout": 0.0}
@@ -145,3 +145,19 @@ def test_chunks_and_bf16_change_the_output_by_rounding_only(tmp_path):
         load_project(tmp_path, precision="fp16")
     with pytest.raises(ValueError, match="chunk must be a positive"):
         load_project(tmp_path, chunk=0)
+
+
+def test_scale_by_sigma_is_refused_for_a_uniform_graph(tmp_path):
+    """Published SEDD asserts an absorbing graph when scale_by_sigma is set; the loaders refuse it too."""
+    net = tiny_net()
+    cfg = {**PUBLISHED_CFG, "tokens": 7, "graph": {"type": "uniform"}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    torch.save(net.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"scale_by_sigma=true with the 'uniform' graph"):
+        load_hf(tmp_path)
+    with pytest.raises(ValueError, match=r"scale_by_sigma=true with the 'uniform' graph"):
+        SEDDModel(net, ForwardProcess(LogLinear(), Uniform(7)))
+    cfg["model"] = {**cfg["model"], "scale_by_sigma": False}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    model = load_hf(tmp_path)  # without the flag a uniform graph loads
+    assert isinstance(model.process.kernel, Uniform) and not model.net.config.scale_by_sigma

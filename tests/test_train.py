@@ -1,6 +1,7 @@
 """Training pieces: EMA warm-up, score entropy at the exact scores, bit-identical resume."""
 import json
 
+import pytest
 import torch
 
 from models.chains import countdown_chain
@@ -47,10 +48,32 @@ def test_resumed_training_is_bit_identical(tmp_path):
     arch = {"hidden_size": 16, "cond_dim": 8, "n_blocks": 1, "n_heads": 2, "dropout": 0.1, "scale_by_sigma": True}
     settings = {"steps": 4, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "warmup": 2, "grad_clip": 1.0,
                 "ema": 0.999, "t_min": 1e-3, "seed": 0, "bf16": False, "log_every": 1, "ckpt_every": 2}
-    train(data, proc, spec, arch, settings, tmp_path / "w1", tmp_path / "c1", "test", progress=False)
+    train(data, proc, spec, arch, settings, tmp_path / "w1", tmp_path / "c1", "test", progress=False, device="cpu")
     train(data, proc, spec, arch, {**settings, "steps": 2}, tmp_path / "w2", tmp_path / "c2", "test", progress=False)
     note = train(data, proc, spec, arch, settings, tmp_path / "w2", tmp_path / "c2", "test", progress=False)
     assert note["steps"] == 4
     assert (tmp_path / "w1" / "model.safetensors").read_bytes() == (tmp_path / "w2" / "model.safetensors").read_bytes()
     losses = [json.loads((tmp_path / w / "training.json").read_text())["loss_curve"] for w in ("w1", "w2")]
     assert losses[0] == losses[1]
+
+
+def test_training_device_is_resolved_and_bad_setups_are_refused(tmp_path):
+    proc = ForwardProcess(LogLinear(1e-3), Absorbing(32))
+    data = countdown_chain().sample(16, 8, torch.Generator().manual_seed(0))
+    spec = {"noise": {"name": "loglinear", "eps": 1e-3}, "kernel": {"name": "absorbing", "num_states": 32}}
+    arch = {"hidden_size": 16, "cond_dim": 8, "n_blocks": 1, "n_heads": 2, "dropout": 0.0, "scale_by_sigma": True}
+    settings = {"steps": 1, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "warmup": 1, "grad_clip": 1.0,
+                "ema": 0.999, "t_min": 1e-3, "seed": 0, "bf16": True, "log_every": 1, "ckpt_every": 1}
+    args = (data, proc, spec, arch, settings, tmp_path / "w", tmp_path / "c", "test")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        train(*args, progress=False, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            train(*args, progress=False, device="cuda")
+    uniform = ForwardProcess(LogLinear(1e-3), Uniform(32))
+    with pytest.raises(ValueError, match="scale_by_sigma=true with the 'uniform' graph"):
+        train(data, uniform, spec, arch, settings, tmp_path / "w", tmp_path / "c", "test", progress=False)
+    note = train(*args, progress=False, device="auto")  # bf16 autocast on the resolved device's type
+    assert note["steps"] == 1 and note["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    state = torch.load(tmp_path / "c" / "checkpoint.pt", map_location="meta", weights_only=False)
+    assert all(t.device.type == "meta" for t in state["ema"])  # loadable anywhere

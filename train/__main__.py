@@ -6,8 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data import countdown
-from pipeline.build import build_process, dataset_paths, setup_torch
+from pipeline.build import build_process, load_data, resolve_device, setup_torch
 from train.loop import train
 
 
@@ -15,15 +14,15 @@ from train.loop import train
 def main(cfg: DictConfig) -> None:
     setup_torch(cfg)
     tc = cfg.train
-    paths = dataset_paths(cfg)
-    data = countdown.load(paths["train"], int(cfg.experiment.vocab), int(cfg.experiment.length))
+    data = load_data(cfg, "train")
     process = build_process(cfg)
     spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
     spec["kernel"]["num_states"] = process.data_states
     settings = {k: tc[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema",
                                    "t_min", "seed", "bf16", "log_every", "ckpt_every")}
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),
-                 Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress)
+                 Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress,
+                 device=resolve_device(cfg.get("device", "auto")))
     print(f"trained {note['steps']} steps, {note['samples_seen']:,} sequences, {note['wall_time_s']} s, "
           f"final loss per token {note['final_loss_per_token']} -> {tc.out_dir}")
 

@@ -1,0 +1,105 @@
+"""Reuse never mixes models: cached samples, search levels and metrics records are keyed on the model's
+identity (weights or chain hash), the data's identity and FORMAT_VERSION."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import metrics.__main__ as metrics_main
+import samplers.__main__ as samplers_main
+from jys.run import optimize
+from models.sedd import SEDD, SEDDConfig
+from pipeline.runs import FORMAT_VERSION
+from train.loop import EMA, export_weights
+
+SPEC = {"noise": {"name": "loglinear", "eps": 1e-3}, "kernel": {"name": "absorbing", "num_states": 32}}
+
+
+def write_weights(directory, seed):
+    """A tiny SEDD of the count experiment's process (33 states), in the project's format."""
+    torch.manual_seed(seed)
+    net = SEDD(SEDDConfig(vocab_size=33, hidden_size=16, cond_dim=8, n_blocks=1, n_heads=2, dropout=0.0))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+    export_weights(net, EMA(net.parameters(), 0.5), directory, SPEC, "count", {"steps": 0})
+
+
+@pytest.fixture
+def sampling_calls(monkeypatch):
+    calls = []
+    real = samplers_main.run_sampler
+    monkeypatch.setattr(samplers_main, "run_sampler", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def stored(path, field):
+    with np.load(path) as f:
+        return json.loads(str(f[field]))
+
+
+def test_samples_are_redone_when_weights_or_data_change(make_cfg, tmp_path, sampling_calls):
+    weights = tmp_path / "weights"
+    cfg = make_cfg("experiment=count", "model=count-sedd", f"model.path={weights}", "model.precision=fp32",
+                   "device=cpu", "experiment.length=8", f"experiment.data.dir={tmp_path / 'data'}",
+                   "experiment.data.num_train=16", "experiment.data.num_valid=4", "nfe=2", "num_samples=4",
+                   "jys.num_samples=8", "jys.max_iter=4")
+    search = tmp_path / "count" / "count-sedd" / "schedules" / "search"
+    samples = tmp_path / "count" / "count-sedd" / "samples" / "euler-uniform-nfe2.npz"
+    write_weights(weights, 0)
+    samplers_main.main.__wrapped__(cfg)
+    first = stored(samples, "model_identity")["weights_sha256"]
+    samplers_main.main.__wrapped__(cfg)
+    assert len(sampling_calls) == 1  # same model, data and config: reused
+
+    write_weights(weights, 1)  # scripts/train.sh rewrites the weights in place
+    with pytest.raises(ValueError, match="were made by model .* remake them"):
+        metrics_main.main.__wrapped__(cfg)  # stale samples are never evaluated under the new model's name
+    samplers_main.main.__wrapped__(cfg)
+    assert len(sampling_calls) == 2
+    second = stored(samples, "model_identity")["weights_sha256"]
+    assert second != first
+    metrics_main.main.__wrapped__(cfg)
+    record = json.loads((tmp_path / "count" / "count-sedd" / "metrics" / "euler-uniform-nfe2.json").read_text())
+    assert record["model_identity"]["weights_sha256"] == second and record["format_version"] == FORMAT_VERSION
+    assert record["data_identity"] == stored(samples, "data_identity")
+
+    optimize(cfg)
+    assert len(list(search.glob("*.json"))) == 1
+    train = tmp_path / "data" / "train.npy"
+    rows = np.load(train)
+    np.save(train, (rows + 1) % 32)  # same shape, other bytes
+    samplers_main.main.__wrapped__(cfg)
+    assert len(sampling_calls) == 3
+    optimize(cfg)
+    assert len(list(search.glob("*.json"))) == 2  # x_0 come from the data: its levels are not reused
+    assert stored(samples, "data_identity") != record["data_identity"]
+
+
+def test_chain_file_bytes_key_samples_and_search_levels(make_cfg, tmp_path, sampling_calls):
+    chain = tmp_path / "chain.npz"
+    cfg = make_cfg("experiment=chain", "model=oracle", f"oracle.chain_file={chain}", "experiment.length=8",
+                   "nfe=2", "num_samples=4", "jys.num_samples=8", "jys.max_iter=4")
+    samples = tmp_path / "chain" / "oracle" / "samples" / "euler-uniform-nfe2.npz"
+    search = tmp_path / "chain" / "oracle" / "schedules" / "search"
+    T = np.full((4, 4), 0.25)
+    np.savez(chain, initial=np.full(4, 0.25), transition=T)
+    samplers_main.main.__wrapped__(cfg)
+    optimize(cfg)
+    samplers_main.main.__wrapped__(cfg)
+    assert len(sampling_calls) == 1 and len(list(search.glob("*.json"))) == 1
+    np.savez(chain, initial=np.full(4, 0.25), transition=np.roll(np.eye(4), 1, axis=1) * 0.7 + 0.075)
+    samplers_main.main.__wrapped__(cfg)
+    assert len(sampling_calls) == 2  # same path, other chain: redone
+    assert stored(samples, "data_identity") == {"chain_sha256": stored(samples, "model_identity")["chain_sha256"]}
+    optimize(cfg)
+    assert len(list(search.glob("*.json"))) == 2  # a new search, not the old chain's levels
+
+
+def test_a_schedule_searched_for_other_weights_is_refused():
+    ident = {"name": "m", "weights_sha256": "a" * 64}
+    samplers_main.check_schedule_model({"model": dict(ident)}, ident, "jys")
+    samplers_main.check_schedule_model({}, ident, "uniform")
+    with pytest.raises(ValueError, match="schedule 'jys' was searched for a model with weights_sha256 bbbb"):
+        samplers_main.check_schedule_model({"model": {**ident, "weights_sha256": "b" * 64}}, ident, "jys")
