@@ -13,18 +13,27 @@ numbers across the t2 of one search.
 
 Marks, as the sampler applies them (REFERENCE.md, "Marks of a τ-leaping path"):
 - categorical kernels (absorbing, uniform): "set token l to y"; λ(l, y) = R̂(x → x with x_l ← y).
-- ordinal kernels (tauLDR's Gaussian; τ-leaping adds Σ n·(y − x)): "move token l by d"; the coarse
-  path moves by d with the frozen λ1(l, d) = R̂_{t1}(x_{t1} → x_{t1} with x_l ← x_{t1,l} + d), whatever
-  the token's value now, so λ1 and λ2 pair by displacement d, not by destination.
-Two kinds of marks need a convention, both only where x_{t2,l} ≠ x_{t1,l}:
-- a no-op: "set token l to y" with y its current value x_{t2,l}. It changes no path, so it has no
-  intensity in either process (uniform kernels; the absorbing kernel keeps the literal Σ R1 of a token
-  unmasked since t1, whose −R2 + R1 terms then cancel in expectation under loglinear noise).
-- a move the frozen coarse rates cannot make (λ1 = 0 < λ2: jumping back to x_{t1,l}, or a displacement
-  that leaves the state space from x_{t1,l}). Literally the KL is then infinite, whatever t2. Its
-  coarse intensity is the coarse model's own rate for that move from the current value z = x_{t2,l},
-  read from the same model call: R̂_{t1}(z → y) = dσ̄/dt(t1) · Q[y, z] · r1_y / r1_z (r1 are ratios
-  against x_{t1}, so r1_y / r1_z compares x_l = y with x_l = z in the context of x_{t1}).
+- ordinal kernels (tauLDR's Gaussian; τ-leaping adds Σ n·(y − x)): "move token l by d".
+The fine path reads its rates at x_{t2}. Where the coarse path reads them (`coarse_state`) matters only
+for tokens that changed between t1 and t2 (x_{t2,l} ≠ x_{t1,l}):
+- 'start', the literal τ-leaping step: every move keeps the intensity frozen at x_{t1,l}, so λ1 and λ2
+  pair by displacement d for ordinal kernels (λ1(l, d) = R̂_{t1}(x_{t1,l} → x_{t1,l} + d)) and by
+  destination for categorical ones. Two kinds of marks then need a convention:
+  · a no-op, "set token l to y" with y its current value: it changes no path, so it has no intensity
+    (uniform kernels; the absorbing kernel keeps the literal Σ R1 of a token unmasked since t1, whose
+    −R2 + R1 terms cancel in expectation under loglinear noise);
+  · a move the frozen rates cannot make (λ1 = 0 < λ2: jumping back to x_{t1,l}, or a displacement that
+    leaves the state space from x_{t1,l}), where the KL is literally infinite whatever t2: its coarse
+    intensity is the coarse model's rate for that move from the current value (below).
+- 'current', the frozen-time jump process: time and the other tokens stay frozen at (x_{t1}, t1), but
+  token l moves with the coarse model's rates from its current value z = x_{t2,l}, read from the same
+  model call: R̂_{t1}(z → y) = dσ̄/dt(t1) · Q[y, z] · r1_y / r1_z (r1 are ratios against x_{t1}, so
+  r1_y / r1_z compares x_l = y with x_l = z in the context of x_{t1}). Both paths then move from the
+  same value, so destination and displacement pair alike. Where the forward chain churns among data
+  states, 'start' counts every stale move as divergence; 'current' counts only what the frozen read gets
+  wrong. For an absorbing kernel a changed token is unmasked and has no moves in either path.
+- 'auto' (default): 'start' for absorbing kernels, 'current' for the others; the README's oracle tables
+  compare the two.
 0·log 0 = 0; a zero coarse rate against a positive fine one in any other mark is a model error.
 
 Memory: every tensor of the size [B, L, S] is float32 (the stored coarse ratios) or the model's output;
@@ -41,6 +50,7 @@ from models.protocol import ModelOutput, concrete_ratios
 
 F64 = torch.float64
 OBJECTIVES = ("girsanov", "reference")
+COARSE_STATES = ("auto", "start", "current")
 CHUNK_BYTES = 64 * 2**20  # float64 work per chunk of positions
 
 
@@ -95,7 +105,7 @@ def _current_state_rates(process, ratio1: torch.Tensor, x1: torch.Tensor, x2: to
     return rates.scatter(-1, x2.unsqueeze(-1), 0.0)
 
 
-def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str) -> torch.Tensor:
+def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse_state: str) -> torch.Tensor:
     """Σ over the chunk's positions and marks of the integrand, per sequence. [b] float64"""
     kernel = process.kernel
     R1 = process.sigma_rate(t1).reshape(-1, 1, 1) * kernel.rate_cols(x1) * ratio1
@@ -106,9 +116,9 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str) -> tor
     if kernel.mask is None and not kernel.ordinal:
         R1 = torch.where(changed, R1.scatter(-1, x2.unsqueeze(-1), 0.0), R1)  # no-op marks have no intensity
     lam1, lam2 = _marks(R1, x1, kernel.ordinal), _marks(R2, x2, kernel.ordinal)
-    if kernel.mask is None:
+    if coarse_state == "current" or kernel.mask is None:
         fill = _marks(_current_state_rates(process, ratio1, x1, x2, t1), x2, kernel.ordinal)
-        lam1 = torch.where(changed & (lam1 <= 0) & (lam2 > 0), fill, lam1)
+        lam1 = torch.where(changed if coarse_state == "current" else changed & (lam1 <= 0) & (lam2 > 0), fill, lam1)
     bad = (lam2 > 0) & ~(lam1 > 0)
     if bad.any():
         raise ValueError(f"the model gives {int(bad.sum())} reverse rates that are 0 at t1={float(t1.max()):.4g} but "
@@ -122,12 +132,13 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str) -> tor
 
 
 def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2: torch.Tensor,
-               objective: str) -> torch.Tensor:
+               objective: str, coarse_state: str = "auto") -> torch.Tensor:
     """Σ_{l, marks} of the KLUB integrand per sample, without the duration factor. [M] float64
 
     coarse: the stored read at (x_{t1}, t1) of these M sequences; fine: the model's output at (x_{t2}, t2)."""
     M, L = x2.shape
     S = process.num_states
+    coarse_state = resolve_coarse_state(coarse_state, process.kernel)
     t1 = coarse.t.to(F64)
     t2 = t2.to(F64)
     out = torch.zeros(M, dtype=F64)
@@ -140,7 +151,7 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
             x1c, x2c = coarse.x[bi, li].unsqueeze(1), x2[bi, li].unsqueeze(1)  # [n, 1]
             r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[bi, li].unsqueeze(1)), x2c, t2[bi], process)
             terms = _chunk_terms(process, coarse.ratio[bi, li].unsqueeze(1).to(F64), x1c, t1[bi], r2, x2c, t2[bi],
-                                 objective)
+                                 objective, coarse_state)
             out.index_add_(0, bi, terms)
         return out
     step = max(1, CHUNK_BYTES // (M * S * 8 * (3 if process.kernel.ordinal else 1)))
@@ -148,8 +159,21 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
         sl = slice(i, i + step)
         x1c, x2c = coarse.x[:, sl], x2[:, sl]
         r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[:, sl]), x2c, t2, process)
-        out += _chunk_terms(process, coarse.ratio[:, sl].to(F64), x1c, t1, r2, x2c, t2, objective)
+        out += _chunk_terms(process, coarse.ratio[:, sl].to(F64), x1c, t1, r2, x2c, t2, objective, coarse_state)
     return out
+
+
+def resolve_coarse_state(coarse_state: str, kernel) -> str:
+    """auto: 'start' for absorbing kernels, 'current' for the others (README, "Where the coarse path reads its rates")."""
+    check_coarse_state(coarse_state)
+    if coarse_state == "auto":
+        return "start" if kernel.mask is not None else "current"
+    return coarse_state
+
+
+def check_coarse_state(coarse_state: str) -> None:
+    if coarse_state not in COARSE_STATES:
+        raise ValueError(f"unknown jys.coarse_state {coarse_state!r}; expected one of {COARSE_STATES}")
 
 
 def check_objective(objective: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from jys.klub import check_objective
+from jys.klub import check_coarse_state, check_objective
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from pipeline.build import build_model, data_identity, sample_data
@@ -26,10 +26,12 @@ TIME_FAMILY = ("euler", "tau_leaping", "tweedie")  # one KLUB, one schedule for 
 def settings_from(cfg: DictConfig) -> SearchSettings:
     j = cfg.jys
     s = SearchSettings(num_samples=int(j.num_samples), batch_size=int(j.batch_size), objective=str(j.objective),
+                       coarse_state=str(j.coarse_state),
                        tol=float(j.tol), rel_tol=float(j.rel_tol), max_iter=int(j.max_iter), margin=float(j.margin),
                        seed=int(j.seed), eps=float(cfg.eps), max_bytes=int(j.max_bytes), mix_tv=float(j.mix_tv),
                        progress=bool(cfg.progress))
     check_objective(s.objective)
+    check_coarse_state(s.coarse_state)
     if s.num_samples < 1 or s.batch_size < 1 or s.max_iter < 1:
         raise ValueError(f"jys.num_samples, jys.batch_size and jys.max_iter must be >= 1, got "
                          f"{s.num_samples}, {s.batch_size}, {s.max_iter}")

@@ -30,6 +30,7 @@ class SearchSettings:
     num_samples: int = 256  # data samples per KLUB evaluation
     batch_size: int = 512  # sequences per model call
     objective: str = "girsanov"
+    coarse_state: str = "auto"  # where the coarse path reads its rates for changed tokens (jys.klub)
     tol: float = 0.25 / 1024  # stop when the bracket is narrower than min(tol, rel_tol · width)
     rel_tol: float = 0.02
     max_iter: int = 32
@@ -132,7 +133,7 @@ class TimeSearch:
                 a, b = max(i, k * M), min(j, (k + 1) * M)
                 part = type(fine)(fine.kind, fine.values[a - i:b - i])
                 sums[k][a - k * M:b - k * M] = klub_terms(self.process, coarse[k].rows(a - k * M, b - k * M), part,
-                                                          x[a:b], t[a:b], self.s.objective)
+                                                          x[a:b], t[a:b], self.s.objective, self.s.coarse_state)
         return [float((d * s).mean()) for d, s in zip(duration, sums)]
 
     def level(self, grid: list[float], level: int) -> Level:

@@ -11,6 +11,7 @@ from metrics.registry import evaluate
 from pipeline.build import build_model, model_identity
 from pipeline.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule
+from samplers.loop import calls_per_sequence
 
 __all__ = ["evaluate", "main", "samples_provenance"]
 
@@ -44,7 +45,8 @@ def main(cfg: DictConfig) -> None:
         samples = torch.from_numpy(f["samples"].astype(np.int64))
         seed, calls = int(f["seed"]), float(f["model_calls"])
     record = {"experiment": cfg.experiment.name, "model": cfg.model.name, "sampler": cfg.sampler,
-              "schedule": label, "nfe": nfe, "model_calls": calls, "num_samples": int(samples.shape[0]),
+              "schedule": label, "nfe": nfe, "nfe_calls": calls_per_sequence(cfg.sampler, nfe, cfg.final_step),
+              "model_calls": calls, "num_samples": int(samples.shape[0]),
               "seed": seed, "metrics": evaluate(cfg, samples), **provenance, "samples_file": str(path)}
     atomic_write_json(artifact_path(cfg, "metrics", label, nfe, "json"), record)
     print(json.dumps(record, indent=2))

@@ -37,6 +37,15 @@ class SampleResult:
         return sum(self.calls_per_batch) / len(self.calls_per_batch)
 
 
+NOISE_REMOVAL = ("euler", "tau_leaping", "tweedie")  # samplers that end with the noise-removal call at ε
+
+
+def calls_per_sequence(sampler: str, steps: int, final_step: str = "sample") -> int:
+    """NFE as every table counts it: model calls per sequence, the noise-removal call always counted
+    (SEDD's NFE = steps + 1) even where a batch with no mask left skips it. k-Gillespie: its steps."""
+    return steps + (1 if sampler in NOISE_REMOVAL and final_step != "none" else 0)
+
+
 def check_sampler(name: str, process) -> None:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}")

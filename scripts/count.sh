@@ -30,14 +30,17 @@ TIMES=runs/count/stage_seconds.txt
 for model in $MODELS; do
   for sampler in $SAMPLERS; do
     common="experiment=count model=$model sampler=$sampler seed=0"
-    for nfe in $NFES; do
-      echo "== $model / $sampler / NFE $nfe"
+    for calls in $NFES; do
+      # NFE = model calls per sequence: Euler and Tweedie take NFE − 1 grid steps and the noise-removal call,
+      # k-Gillespie takes NFE steps and no such call (samplers.loop.calls_per_sequence).
+      nfe=$calls; [[ $sampler == kgillespie ]] || nfe=$((calls - 1))
+      echo "== $model / $sampler / NFE $calls ($nfe grid steps)"
       stage jys $PY -m jys $common nfe=$nfe jys.num_samples=$KLUB
       for schedule in uniform cosine jys; do
         # From NFE 32 on, the cosine grid's first steps unmask no token of 256 (L·(1 − cos(π/2N)) < 0.5),
         # which k-Gillespie cannot follow; the sampler would refuse the grid.
         if [[ $sampler == kgillespie && $schedule == cosine && $nfe -ge 32 ]]; then
-          echo "kgillespie / cosine / NFE $nfe: skipped, the grid's first step unmasks no token"; continue
+          echo "kgillespie / cosine / NFE $calls: skipped, the grid's first step unmasks no token"; continue
         fi
         stage sample $PY -m samplers $common schedule=$schedule nfe=$nfe num_samples=$NUM batch_size=256 | tail -n 1
         stage metrics $PY -m metrics $common schedule=$schedule nfe=$nfe > /dev/null

@@ -17,7 +17,7 @@ $PY - <<'PYEOF'
 import json, pathlib
 rows = [json.loads(p.read_text()) for p in pathlib.Path("runs/count/oracle/metrics").glob("euler-*.json")]
 rows = [r for r in rows if r["schedule"] in ("uniform", "cosine", "jys") and r["nfe"] in (4, 8, 16)]
-print("\nCountDown, exact oracle, Euler: fraction of broken transitions (lower is better)")
+print("\nCountDown, exact oracle, Euler: fraction of broken transitions (lower is better); NFE = grid steps, each run spends one more call (noise removal)")
 print(f"{'nfe':>4}{'uniform':>10}{'cosine':>10}{'jys':>10}{'jys/uniform':>13}")
 for nfe in (4, 8, 16):
     e = {r["schedule"]: r["metrics"]["countdown_error"] for r in rows if r["nfe"] == nfe}

@@ -4,20 +4,21 @@ import json
 import pytest
 import torch
 
-from jys import search as search_module
 import numpy as np
 import scipy.stats
 
+from jys import search as search_module
 from jys.klub import Coarse, klub_terms
 from jys.run import optimize
-from metrics.sequences import countdown_error
+from metrics.sequences import chain_nll, countdown_error
+from models.chains import smooth_chain
 from models.kernels import Absorbing, GaussianTarget, Uniform
 from models.noise import LogLinear
 from models.process import ForwardProcess
 from models.protocol import ModelOutput, rates_from_ratios
 from pipeline.build import build_model
 from samplers.loop import run_sampler
-from samplers.schedules import check_grid, uniform
+from samplers.schedules import check_grid, cosine, uniform
 
 FAST = ["experiment.length=32", "experiment.data=null", "jys.num_samples=16", "jys.max_iter=12"]
 
@@ -58,11 +59,14 @@ def test_zero_coarse_rate_against_positive_fine_rate_is_reported():
         klub_terms(proc, Coarse(x, t, r1), ModelOutput("score", torch.zeros(1, 3, 5)), x, t, "girsanov")
 
 
-def test_klub_is_the_kl_of_the_samplers_jump_counts_by_displacement():
-    """Value test, ordinal kernel: on [t3, t2] the coarse τ-leaping path moves token l by d with the frozen
-    intensity R̂_{t1}(x_{t1,l} → x_{t1,l} + d), the fine one with R̂_{t2}(x_{t2,l} → x_{t2,l} + d). The
-    KL between the laws of the jump counts n_{l,d} (independent Poissons), estimated by simulation with
-    scipy's log-pmf, must equal the KLUB's integrand times the duration. Pairing by destination fails."""
+@pytest.mark.parametrize("coarse_state", ["start", "current"])
+def test_klub_is_the_kl_of_the_jump_counts_by_displacement(coarse_state):
+    """Value test, ordinal kernel: on [t3, t2] the fine path moves token l by d with intensity
+    R̂_{t2}(x_{t2,l} → x_{t2,l} + d); the coarse τ-leaping path ('start') with the frozen
+    R̂_{t1}(x_{t1,l} → x_{t1,l} + d), or ('current') with the coarse read's rate from the current value.
+    The KL between the laws of the jump counts n_{l,d} (independent Poissons), estimated by simulation
+    with scipy's log-pmf, must equal the KLUB's integrand times the duration. For 'start', pairing by
+    destination instead gives another number."""
     kernel = GaussianTarget(7, rate_sigma=3.0, Q_sigma=4.0)
     proc = ForwardProcess(LogLinear(), kernel)
     x1 = torch.tensor([[3, 2, 3]])
@@ -86,8 +90,9 @@ def test_klub_is_the_kl_of_the_samplers_jump_counts_by_displacement():
             a, b = int(x1[0, l]) + d, z + d
             f = float(R2[l, b]) if d and 0 <= b < 7 else 0.0
             c = float(R1[l, a]) if d and 0 <= a < 7 else 0.0
-            if f > 0 and c == 0:  # beyond the coarse path's reach from x_{t1,l}: its model's rate from z
-                c = rate1 * float(Q[b, z] * r1[0, l, b] / r1[0, l, z])
+            moved = z != int(x1[0, l])
+            if moved and (coarse_state == "current" or (f > 0 and c == 0)):  # the coarse read's rate from z
+                c = rate1 * float(Q[b, z] * r1[0, l, b] / r1[0, l, z]) if d and 0 <= b < 7 else 0.0
             if f > 0 or c > 0:
                 lam1.append(c)
                 lam2.append(f)
@@ -98,10 +103,12 @@ def test_klub_is_the_kl_of_the_samplers_jump_counts_by_displacement():
     llr = scipy.stats.poisson.logpmf(n, lam2) - scipy.stats.poisson.logpmf(n, np.maximum(lam1, 1e-300))
     kl_sim = llr.sum(1).mean()
     klub = dur * float(klub_terms(proc, Coarse(x1, t1, r1.float()), ModelOutput("score", r2.float().log()), x2, t2,
-                                  "girsanov")[0])
+                                  "girsanov", coarse_state)[0])
     assert klub == pytest.approx(kl_sim, rel=0.02)
+    if coarse_state == "current":
+        return
     by_destination = dur * float(klub_terms(ForwardProcess(LogLinear(), _categorical(kernel)), Coarse(x1, t1, r1.float()),
-                                            ModelOutput("score", r2.float().log()), x2, t2, "girsanov")[0])
+                                            ModelOutput("score", r2.float().log()), x2, t2, "girsanov", "start")[0])
     assert by_destination > 2 * kl_sim  # stale destinations look like a different model
 
 
@@ -195,14 +202,43 @@ def test_bad_input_is_a_clear_error(make_cfg, monkeypatch):
         optimize(make_cfg(*FAST, "nfe=2"))
 
 
-def test_jys_beats_uniform_on_the_countdown_oracle(make_cfg):
-    """A small version of the README's check: Euler, NFE 4, error at most 0.7 × uniform's."""
+def _errors(cfg, grids, sampler, metric, num=512):
+    model = build_model(cfg)
+    chain = model.data_chain
+    out = {}
+    for name, grid in grids.items():
+        res = run_sampler(model, sampler, grid, num, int(cfg.experiment.length), torch.Generator().manual_seed(1),
+                          batch_size=num, progress=False)
+        out[name] = metric(res.samples, chain)
+    return out
+
+
+def test_jys_beats_uniform_and_cosine_on_the_countdown_oracle(make_cfg):
+    """A small version of the README's check: Euler, NFE 4, error at most 0.7 × uniform's and below cosine's."""
     cfg = make_cfg("experiment.length=64", "experiment.data=null", "jys.num_samples=32", "nfe=4")
     jys_grid = torch.tensor(times(optimize(cfg)), dtype=torch.float64)
-    model = build_model(cfg)
-    errors = {}
-    for name, grid in (("uniform", uniform(4)), ("jys", jys_grid)):
-        res = run_sampler(model, "euler", grid, 512, 64, torch.Generator().manual_seed(1), batch_size=512,
-                          progress=False)
-        errors[name] = countdown_error(res.samples)
-    assert errors["jys"] <= 0.7 * errors["uniform"], errors
+    errors = _errors(cfg, {"uniform": uniform(4), "cosine": cosine(4), "jys": jys_grid}, "euler",
+                     lambda x, chain: countdown_error(x))
+    assert errors["jys"] <= 0.7 * errors["uniform"] and errors["jys"] < errors["cosine"], errors
+
+
+def test_jys_beats_uniform_under_the_uniform_kernel(make_cfg):
+    """count_uniform_const (tauLDR's constant-rate uniform kernel), Euler, NFE 4, chain NLL."""
+    cfg = make_cfg("experiment=count_uniform_const", "experiment.length=32", "experiment.data=null",
+                   "jys.num_samples=32", "nfe=4")
+    jys_grid = torch.tensor(times(optimize(cfg)), dtype=torch.float64)
+    nll = _errors(cfg, {"uniform": uniform(4), "jys": jys_grid}, "euler", lambda x, c: chain_nll(x, c, 1e-3))
+    assert nll["jys"] <= 0.7 * nll["uniform"], nll
+
+
+def test_jys_beats_uniform_under_the_gaussian_kernel(make_cfg, tmp_path):
+    """chain_gauss (tauLDR's Gaussian kernel and exponential noise) on a smooth chain, τ-leaping, NFE 4:
+    JYS takes one step to t_mix and searches below it; chain NLL at most 0.7 × uniform's."""
+    smooth_chain().save(tmp_path / "chain.npz")
+    cfg = make_cfg("experiment=chain_gauss", f"oracle.chain_file={tmp_path / 'chain.npz'}", "experiment.length=16",
+                   "sampler=tau_leaping", "eps=0.01", "jys.num_samples=32", "nfe=4")
+    rec = json.loads(optimize(cfg).read_text())
+    assert rec["times"][1] == pytest.approx(rec["t_mix"]) and rec["t_mix"] < 0.5
+    grid = torch.tensor(rec["times"], dtype=torch.float64)
+    nll = _errors(cfg, {"uniform": uniform(4, 0.01), "jys": grid}, "tau_leaping", lambda x, c: chain_nll(x, c, 1e-3))
+    assert nll["jys"] <= 0.7 * nll["uniform"], nll

@@ -6,7 +6,7 @@ import torch
 
 from models.kernels import Absorbing, GaussianTarget, Uniform, make_kernel
 from models.noise import Constant, Exponential, Geometric, LogLinear, make_noise
-from models.process import ForwardProcess
+from models.process import ForwardProcess, mixing_time
 
 KERNELS = {
     "absorbing": lambda: Absorbing(4),
@@ -112,3 +112,24 @@ def test_unknown_kernel_or_noise_is_a_clear_error():
         make_kernel("gauss", 4)
     with pytest.raises(ValueError, match="unknown noise schedule 'cosine'"):
         make_noise("cosine")
+
+
+def test_mixing_time_matches_closed_forms_and_brute_force():
+    assert mixing_time(ForwardProcess(LogLinear(), Absorbing(8)), 0.2) == 1.0  # absorbing kernels never churn
+    S, tv = 32, 0.2
+    t = mixing_time(ForwardProcess(Constant(6.0), Uniform(S)), tv)
+    assert t == pytest.approx(-np.log(tv / (1 - 1 / S)) / 6.0, abs=1e-5)  # e^(-6t)(1 - 1/S) = tv
+    assert mixing_time(ForwardProcess(Constant(1.0), Uniform(S)), tv) == 1.0  # not mixed even at t = 1
+    kernel = GaussianTarget(9, rate_sigma=1.5, Q_sigma=4.0)
+    proc = ForwardProcess(Exponential(), kernel)
+    t = mixing_time(proc, tv)
+    Q = kernel.rate_matrix().numpy()
+    pi = scipy.linalg.expm(1e4 * Q)[0]
+
+    def tv_at(time):
+        P = scipy.linalg.expm(float(proc.sigma(torch.tensor([time], dtype=torch.float64))[0]) * Q)
+        return 0.5 * np.abs(P - pi).sum(1).max()
+
+    assert tv_at(t) == pytest.approx(tv, abs=1e-3) and tv_at(t - 0.02) > tv
+    with pytest.raises(ValueError, match="must lie in"):
+        mixing_time(proc, 1.5)

@@ -132,3 +132,25 @@ def test_kgillespie_jys_search_at_length_1024_gives_a_grid_the_sampler_follows(m
     res = run_sampler(build_model(cfg), "kgillespie", torch.tensor(rec["times"], dtype=torch.float64), 2, 1024,
                       torch.Generator().manual_seed(0), progress=False)
     assert res.calls_per_batch == [3] and not (res.samples == 32).any()
+
+
+@pytest.mark.parametrize("sampler", ["euler", "tweedie"])
+def test_chunked_steps_draw_the_same_samples(sampler, monkeypatch):
+    """Steps build their probabilities chunk by chunk over positions (memory); the samples must not change."""
+    import samplers.steps as steps
+    model = OracleModel(countdown_chain(6), ForwardProcess(Geometric(), Uniform(6)))
+    whole = run_sampler(model, sampler, uniform(5), 32, 20, torch.Generator().manual_seed(0), progress=False).samples
+    monkeypatch.setattr(steps, "CHUNK_BYTES", 32 * 6 * 8 * 3)  # 3 positions per chunk
+    chunked = run_sampler(model, sampler, uniform(5), 32, 20, torch.Generator().manual_seed(0), progress=False).samples
+    assert torch.equal(whole, chunked)
+
+
+def test_nfe_in_tables_counts_the_noise_removal_call_always():
+    from samplers.loop import calls_per_sequence
+    assert calls_per_sequence("euler", 7) == 8 and calls_per_sequence("tweedie", 7) == 8
+    assert calls_per_sequence("kgillespie", 8) == 8 and calls_per_sequence("euler", 7, "none") == 7
+    # a batch that still holds a mask at ε spends exactly that many calls
+    model = OracleModel(countdown_chain(8), ForwardProcess(LogLinear(), Absorbing(8)))
+    grid = torch.tensor([1.0, 0.6, 0.3], dtype=torch.float64)  # ends with masks left: the call is made
+    res = run_sampler(model, "euler", grid, 8, 32, torch.Generator().manual_seed(0), progress=False)
+    assert res.calls_per_batch == [calls_per_sequence("euler", 2)]

@@ -1,0 +1,92 @@
+"""JYS against uniform, cosine and the best power grid on the exact oracle: one experiment, one sampler.
+
+    python scripts/jys_oracle_table.py EXPERIMENT [--sampler euler] [--nfes 4 8 16 32] [--num 1024]
+        [--tag NAME] [Hydra overrides, e.g. eps=0.01 oracle.chain_file=... jys.coarse_state=start]
+
+The power grid t_i = 1 − (1 − ε)(i/N)^q, with q chosen per NFE on the true metric (an oracle-only ceiling:
+no practical method knows the metric). Prints a table and writes runs/<experiment>/oracle/table-<sampler>
+[-<tag>].json; each cell is kept there as it is computed, and a rerun with the same settings reuses it.
+Metric: countdown_error for CountDown under the absorbing kernel, chain_nll otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jys.run import optimize  # noqa: E402
+from metrics.sequences import chain_nll, countdown_error  # noqa: E402
+from pipeline.build import build_model, setup_torch  # noqa: E402
+from pipeline.io import atomic_write_json  # noqa: E402
+from samplers.loop import run_sampler  # noqa: E402
+from samplers.schedules import cosine, uniform  # noqa: E402
+
+POWERS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)
+
+
+def power(nfe: int, q: float, eps: float) -> torch.Tensor:
+    i = torch.arange(nfe + 1, dtype=torch.float64)
+    return 1 - (1 - eps) * (i / nfe) ** q
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("experiment")
+    p.add_argument("--sampler", default="euler")
+    p.add_argument("--nfes", type=int, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--num", type=int, default=1024, help="samples per cell")
+    p.add_argument("--tag", default="")
+    a, overrides = p.parse_known_args()
+    base = [f"experiment={a.experiment}", "model=oracle", f"sampler={a.sampler}", "progress=false", *overrides]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        cfg = compose("config", overrides=base)
+    setup_torch(cfg)
+    model = build_model(cfg)
+    chain = model.data_chain
+    eps, L = float(cfg.eps), int(cfg.experiment.length)
+    use_error = cfg.experiment.get("chain") == "countdown" and model.process.kernel.mask is not None
+    metric_name = "countdown_error" if use_error else "chain_nll"
+    out = Path(cfg.runs_dir) / a.experiment / "oracle" / f"table-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
+    settings = {"overrides": base, "num": a.num, "metric": metric_name, "model": model.identity()}
+    table = json.loads(out.read_text()) if out.is_file() else {}
+    if table.get("settings") != settings:
+        table = {"settings": settings, "cells": {}}
+
+    def cell(name: str, nfe: int, grid: torch.Tensor) -> float:
+        key = f"{name}@{nfe}"
+        if key not in table["cells"]:
+            res = run_sampler(model, a.sampler, grid, a.num, L, torch.Generator().manual_seed(0), batch_size=512,
+                              progress=False)
+            value = countdown_error(res.samples) if use_error else chain_nll(res.samples, chain, float(cfg.oracle.floor))
+            table["cells"][key] = {"value": value, "times": grid.tolist(), "model_calls": res.nfe}
+            atomic_write_json(out, table)
+        return table["cells"][key]["value"]
+
+    print(f"{a.experiment}, {a.sampler}, {metric_name}, {a.num} samples, seed 0 ({' '.join(overrides)})")
+    print(f"{'NFE':>4}{'uniform':>10}{'cosine':>10}{'JYS':>10}{'best power':>12}{'q':>6}{'JYS/unif':>10}{'JYS/power':>11}"
+          f"{'t_mix':>8}")
+    for nfe in a.nfes:
+        t0 = time.time()
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+            rec = json.loads(optimize(compose("config", overrides=base + [f"nfe={nfe}"]), model).read_text())
+        jys = cell("jys", nfe, torch.tensor(rec["times"], dtype=torch.float64))
+        uni, cos = cell("uniform", nfe, uniform(nfe, eps)), cell("cosine", nfe, cosine(nfe, eps))
+        powers = {q: cell(f"power{q}", nfe, power(nfe, q, eps)) for q in POWERS}
+        q = min(powers, key=powers.get)
+        table["cells"][f"jys@{nfe}"]["t_mix"] = rec["t_mix"]
+        atomic_write_json(out, table)
+        print(f"{nfe:>4}{uni:>10.4f}{cos:>10.4f}{jys:>10.4f}{powers[q]:>12.4f}{q:>6}{jys / uni:>10.2f}"
+              f"{jys / powers[q]:>11.2f}{rec['t_mix']:>8.3f}   ({time.time() - t0:.0f} s)", flush=True)
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
