@@ -36,7 +36,7 @@ for tokens that changed between t1 and t2 (x_{t2,l} ≠ x_{t1,l}):
   compare the two.
 0·log 0 = 0; a zero coarse rate against a positive fine one in any other mark is a model error.
 
-Memory: every tensor of the size [B, L, S] is float32 (the stored coarse ratios) or the model's output;
+Memory: every tensor of the size [B, L, S] is float32 (the stored coarse log ratios) or the model's output;
 the float64 arithmetic runs over chunks of positions (`CHUNK_BYTES`), and absorbing kernels visit only
 the positions masked at t1 (every other row of both rate matrices is 0).
 """
@@ -56,27 +56,28 @@ CHUNK_BYTES = 64 * 2**20  # float64 work per chunk of positions
 
 @dataclass
 class Coarse:
-    """The coarse path's model read at (x_{t1}, t1): ratios stored in float32. [M, L] and [M, L, S]"""
+    """The coarse path's model read at (x_{t1}, t1): log ratios stored in float32 (no ratio underflows
+    to 0 there; exp runs in float64 per chunk). [M, L] and [M, L, S]"""
 
     x: torch.Tensor  # [M, L]
     t: torch.Tensor  # [M] float64
-    ratio: torch.Tensor  # [M, L, S] float32
+    log_ratio: torch.Tensor  # [M, L, S] float32
 
     def rows(self, i: int, j: int) -> "Coarse":
-        return Coarse(self.x[i:j], self.t[i:j], self.ratio[i:j])
+        return Coarse(self.x[i:j], self.t[i:j], self.log_ratio[i:j])
 
 
 def coarse_read(model, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> Coarse:
-    """The model's ratios at (x, t) in batches of batch_size sequences, kept in float32."""
-    parts = []
+    """The model's log ratios at (x, t) in batches of batch_size sequences, kept in float32."""
+    store = torch.empty(*x.shape, model.process.num_states, dtype=torch.float32)
     for i in range(0, x.shape[0], batch_size):
         xb, tb = x[i:i + batch_size], t[i:i + batch_size]
         out = model(xb, tb)
-        if out.kind == "score":  # exp in float32: no float64 copy of [b, L, S]
-            parts.append(out.values.float().exp_() if out.values.dtype != torch.float32 else out.values.exp())
+        if out.kind == "score":  # already log ratios: no float64 copy of [b, L, S]
+            store[i:i + batch_size] = out.values
         else:
-            parts.append(concrete_ratios(out, xb, tb, model.process).float())
-    return Coarse(x, t, parts[0] if len(parts) == 1 else torch.cat(parts))
+            store[i:i + batch_size] = concrete_ratios(out, xb, tb, model.process).log()
+    return Coarse(x, t, store)
 
 
 def draw_pair(process, x0: torch.Tensor, seed: int, t1: float, t2: torch.Tensor):
@@ -101,7 +102,8 @@ def _current_state_rates(process, ratio1: torch.Tensor, x1: torch.Tensor, x2: to
     """The coarse model's rates from the current value z = x_{t2,l} in the context of x_{t1}:
     dσ̄/dt(t1) · Q[y, z] · r1_y / r1_z. [b, l, S]"""
     r_z = ratio1.gather(-1, x2.unsqueeze(-1))
-    rates = process.sigma_rate(t1).reshape(-1, 1, 1) * process.kernel.rate_cols(x2) * ratio1 / r_z
+    cols = process.kernel.rate_cols(x2)
+    rates = torch.where((cols > 0) & (r_z > 0), process.sigma_rate(t1).reshape(-1, 1, 1) * cols * ratio1 / r_z, 0.0)
     return rates.scatter(-1, x2.unsqueeze(-1), 0.0)
 
 
@@ -121,8 +123,10 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse
         lam1 = torch.where(changed if coarse_state == "current" else changed & (lam1 <= 0) & (lam2 > 0), fill, lam1)
     bad = (lam2 > 0) & ~(lam1 > 0)
     if bad.any():
+        b, l, _ = torch.nonzero(bad)[0].tolist()
         raise ValueError(f"the model gives {int(bad.sum())} reverse rates that are 0 at t1={float(t1.max()):.4g} but "
-                         f"positive at t2={float(t2.max()):.4g}: its ratios must be positive where the process can jump")
+                         f"positive at t2={float(t2.max()):.4g} (coarse_state={coarse_state}; first at sequence {b}, "
+                         f"position {l} of this chunk): its ratios must be positive where the process can jump")
     pos = lam2 > 0
     log_term = torch.where(pos, lam2 * (torch.log(torch.where(pos, lam2, 1.0)) - torch.log(torch.where(pos, lam1, 1.0))),
                            0.0)
@@ -150,7 +154,7 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
             bi, li = b[i:i + step], l[i:i + step]
             x1c, x2c = coarse.x[bi, li].unsqueeze(1), x2[bi, li].unsqueeze(1)  # [n, 1]
             r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[bi, li].unsqueeze(1)), x2c, t2[bi], process)
-            terms = _chunk_terms(process, coarse.ratio[bi, li].unsqueeze(1).to(F64), x1c, t1[bi], r2, x2c, t2[bi],
+            terms = _chunk_terms(process, coarse.log_ratio[bi, li].unsqueeze(1).to(F64).exp(), x1c, t1[bi], r2, x2c, t2[bi],
                                  objective, coarse_state)
             out.index_add_(0, bi, terms)
         return out
@@ -159,7 +163,8 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
         sl = slice(i, i + step)
         x1c, x2c = coarse.x[:, sl], x2[:, sl]
         r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[:, sl]), x2c, t2, process)
-        out += _chunk_terms(process, coarse.ratio[:, sl].to(F64), x1c, t1, r2, x2c, t2, objective, coarse_state)
+        out += _chunk_terms(process, coarse.log_ratio[:, sl].to(F64).exp(), x1c, t1, r2, x2c, t2, objective,
+                            coarse_state)
     return out
 
 

@@ -1,6 +1,7 @@
 """Hierarchical golden-section search for the JYS schedule.
 
-Level j takes the grid made by levels < j (NFE 1 → 2 → 4 → …) and, for every interval (t1, t3),
+Level j takes the grid made by levels < j (NFE 1 → 2 → 4 → …; with a fixed step above t_mix,
+level 0 is that step and NFE goes 1 → 2 → 3 → 5 → 9 → …) and, for every interval (t1, t3),
 finds the t2 that maximizes the KLUB. A level's result is the list of these candidates, one per
 interval; earlier points never move. Any NFE: the grid of NFE n = 2^j + r (0 < r < 2^j) is the
 grid of NFE 2^j plus the r candidates of level j + 1 with the largest KLUB. So one search serves
@@ -134,7 +135,10 @@ class TimeSearch:
                 part = type(fine)(fine.kind, fine.values[a - i:b - i])
                 sums[k][a - k * M:b - k * M] = klub_terms(self.process, coarse[k].rows(a - k * M, b - k * M), part,
                                                           x[a:b], t[a:b], self.s.objective, self.s.coarse_state)
-        return [float((d * s).mean()) for d, s in zip(duration, sums)]
+        values = [float((d * s).mean()) for d, s in zip(duration, sums)]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"the KLUB is not finite ({values}): the model's ratios hold NaN or inf")
+        return values
 
     def level(self, grid: list[float], level: int) -> Level:
         s, M = self.s, self.s.num_samples

@@ -57,10 +57,15 @@ class Kernel:
         Exact when p is the true posterior and every x0 can reach x_l. Where some cannot (an unmasked
         absorbing token), r_y is exact only for the y that rates and Tweedie read: Q[y, x_l] ≠ 0 or y = x_l.
         """
-        P = self.transition(sigma)[:, : self.data_states]  # [B, S0, S]
-        into_x = _gather_rows(P.transpose(1, 2), x)  # [B, L, S0] = P[x0, x_l]
+        sigma = sigma.to(F64).reshape(-1)
+        if (sigma == sigma[0]).all():  # one time for the batch (samplers, the KLUB): one [S0, S] matrix
+            P = self.transition(sigma[:1])[0, : self.data_states]  # [S0, S]
+            into_x = P.T[x]  # [B, L, S0] = P[x0, x_l]
+        else:
+            P = self.transition(sigma)[:, : self.data_states]  # [B, S0, S]
+            into_x = _gather_rows(P.transpose(1, 2), x)
         w = torch.where(into_x > 0, probs.to(F64) / into_x.clamp_min(1e-300), torch.zeros((), dtype=F64))
-        return torch.einsum("bls,bsy->bly", w, P)
+        return w @ P
 
     def prior_probs(self) -> torch.Tensor:
         """The law sampling starts from at t = 1 (the limit of the forward process). [S]"""

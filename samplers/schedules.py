@@ -62,7 +62,7 @@ def unmasked_counts(times, process, length: int) -> list[int]:
 def first_count(process, length: int) -> int:
     """The smallest k > 0 that some t < 1 reaches: round(L·e^{−σ̄(t)}) > L·e^{−σ̄(1)} − 1/2."""
     keep1 = float(torch.exp(-process.sigma(torch.tensor([1.0], dtype=F64)))[0])
-    return max(1, math.floor(length * keep1 + 0.5) + (1 if (length * keep1 + 0.5).is_integer() else 0))
+    return max(1, math.floor(length * keep1 + 0.5))
 
 
 def token_counts(grid: torch.Tensor, process, length: int) -> list[int]:

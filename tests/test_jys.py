@@ -42,9 +42,9 @@ def test_klub_terms_are_nonnegative_and_zero_for_equal_rates(kernel):
     assert (x1 != x2).any()
     r1 = random_ratios(g, (64, 6, kernel.num_states), x1)
     r2 = random_ratios(g, (64, 6, kernel.num_states), x2)
-    full = klub_terms(proc, Coarse(x1, t1, r1.float()), ModelOutput("score", r2.log()), x2, t2, "girsanov")
+    full = klub_terms(proc, Coarse(x1, t1, r1.log().float()), ModelOutput("score", r2.log()), x2, t2, "girsanov")
     assert (full >= -1e-9).all() and full.sum() > 0
-    same = klub_terms(proc, Coarse(x1, t1, r1.float()), ModelOutput("score", r1.float().double().log()), x1, t1,
+    same = klub_terms(proc, Coarse(x1, t1, r1.log().float()), ModelOutput("score", r1.float().double().log()), x1, t1,
                       "girsanov")
     assert torch.allclose(same, torch.zeros(64, dtype=torch.float64), atol=1e-9)  # identical paths
 
@@ -56,7 +56,7 @@ def test_zero_coarse_rate_against_positive_fine_rate_is_reported():
     r1 = torch.ones(1, 3, 5)
     r1[0, 1, 2] = 0.0
     with pytest.raises(ValueError, match="reverse rates that are 0 at t1"):
-        klub_terms(proc, Coarse(x, t, r1), ModelOutput("score", torch.zeros(1, 3, 5)), x, t, "girsanov")
+        klub_terms(proc, Coarse(x, t, r1.log()), ModelOutput("score", torch.zeros(1, 3, 5)), x, t, "girsanov")
 
 
 @pytest.mark.parametrize("coarse_state", ["start", "current"])
@@ -102,12 +102,12 @@ def test_klub_is_the_kl_of_the_jump_counts_by_displacement(coarse_state):
     n = rng.poisson(lam2, size=(200_000, len(lam2)))
     llr = scipy.stats.poisson.logpmf(n, lam2) - scipy.stats.poisson.logpmf(n, np.maximum(lam1, 1e-300))
     kl_sim = llr.sum(1).mean()
-    klub = dur * float(klub_terms(proc, Coarse(x1, t1, r1.float()), ModelOutput("score", r2.float().log()), x2, t2,
+    klub = dur * float(klub_terms(proc, Coarse(x1, t1, r1.log().float()), ModelOutput("score", r2.float().log()), x2, t2,
                                   "girsanov", coarse_state)[0])
     assert klub == pytest.approx(kl_sim, rel=0.02)
     if coarse_state == "current":
         return
-    by_destination = dur * float(klub_terms(ForwardProcess(LogLinear(), _categorical(kernel)), Coarse(x1, t1, r1.float()),
+    by_destination = dur * float(klub_terms(ForwardProcess(LogLinear(), _categorical(kernel)), Coarse(x1, t1, r1.log().float()),
                                             ModelOutput("score", r2.float().log()), x2, t2, "girsanov", "start")[0])
     assert by_destination > 2 * kl_sim  # stale destinations look like a different model
 
@@ -128,7 +128,7 @@ def test_klub_chunks_and_coarse_groups_do_not_change_results(make_cfg, monkeypat
     x0 = torch.randint(0, 5, (16, 40), generator=g)
     t1, t2 = torch.full((16,), 0.7, dtype=torch.float64), torch.full((16,), 0.4, dtype=torch.float64)
     x1, x2 = proc.sample_pair(x0, t1, t2, g)
-    args = (proc, Coarse(x1, t1, random_ratios(g, (16, 40, 5), x1).float()),
+    args = (proc, Coarse(x1, t1, random_ratios(g, (16, 40, 5), x1).log().float()),
             ModelOutput("score", random_ratios(g, (16, 40, 5), x2).log()), x2, t2, "girsanov")
     whole = klub_terms(*args)
     monkeypatch.setattr(klub_module, "CHUNK_BYTES", 16 * 5 * 8 * 3)  # 3 positions per chunk
@@ -136,6 +136,22 @@ def test_klub_chunks_and_coarse_groups_do_not_change_results(make_cfg, monkeypat
     one = times(optimize(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'a'}")))
     grouped = times(optimize(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'b'}", "jys.max_bytes=1")))
     assert grouped == one  # one interval at a time: same schedule
+    straddling = times(optimize(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'c'}", "jys.batch_size=5")))
+    assert straddling == one  # model-call batches that straddle intervals' rows: same schedule
+
+
+def test_fixed_mixing_step_nests_for_any_nfe_and_resumes(make_cfg, tmp_path):
+    """count_uniform (t_mix ≈ 0.79 < 1): level 0 is the step 1 → t_mix; NFE 1 … 6 nest, every grid below
+    t_mix comes from the search, and a rerun reuses the cached levels."""
+    fast = ["experiment=count_uniform", *FAST]
+    grids = {n: times(optimize(make_cfg(*fast, f"nfe={n}"))) for n in (6, 1, 2, 3, 4, 5)}
+    rec = json.loads(next((tmp_path / "count_uniform" / "oracle" / "schedules").glob("*nfe6.json")).read_text())
+    t_mix = rec["t_mix"]
+    assert 0.7 < t_mix < 0.9
+    assert grids[1] == [1.0, 1e-5] and grids[2] == [1.0, t_mix, 1e-5]
+    for n, grid in grids.items():
+        assert len(grid) == n + 1 and set(grid) <= set(grids[6])
+        assert all(t < t_mix for t in grid[2:])  # no point in the mixed region
 
 
 def test_search_is_deterministic_nested_and_any_nfe(make_cfg, tmp_path):
