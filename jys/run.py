@@ -132,6 +132,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
               "model_calls": sum(lv.model_calls for lv in state.levels[:used]),
               "sample_forwards": sum(lv.sample_forwards for lv in state.levels[:used]),
               "evaluations": sum(lv.evaluations for lv in state.levels[:used]), "t_mix": t_mix,
+              "format_version": FORMAT_VERSION,
               "wall_time": state.wall_time}
     if family == "kgillespie":
         record["counts"] = [int(k) for k in points]
