@@ -43,12 +43,12 @@ def main() -> None:
         if f"jys@{a.nfe}" not in cells or not powers:
             continue
         best = min(powers, key=lambda k: powers[k]["value"])
-        for name, style in (("uniform", "g.-"), ("cosine", "b.-"), (best.split("@")[0], "k.--"), ("jys", "o-")):
+        for name, style, color in (("uniform", ".-", "tab:green"), ("cosine", ".-", "tab:blue"),
+                                   (best.split("@")[0], ".--", "black"), ("jys", "o-", "tab:orange")):
             times = cells[f"{name}@{a.nfe}"]["times"]
             n = len(times) - 1
             label = f"{name} ({cells[f'{name}@{a.nfe}']['value']:.4g})"
-            ax.plot([i / n for i in range(n + 1)], times, style, color="tab:orange" if name == "jys" else None,
-                    label=label, markersize=3)
+            ax.plot([i / n for i in range(n + 1)], times, style, color=color, label=label, markersize=3)
         ax.set_title(f"{exp}, {sampler}, NFE {a.nfe}", fontsize=9)
         ax.set_xlabel("step i / N")
         ax.set_ylabel("t_i")
