@@ -118,7 +118,7 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse
     if kernel.mask is None and not kernel.ordinal:
         R1 = torch.where(changed, R1.scatter(-1, x2.unsqueeze(-1), 0.0), R1)  # no-op marks have no intensity
     lam1, lam2 = _marks(R1, x1, kernel.ordinal), _marks(R2, x2, kernel.ordinal)
-    if coarse_state == "current" or kernel.mask is None:
+    if (coarse_state == "current" or kernel.mask is None) and changed.any():
         fill = _marks(_current_state_rates(process, ratio1, x1, x2, t1), x2, kernel.ordinal)
         lam1 = torch.where(changed if coarse_state == "current" else changed & (lam1 <= 0) & (lam2 > 0), fill, lam1)
     bad = (lam2 > 0) & ~(lam1 > 0)

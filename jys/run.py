@@ -106,7 +106,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
         return sorted(set(grid) | {level.points[i] for i in range(len(level.points)) if has_point(level, i)},
                       reverse=descending)
 
-    if not state.levels and searcher.first_level() is not None:  # level 0: the one step 1 → t_mix
+    if not state.levels and searcher.fixed_mixing_step():  # level 0: the one step 1 → t_mix
         state.levels.append(Level([t_mix], [math.inf], 0, 0, 0))
     grid = list(start)
     for level in state.levels:

@@ -101,9 +101,9 @@ class TimeSearch:
     def start(self) -> list[float]:
         return [1.0, self.s.eps]
 
-    def first_level(self) -> list[float]:
-        """The grid of NFE 2 when the first point is fixed at t_mix, else None (a searched level 0)."""
-        return [1.0, self.t_mix, self.s.eps] if self.s.eps < self.t_mix < 1.0 else None
+    def fixed_mixing_step(self) -> bool:
+        """Level 0 is the step 1 → t_mix rather than a searched level."""
+        return self.s.eps < self.t_mix < 1.0
 
     def _level(self, found, calls0: int, forwards0: int) -> Level:
         points, klub, evaluations = found
@@ -185,8 +185,8 @@ class CountSearch(TimeSearch):
     def start(self) -> list[float]:
         return [0.0, float(self.length)]
 
-    def first_level(self):
-        return None
+    def fixed_mixing_step(self) -> bool:
+        return False
 
     def _state(self, x0, u, k: int):
         """x with k unmasked tokens and its per-sample time t(k). ([M, L], [M])"""
@@ -239,7 +239,7 @@ def _grouped(iv, frozen: set, prepare, evaluate, s: SearchSettings, desc: str, b
         for i, pi, ki in zip(members, p, k):
             points[i], klub[i] = pi, ki
         evals += e
-        del coarse
+        del coarse  # free this group's reads before the next group's are made
     return points, klub, evals
 
 

@@ -9,10 +9,9 @@ from omegaconf import DictConfig
 
 from pipeline.build import build_model, setup_torch
 from pipeline.io import atomic_write_npz
-from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule, run_config, samples_key
+from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule, samples_key
 from samplers.loop import run_sampler
 
-_run_config = run_config  # the config part of the reuse key (kept under its old name)
 
 HASHES = ("weights_sha256", "chain_sha256")
 

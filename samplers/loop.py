@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from models.protocol import denoised_probs
 from samplers.schedules import check_grid, token_counts
-from samplers.steps import STEPS, positions, sample_by_positions, sample_categorical
+from samplers.steps import STEPS, position_chunks, positions, sample_by_positions, sample_categorical
 
 F64 = torch.float64
 SAMPLERS = tuple(STEPS) + ("first_hitting",)
@@ -73,7 +73,7 @@ def denoise(model, x: torch.Tensor, t_end: float, generator: torch.Generator, mo
         return denoised_probs(positions(out, sl), x[:, sl], tb, model.process)
 
     if mode == "argmax":
-        x0 = torch.cat([probs(slice(i, i + 1024)).argmax(-1) for i in range(0, x.shape[1], 1024)], dim=1)
+        x0 = torch.cat([probs(sl).argmax(-1) for sl in position_chunks(*x.shape, model.process.data_states)], dim=1)
     else:
         x0 = sample_by_positions(probs, *x.shape, model.process.data_states, generator)
     return x0 if mask is None else torch.where(x == mask, x0, x)

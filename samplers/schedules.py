@@ -59,10 +59,14 @@ def unmasked_counts(times, process, length: int) -> list[int]:
     return torch.where(t >= 1.0, 0, torch.round(length * keep)).long().tolist()
 
 
+def _unmasked_at_one(process) -> float:
+    """e^{−σ̄(1)}: the fraction of tokens the forward process leaves unmasked at t = 1."""
+    return float(torch.exp(-process.sigma(torch.tensor([1.0], dtype=F64)))[0])
+
+
 def first_count(process, length: int) -> int:
     """The smallest k > 0 that some t < 1 reaches: round(L·e^{−σ̄(t)}) > L·e^{−σ̄(1)} − 1/2."""
-    keep1 = float(torch.exp(-process.sigma(torch.tensor([1.0], dtype=F64)))[0])
-    return max(1, math.floor(length * keep1 + 0.5))
+    return max(1, math.floor(length * _unmasked_at_one(process) + 0.5))
 
 
 def token_counts(grid: torch.Tensor, process, length: int) -> list[int]:
@@ -86,7 +90,7 @@ def times_from_counts(counts, process, length: int) -> torch.Tensor:
     if ((k > 0) & (k < low)).any():
         raise ValueError(f"counts {sorted({int(c) for c in k if 0 < c < low})} are reached at no t < 1 for L={length} "
                          f"(at t = 1, L·e^(-sigma) = {low - 0.5:.4g} or more); the smallest reachable count is {low}")
-    keep1 = float(torch.exp(-process.sigma(torch.tensor([1.0], dtype=F64)))[0])
+    keep1 = _unmasked_at_one(process)
     keep = torch.where(k / length > keep1, k / length, (keep1 + (k + 0.5) / length) / 2)
     times = process.noise.inverse(-torch.log(keep.clamp(min=1e-300))).clamp(0.0, 1.0)
     return torch.where(k == 0, 1.0, times) + 0.0  # + 0.0 turns −0.0 into 0.0

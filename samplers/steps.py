@@ -38,11 +38,15 @@ def sample_by_positions(make_probs, B: int, L: int, K: int, generator: torch.Gen
     [B, L, K] would, so the samples do not depend on the chunk size. [B, L]"""
     u = torch.rand(B, L, 1, generator=generator, dtype=F64)
     out = torch.empty(B, L, dtype=torch.long)
-    step = max(1, CHUNK_BYTES // (B * K * 8))
-    for i in range(0, L, step):
-        sl = slice(i, i + step)
+    for sl in position_chunks(B, L, K):
         out[:, sl] = inverse_cdf(make_probs(sl), u[:, sl])
     return out
+
+
+def position_chunks(B: int, L: int, K: int) -> list[slice]:
+    """Slices of positions whose float64 [B, l, K] work fits CHUNK_BYTES."""
+    step = max(1, CHUNK_BYTES // (B * K * 8))
+    return [slice(i, i + step) for i in range(0, L, step)]
 
 
 def positions(out: ModelOutput, sl: slice) -> ModelOutput:

@@ -3,18 +3,18 @@ import pytest
 import torch
 
 from pipeline.build import resolve_device
-from samplers.__main__ import _run_config
+from pipeline.runs import run_config
 from samplers.schedules import uniform
 
 
 def test_samples_are_reused_across_speed_settings_only(make_cfg):
     grid = uniform(4)
-    base = _run_config(make_cfg("model=count-sedd"), grid)
+    base = run_config(make_cfg("model=count-sedd"), grid)
     for speed_only in ("threads=1", "device=cpu", "model.chunk=8", "progress=true", "jys.num_samples=7"):
-        assert _run_config(make_cfg("model=count-sedd", speed_only), grid) == base, speed_only
+        assert run_config(make_cfg("model=count-sedd", speed_only), grid) == base, speed_only
     for meaningful in ("model.precision=fp32", "seed=1", "num_samples=3", "final_step=argmax"):
-        assert _run_config(make_cfg("model=count-sedd", meaningful), grid) != base, meaningful
-    assert _run_config(make_cfg("model=count-sedd"), uniform(5)) != base
+        assert run_config(make_cfg("model=count-sedd", meaningful), grid) != base, meaningful
+    assert run_config(make_cfg("model=count-sedd"), uniform(5)) != base
 
 
 def test_device_names():

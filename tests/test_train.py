@@ -41,13 +41,19 @@ def test_score_entropy_is_minimized_by_the_exact_scores():
         assert score_entropy(noisy, xt, x0, t, proc).mean() > base
 
 
-def test_resumed_training_is_bit_identical(tmp_path):
+def tiny_training(sequences: int, length: int, dropout: float, **settings):
+    """A tiny absorbing CountDown training setup: (process, data, spec, arch, settings)."""
     proc = ForwardProcess(LogLinear(1e-3), Absorbing(32))
-    data = countdown_chain().sample(64, 16, torch.Generator().manual_seed(0))
+    data = countdown_chain().sample(sequences, length, torch.Generator().manual_seed(0))
     spec = {"noise": {"name": "loglinear", "eps": 1e-3}, "kernel": {"name": "absorbing", "num_states": 32}}
-    arch = {"hidden_size": 16, "cond_dim": 8, "n_blocks": 1, "n_heads": 2, "dropout": 0.1, "scale_by_sigma": True}
-    settings = {"steps": 4, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "warmup": 2, "grad_clip": 1.0,
-                "ema": 0.999, "t_min": 1e-3, "seed": 0, "bf16": False, "log_every": 1, "ckpt_every": 2}
+    arch = {"hidden_size": 16, "cond_dim": 8, "n_blocks": 1, "n_heads": 2, "dropout": dropout, "scale_by_sigma": True}
+    base = {"lr": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0, "ema": 0.999, "t_min": 1e-3, "seed": 0, "log_every": 1}
+    return proc, data, spec, arch, {**base, **settings}
+
+
+def test_resumed_training_is_bit_identical(tmp_path):
+    proc, data, spec, arch, settings = tiny_training(64, 16, 0.1, steps=4, batch_size=8, warmup=2, bf16=False,
+                                                     ckpt_every=2)
     train(data, proc, spec, arch, settings, tmp_path / "w1", tmp_path / "c1", "test", progress=False, device="cpu")
     train(data, proc, spec, arch, {**settings, "steps": 2}, tmp_path / "w2", tmp_path / "c2", "test", progress=False)
     note = train(data, proc, spec, arch, settings, tmp_path / "w2", tmp_path / "c2", "test", progress=False)
@@ -58,12 +64,8 @@ def test_resumed_training_is_bit_identical(tmp_path):
 
 
 def test_training_device_is_resolved_and_bad_setups_are_refused(tmp_path):
-    proc = ForwardProcess(LogLinear(1e-3), Absorbing(32))
-    data = countdown_chain().sample(16, 8, torch.Generator().manual_seed(0))
-    spec = {"noise": {"name": "loglinear", "eps": 1e-3}, "kernel": {"name": "absorbing", "num_states": 32}}
-    arch = {"hidden_size": 16, "cond_dim": 8, "n_blocks": 1, "n_heads": 2, "dropout": 0.0, "scale_by_sigma": True}
-    settings = {"steps": 1, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "warmup": 1, "grad_clip": 1.0,
-                "ema": 0.999, "t_min": 1e-3, "seed": 0, "bf16": True, "log_every": 1, "ckpt_every": 1}
+    proc, data, spec, arch, settings = tiny_training(16, 8, 0.0, steps=1, batch_size=4, warmup=1, bf16=True,
+                                                     ckpt_every=1)
     args = (data, proc, spec, arch, settings, tmp_path / "w", tmp_path / "c", "test")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         train(*args, progress=False, device="tpu")
