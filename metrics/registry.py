@@ -1,7 +1,8 @@
 """Metrics by name: `experiment.metrics` lists the names, METRICS maps each to a function.
 
-A metric is f(samples [N, L] int64, context) -> float. The context gives what some metrics need,
-built once per evaluation and only when asked for: the config, the experiment's Markov chain.
+A metric is f(samples [N, L] int64, context) -> float (or a str that names what measured it). The
+context gives what some metrics need, built once per evaluation and only when asked for: the config, the
+experiment's Markov chain, the text judge and tokenizer.
 A new metric family is a module under metrics/ and its entries here (or `register_metric`).
 """
 from __future__ import annotations
@@ -12,14 +13,16 @@ import torch
 from omegaconf import DictConfig
 
 from metrics.sequences import chain_invalid_rate, chain_nll, countdown_error, countdown_error_published
+from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, token_entropy
 from models.chains import MarkovChain
-from pipeline.build import build_chain, data_vocab
+from pipeline.build import build_chain, data_vocab, resolve_device
 
 
 class MetricContext:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self._chain: MarkovChain | None = None
+        self._memo: dict = {}
 
     def chain(self, metric: str) -> MarkovChain:
         """The experiment's chain; an experiment without one (experiment.chain) cannot report `metric`."""
@@ -27,14 +30,46 @@ class MetricContext:
             self._chain = build_chain(self.cfg, need=f"metric {metric!r}")
         return self._chain
 
+    def tokenizer(self) -> TextTokenizer:
+        """The model's tokenizer: `tokenizer.path`, else the model config's `tokenizer`; checked against the vocabulary."""
+        if "tokenizer" not in self._memo:
+            path = self.cfg.get("tokenizer", {}).get("path") or self.cfg.model.get("tokenizer")
+            if not path:
+                raise ValueError(f"model {self.cfg.model.name!r} names no tokenizer: set tokenizer.path=DIR "
+                                 "(a Hugging Face tokenizer directory or tokenizer.json)")
+            tok = TextTokenizer(path)
+            tok.check_vocab(data_vocab(self.cfg))
+            self._memo["tokenizer"] = tok
+        return self._memo["tokenizer"]
 
-Metric = Callable[[torch.Tensor, MetricContext], float]
+    def judge(self) -> Judge:
+        """The judge LM of `metrics.judge` (and `metrics.judge_path`), loaded once."""
+        if "judge" not in self._memo:
+            m = self.cfg.metrics
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(m.judge_dtype)
+            if dtype is None:
+                raise ValueError(f"unknown metrics.judge_dtype {m.judge_dtype!r}; expected fp32 or bf16")
+            self._memo["judge"] = load_judge(m.judge, m.judge_path, resolve_device(self.cfg.get("device", "auto")), dtype)
+        return self._memo["judge"]
+
+    def texts(self, samples: torch.Tensor) -> list[str]:
+        key = ("texts", id(samples))
+        if key not in self._memo:
+            self._memo[key] = self.tokenizer().decode(samples)
+        return self._memo[key]
+
+
+Metric = Callable[[torch.Tensor, MetricContext], "float | str"]
 
 METRICS: dict[str, Metric] = {
     "chain_invalid_rate": lambda x, ctx: chain_invalid_rate(x, ctx.chain("chain_invalid_rate")),
     "chain_nll": lambda x, ctx: chain_nll(x, ctx.chain("chain_nll"), float(ctx.cfg.oracle.floor)),
     "countdown_error": lambda x, ctx: countdown_error(x),
     "countdown_error_published": lambda x, ctx: countdown_error_published(x),
+    "gen_ppl": lambda x, ctx: generative_perplexity(ctx.judge(), ctx.texts(x), int(ctx.cfg.metrics.judge_batch),
+                                                    progress=bool(ctx.cfg.progress)),
+    "entropy": lambda x, ctx: token_entropy(x),
+    "judge": lambda x, ctx: ctx.judge().name,
 }
 
 

@@ -40,6 +40,10 @@ class Kernel:
         """Q[:, x_l] — the forward rate into x_l from each y. [B, L, S]"""
         return self.rate_matrix().T[x]
 
+    def movable(self, x: torch.Tensor) -> torch.Tensor:
+        """Positions whose reverse rates can be nonzero (the others keep their token). [B, L] bool"""
+        return torch.ones_like(x, dtype=torch.bool)
+
     def sample(self, x: torch.Tensor, sigma: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Draw x' ~ P(σ)[x, :] by inverse CDF of the uniforms u [B, L].
 
@@ -145,6 +149,9 @@ class Absorbing(Kernel):
         cols = torch.where(masked, 1 - keep, torch.nn.functional.one_hot(x, self.num_states).to(F64) * keep)
         cols[..., self.mask] = torch.where(x == self.mask, 1.0, 0.0)
         return cols
+
+    def movable(self, x):
+        return x == self.mask  # an unmasked token never moves again
 
     def rate_cols(self, x):
         masked = (x == self.mask).unsqueeze(-1)

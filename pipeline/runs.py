@@ -54,7 +54,7 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
 def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     """What fixes the samples in the config: all of it less what only changes speed or display, plus the grid."""
     keep = OmegaConf.to_container(cfg, resolve=True)
-    for k in ("progress", "threads", "device", "overwrite", "jys", "train"):
+    for k in ("progress", "threads", "device", "overwrite", "jys", "train", "metrics", "tokenizer"):
         keep.pop(k, None)
     keep["model"].pop("chunk", None)
     for k in ("metrics", "models"):  # what is evaluated on the samples, and which models the experiment runs

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from models.protocol import denoised_probs
 from samplers.schedules import check_grid, token_counts
-from samplers.steps import STEPS, position_chunks, positions, sample_by_positions, sample_categorical
+from samplers.steps import STEPS, position_chunks, positions, rows, sample_by_positions, sample_categorical
 
 F64 = torch.float64
 SAMPLERS = tuple(STEPS) + ("first_hitting",)
@@ -69,13 +69,15 @@ def denoise(model, x: torch.Tensor, t_end: float, generator: torch.Generator, mo
     tb = torch.full((x.shape[0],), float(t_end), dtype=F64)
     out = model(x, tb)
 
-    def probs(sl):
-        return denoised_probs(positions(out, sl), x[:, sl], tb, model.process)
-
     if mode == "argmax":
-        x0 = torch.cat([probs(sl).argmax(-1) for sl in position_chunks(*x.shape, model.process.data_states)], dim=1)
+        x0 = torch.cat([denoised_probs(positions(out, sl), x[:, sl], tb, model.process).argmax(-1)
+                        for sl in position_chunks(*x.shape, model.process.data_states)], dim=1)
     else:
-        x0 = sample_by_positions(probs, *x.shape, model.process.data_states, generator)
+        def probs(b, l):
+            o, xs, ts = rows(out, x, t_end, b, l)
+            return denoised_probs(o, xs, ts, model.process)[0]
+
+        x0 = sample_by_positions(probs, x, model.process.data_states, generator, model.process.kernel.movable(x))
     return x0 if mask is None else torch.where(x == mask, x0, x)
 
 

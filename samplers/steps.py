@@ -32,14 +32,21 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, u * total).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
-def sample_by_positions(make_probs, B: int, L: int, K: int, generator: torch.Generator) -> torch.Tensor:
-    """One categorical draw per position, with probs built chunk by chunk over positions:
-    make_probs(slice) -> [B, l, K] float64. Draws the same uniforms as sample_categorical on the whole
-    [B, L, K] would, so the samples do not depend on the chunk size. [B, L]"""
+def sample_by_positions(make_probs, x: torch.Tensor, K: int, generator: torch.Generator,
+                        movable: torch.Tensor | None = None) -> torch.Tensor:
+    """One categorical draw per position of x [B, L]; probs are built only where a token can move
+    (`movable` [B, L], default everywhere; the others keep their token), in chunks of rows:
+    make_probs(b, l) -> [m, K] float64 at positions (b[i], l[i]). Draws the same uniforms as
+    sample_categorical on the whole [B, L, K] would, so the samples depend neither on the chunk size
+    nor on skipping rows that cannot move (their probs are one-hot at their token). [B, L]"""
+    B, L = x.shape
     u = torch.rand(B, L, 1, generator=generator, dtype=F64)
-    out = torch.empty(B, L, dtype=torch.long)
-    for sl in position_chunks(B, L, K):
-        out[:, sl] = inverse_cdf(make_probs(sl), u[:, sl])
+    b, l = (movable if movable is not None else torch.ones_like(x, dtype=torch.bool)).nonzero(as_tuple=True)
+    out = x.clone()
+    step = max(1, CHUNK_BYTES // (K * 8))
+    for i in range(0, len(b), step):
+        bi, li = b[i:i + step], l[i:i + step]
+        out[bi, li] = inverse_cdf(make_probs(bi, li), u[bi, li])
     return out
 
 
@@ -52,6 +59,13 @@ def position_chunks(B: int, L: int, K: int) -> list[slice]:
 def positions(out: ModelOutput, sl: slice) -> ModelOutput:
     """The model output at a slice of positions."""
     return ModelOutput(out.kind, out.values[:, sl])
+
+
+def rows(out: ModelOutput, x: torch.Tensor, t: float, b: torch.Tensor, l: torch.Tensor):
+    """The output and tokens at positions (b[i], l[i]) as one sequence of m positions at the common time t
+    of the batch: (ModelOutput [1, m, ·], x [1, m], t [1]); the protocol's functions apply unchanged, and
+    kernels that build P(σ) build it once."""
+    return ModelOutput(out.kind, out.values[b, l].unsqueeze(0)), x[b, l].unsqueeze(0), _times(x[:1], t)
 
 
 def _times(x: torch.Tensor, t: float) -> torch.Tensor:
@@ -69,13 +83,13 @@ def euler_step(model, x, t, s, generator):
     proc = model.process
     out = model(x, tb)
 
-    def probs(sl):
-        xs = x[:, sl]
-        p = (t - s) * rates_from_ratios(concrete_ratios(positions(out, sl), xs, tb, proc), xs, tb, proc)  # [B, l, S]
+    def probs(b, l):
+        o, xs, ts = rows(out, x, t, b, l)
+        p = (t - s) * rates_from_ratios(concrete_ratios(o, xs, ts, proc), xs, ts, proc)  # [1, m, S]
         stay = (1 - p.sum(-1)).clamp_min(0.0)
-        return p.scatter_(-1, xs.unsqueeze(-1), stay.unsqueeze(-1))
+        return p.scatter_(-1, xs.unsqueeze(-1), stay.unsqueeze(-1))[0]
 
-    return sample_by_positions(probs, *x.shape, proc.num_states, generator)
+    return sample_by_positions(probs, x, proc.num_states, generator, proc.kernel.movable(x))
 
 
 def tau_leaping_step(model, x, t, s, generator):
@@ -103,8 +117,11 @@ def tweedie_step(model, x, t, s, generator):
     proc = model.process
     out = model(x, tb)
     dsigma = proc.sigma(tb) - proc.sigma(_times(x, s))
-    return sample_by_positions(lambda sl: tweedie_probs(positions(out, sl), x[:, sl], tb, dsigma, proc),
-                               *x.shape, proc.num_states, generator)
+    def probs(b, l):
+        o, xs, ts = rows(out, x, t, b, l)
+        return tweedie_probs(o, xs, ts, dsigma[:1], proc)[0]
+
+    return sample_by_positions(probs, x, proc.num_states, generator, proc.kernel.movable(x))
 
 
 def kgillespie_step(model, x, t, s, generator):

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The text experiment (JYS Fig. 8 right): JYS schedules for a SEDD text model, samples with uniform, cosine
+# and JYS grids, their generative perplexity under a judge LM and their token entropy, the judge's floor on
+# held-out text; then one table, runs/text/results.json, runs/text/figures/genppl_vs_nfe.png and decoded
+# samples under runs/text/samples/.
+#   bash scripts/text.sh [preset=default|full|paper]
+# default: the Shakespeare model (weights/text-sedd), Euler, NFE 8 16 32 64, 64 samples per cell, 32 KLUB
+#          samples, judge SmolLM2-135M; and uniform at NFE 256 (model quality).
+# full:    + Tweedie and k-Gillespie, 256 samples per cell (extends a default run).
+# paper:   SEDD-small (GPT-2 tokens, L = 1024), NFE 16 32 64 128 256, 1024 samples, judge GPT-2 large: a GPU job,
+#          SEDD_SMALL=DIR GPT2=DIR GPT2_LARGE=DIR bash scripts/text.sh preset=paper
+# Every stage reuses what an earlier run made for the same model and config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+PRESET=default
+for arg in "$@"; do
+  case $arg in
+    preset=*) PRESET=${arg#preset=} ;;
+    *) echo "unknown argument $arg; expected preset=default|full|paper" >&2; exit 2 ;;
+  esac
+done
+EXP="experiment=text model=text-sedd"
+case $PRESET in
+  default) SAMPLERS="euler"; NFES="8 16 32 64"; NUM=64; KLUB=32; QUALITY=256 ;;
+  full) SAMPLERS="euler tweedie kgillespie"; NFES="8 16 32 64"; NUM=256; KLUB=32; QUALITY=256 ;;
+  paper)
+    SAMPLERS="euler tweedie kgillespie"; NFES="16 32 64 128 256"; NUM=1024; KLUB=256; QUALITY=1024
+    for v in SEDD_SMALL GPT2 GPT2_LARGE; do
+      [[ -n ${!v:-} ]] || { echo "preset=paper needs $v=DIR (SEDD_SMALL, GPT2 tokenizer, GPT2_LARGE judge)" >&2; exit 2; }
+    done
+    EXP="experiment=text_gpt2 model=sedd-small model.path=$SEDD_SMALL tokenizer.path=$GPT2"
+    EXP="$EXP metrics.judge=gpt2-large metrics.judge_path=$GPT2_LARGE" ;;
+  *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
+esac
+read -r EXPERIMENT MODEL <<< "$(echo "$EXP" | sed -E 's/experiment=([^ ]+) model=([^ ]+).*/\1 \2/')"
+OUT=runs/$EXPERIMENT
+stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "$name $((SECONDS - t0))" >> "$TIMES"; }
+mkdir -p "$OUT"
+TIMES=$OUT/stage_seconds.txt
+: > "$TIMES"
+join() { echo "$*" | tr ' ' ','; }
+for sampler in $SAMPLERS; do
+  common="$EXP sampler=$sampler seed=0"
+  steps=()
+  for calls in $NFES; do
+    # NFE = model calls per sequence: Euler and Tweedie take NFE − 1 grid steps and the noise-removal call,
+    # k-Gillespie takes NFE steps and no such call (samplers.loop.calls_per_sequence).
+    nfe=$calls; [[ $sampler == kgillespie ]] || nfe=$((calls - 1))
+    steps+=("$nfe")
+    echo "== $MODEL / $sampler / NFE $calls ($nfe grid steps)"
+    stage jys $PY -m jys $common nfe=$nfe jys.num_samples=$KLUB
+    # -m: a Hydra multirun, its jobs one after another in one process
+    stage sample $PY -m samplers -m $common schedule=uniform,cosine,jys nfe=$nfe num_samples=$NUM batch_size=64 \
+      | grep -E "samples, grid|already holds"
+  done
+  echo "== $MODEL / $sampler: the judge on every cell"
+  stage metrics $PY -m metrics -m $common schedule=uniform,cosine,jys nfe=$(join "${steps[@]}") > /dev/null
+done
+# Model quality: many steps on the uniform grid, against the judge's floor on held-out text.
+echo "== $MODEL / euler / uniform NFE $QUALITY (model quality) and the held-out floor"
+quality="$EXP sampler=euler schedule=uniform nfe=$((QUALITY - 1))"
+stage sample $PY -m samplers $quality num_samples=$NUM batch_size=64 | tail -n 1
+stage metrics $PY -m metrics $quality > /dev/null
+stage floor $PY scripts/text_floor.py $EXP num_samples=$NUM seed=0
+$PY scripts/text_report.py --experiment "$EXPERIMENT" --model "$MODEL" --samplers $SAMPLERS --nfes $NFES --quality $QUALITY \
+  ${GPT2:+--tokenizer "$GPT2"}

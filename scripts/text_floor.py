@@ -1,0 +1,39 @@
+"""The judge's floor: the text metrics of held-out text (windows of the valid split, as long as a sample).
+
+    python scripts/text_floor.py experiment=text model=text-sedd num_samples=64 seed=0
+Writes runs/<experiment>/floor.json, a record with the keys of the metrics records (schedule 'heldout').
+Windows start at random multiples of the length, so no two overlap.
+"""
+import json
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from metrics.registry import evaluate  # noqa: E402
+from pipeline.build import data_identity, load_data, setup_torch  # noqa: E402
+from pipeline.io import atomic_write_json  # noqa: E402
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    setup_torch(cfg)
+    length, num = int(cfg.experiment.length), int(cfg.num_samples)
+    windows = load_data(cfg, "valid")  # [T - L + 1, L]
+    slots = (windows.shape[0] - 1) // length + 1
+    if num > slots:
+        raise ValueError(f"asked for {num} held-out windows, but the valid split holds {slots} disjoint windows of {length}")
+    starts = torch.randperm(slots, generator=torch.Generator().manual_seed(int(cfg.seed)))[:num] * length
+    record = {"experiment": cfg.experiment.name, "model": cfg.model.name, "sampler": None, "schedule": "heldout",
+              "nfe": None, "num_samples": num, "seed": int(cfg.seed), "metrics": evaluate(cfg, windows[starts]),
+              "data_identity": data_identity(cfg)}
+    path = Path(cfg.runs_dir) / cfg.experiment.name / "floor.json"
+    atomic_write_json(path, record)
+    print(json.dumps(record["metrics"]), "->", path)
+
+
+if __name__ == "__main__":
+    main()
