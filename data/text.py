@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.io import atomic_write_bytes
+from pipeline.io import atomic_write_bytes, file_sha256
 
 SPLITS = ("train", "valid")
 
@@ -34,23 +35,43 @@ def length(spec: dict) -> int:
 
 
 def build(spec: dict) -> dict[str, Path]:
-    """{split: token stream .npy}; writes what is missing (plain text, tokenizer, streams)."""
+    """{split: token stream .npy}; writes what is missing (plain text, tokenizer, streams). `made_by.json`
+    records the held-out plays and the tokenizer's hash: files made otherwise are refused, not reused."""
     out_dir = Path(spec["dir"])
     paths = {split: out_dir / f"{split}.npy" for split in SPLITS}
-    if all(p.is_file() for p in paths.values()):
+    made_by = out_dir / "made_by.json"
+    if all(p.is_file() for p in paths.values()) and made_by.is_file():
+        _check_made_by(made_by, spec)
         for p in paths.values():
             _check_stream(p, vocab(spec))
         return paths
     texts = plain_splits(spec["valid_plays"])
+    tokenizer = load_or_train_tokenizer(spec["tokenizer"], texts["train"], vocab(spec))  # checked before any write
     for split, text in texts.items():
         _write_if_new(out_dir / f"{split}.txt", text.encode())
-    tokenizer = load_or_train_tokenizer(spec["tokenizer"], texts["train"], vocab(spec))
     for split, text in texts.items():
         ids = np.asarray(tokenizer.encode(text).ids, dtype=np.uint16)  # [T]
         buf = io.BytesIO()
         np.save(buf, ids)
         _write_if_new(paths[split], buf.getvalue())
+    _write_if_new(made_by, json.dumps(_provenance(spec), indent=1).encode())
     return paths
+
+
+def _provenance(spec: dict) -> dict:
+    return {"valid_plays": sorted(spec["valid_plays"]), "tokenizer_sha256": _tokenizer_sha256(spec["tokenizer"])}
+
+
+def _tokenizer_sha256(path) -> str:
+    path = Path(path)
+    return file_sha256(path / "tokenizer.json" if path.is_dir() else path)
+
+
+def _check_made_by(made_by: Path, spec: dict) -> None:
+    stored, now = json.loads(made_by.read_text()), _provenance(spec)
+    if stored != now:
+        raise ValueError(f"{made_by.parent} holds token streams made with {stored}, but this build asks for {now}; "
+                         "move the directory away or choose another experiment.data.dir")
 
 
 def size(spec: dict, split: str = "train") -> int:

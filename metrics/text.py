@@ -107,10 +107,10 @@ def token_nll(judge: Judge, texts: list[str], batch_size: int = 16, progress: bo
             ids[row, :len(e)] = torch.tensor(e)
             keep[row, :len(e)] = True
         ids, keep = ids.to(judge.device), keep.to(judge.device)
-        logits = judge.model(input_ids=ids, attention_mask=keep.long()).logits.double()  # [b, T, V]
+        logits = judge.model(input_ids=ids, attention_mask=keep.long()).logits.float()  # [b, T, V]
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
         scored = keep[:, 1:]
-        total += float(nll[scored].sum())
+        total += float(nll[scored].double().sum())
         count += int(scored.sum())
     return total, count
 

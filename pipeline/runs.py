@@ -57,6 +57,7 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     for k in ("progress", "threads", "device", "overwrite", "jys", "train", "metrics", "tokenizer"):
         keep.pop(k, None)
     keep["model"].pop("chunk", None)
+    keep["model"].pop("tokenizer", None)  # decodes samples for a metric; draws nothing
     for k in ("metrics", "models"):  # what is evaluated on the samples, and which models the experiment runs
         keep["experiment"].pop(k, None)
     keep["grid"] = grid.tolist()

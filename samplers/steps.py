@@ -137,11 +137,12 @@ def kgillespie_step(model, x, t, s, generator):
         raise ValueError(f"k-Gillespie step from t={t:.6g} to s={s:.6g} unmasks {n} tokens; the grid must "
                          "raise the unmasked count at every step (see samplers.schedules.token_counts)")
     tb = _times(x, t)
-    ratio = concrete_ratios(model(x, tb), x, tb, proc)[..., :mask]  # masked rows ∝ p(x_0,l | x_t)
+    out = model(x, tb)
     keys = torch.rand(B, L, generator=generator, dtype=F64).masked_fill_(x != mask, -1.0)
     chosen = keys.topk(n, dim=1).indices  # [B, n]
-    rows = ratio.gather(1, chosen.unsqueeze(-1).expand(-1, -1, mask))
-    return x.scatter(1, chosen, sample_categorical(rows, generator))
+    picked = ModelOutput(out.kind, out.values.gather(1, chosen.unsqueeze(-1).expand(-1, -1, out.values.shape[-1])))
+    ratio = concrete_ratios(picked, x.gather(1, chosen), tb, proc)[..., :mask]  # [B, n, S0] ∝ p(x_0,l | x_t)
+    return x.scatter(1, chosen, sample_categorical(ratio, generator))
 
 
 STEPS = {"euler": euler_step, "tau_leaping": tau_leaping_step, "tweedie": tweedie_step, "kgillespie": kgillespie_step}

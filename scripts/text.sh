@@ -21,6 +21,7 @@ for arg in "$@"; do
   esac
 done
 EXP="experiment=text model=text-sedd"
+TOKENIZER=weights/text-sedd/tokenizer.json; VOCAB=4096
 case $PRESET in
   default) SAMPLERS="euler"; NFES="8 16 32 64"; NUM=64; KLUB=32; QUALITY=256 ;;
   full) SAMPLERS="euler tweedie kgillespie"; NFES="8 16 32 64"; NUM=256; KLUB=32; QUALITY=256 ;;
@@ -30,6 +31,7 @@ case $PRESET in
       [[ -n ${!v:-} ]] || { echo "preset=paper needs $v=DIR (SEDD_SMALL, GPT2 tokenizer, GPT2_LARGE judge)" >&2; exit 2; }
     done
     EXP="experiment=text_gpt2 model=sedd-small model.path=$SEDD_SMALL tokenizer.path=$GPT2"
+    TOKENIZER=$GPT2; VOCAB=50257
     EXP="$EXP metrics.judge=gpt2-large metrics.judge_path=$GPT2_LARGE" ;;
   *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
 esac
@@ -39,6 +41,9 @@ stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "$name $((SECONDS 
 mkdir -p "$OUT"
 TIMES=$OUT/stage_seconds.txt
 : > "$TIMES"
+# The judge's floor first: a missing or broken judge or tokenizer fails here, before any sampling.
+echo "== the judge on held-out text (the floor)"
+stage floor $PY scripts/text_floor.py $EXP num_samples=$NUM seed=0
 join() { echo "$*" | tr ' ' ','; }
 for sampler in $SAMPLERS; do
   common="$EXP sampler=$sampler seed=0"
@@ -58,10 +63,9 @@ for sampler in $SAMPLERS; do
   stage metrics $PY -m metrics -m $common schedule=uniform,cosine,jys nfe=$(join "${steps[@]}") > /dev/null
 done
 # Model quality: many steps on the uniform grid, against the judge's floor on held-out text.
-echo "== $MODEL / euler / uniform NFE $QUALITY (model quality) and the held-out floor"
+echo "== $MODEL / euler / uniform NFE $QUALITY (model quality)"
 quality="$EXP sampler=euler schedule=uniform nfe=$((QUALITY - 1))"
 stage sample $PY -m samplers $quality num_samples=$NUM batch_size=64 | tail -n 1
 stage metrics $PY -m metrics $quality > /dev/null
-stage floor $PY scripts/text_floor.py $EXP num_samples=$NUM seed=0
 $PY scripts/text_report.py --experiment "$EXPERIMENT" --model "$MODEL" --samplers $SAMPLERS --nfes $NFES --quality $QUALITY \
-  ${GPT2:+--tokenizer "$GPT2"}
+  --tokenizer "$TOKENIZER" --vocab $VOCAB

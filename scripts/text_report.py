@@ -33,9 +33,12 @@ def load_records(out: Path, model: str, samplers, nfes, quality) -> list[dict]:
             records.append(r)
     if not records:
         sys.exit(f"no metrics records under {out / model / 'metrics'}: run the stages first (bash scripts/text.sh)")
-    ids = {json.dumps(r.get("model_identity"), sort_keys=True) for r in records}
-    if len(ids) > 1:
-        sys.exit(f"metrics records under {out / model} come from {len(ids)} model identities: rerun bash scripts/text.sh")
+    for what, values in (("model identities", {json.dumps(r.get("model_identity"), sort_keys=True) for r in records}),
+                         ("judges", {r["metrics"].get("judge") for r in records}),
+                         ("sample counts", {r["num_samples"] for r in records})):
+        if len(values) > 1:
+            sys.exit(f"metrics records under {out / model} come from {len(values)} {what} ({sorted(map(str, values))}): "
+                     "one table holds one of each; rerun bash scripts/text.sh, or move the stale files away")
     return records
 
 
@@ -57,6 +60,7 @@ def main():
     ap.add_argument("--nfes", nargs="+", type=int, required=True)
     ap.add_argument("--quality", type=int, default=256, help="NFE of the uniform-grid model-quality cell")
     ap.add_argument("--tokenizer", default=str(ROOT / "weights/text-sedd/tokenizer.json"))
+    ap.add_argument("--vocab", type=int, default=4096, help="the model's data tokens (experiment.vocab)")
     ap.add_argument("--samples-per-cell", type=int, default=4)
     ap.add_argument("--runs", default=str(ROOT / "runs"))
     args = ap.parse_args()
@@ -64,8 +68,13 @@ def main():
     records = load_records(out, args.model, args.samplers, args.nfes, args.quality)
     floor_path = out / "floor.json"
     floor = json.loads(floor_path.read_text()) if floor_path.is_file() else None
+    if floor and floor["metrics"].get("judge") != records[0]["metrics"].get("judge"):
+        sys.exit(f"{floor_path} was scored by judge {floor['metrics'].get('judge')!r}, the samples by "
+                 f"{records[0]['metrics'].get('judge')!r}: rerun bash scripts/text.sh")
+    tokenizer = TextTokenizer(args.tokenizer)
+    tokenizer.check_vocab(args.vocab)
     atomic_write_json(out / "results.json", records + ([floor] if floor else []))
-    write_samples(records, TextTokenizer(args.tokenizer), out, args.samples_per_cell)
+    write_samples(records, tokenizer, out, args.samples_per_cell)
 
     table = defaultdict(dict)
     for r in records:

@@ -145,6 +145,19 @@ def test_chunked_steps_draw_the_same_samples(sampler, monkeypatch):
     assert torch.equal(whole, chunked)
 
 
+@pytest.mark.parametrize("sampler", ["euler", "tweedie"])
+def test_skipping_positions_that_cannot_move_draws_the_same_samples(sampler, monkeypatch):
+    """Absorbing steps and the noise removal build probabilities only at masked positions; treating every
+    position as movable (the dense computation) must give the same samples."""
+    model = OracleModel(countdown_chain(6), ForwardProcess(LogLinear(), Absorbing(6)))
+    grid = torch.tensor([1.0, 0.7, 0.4, 0.2], dtype=torch.float64)  # masks left at the end: denoise draws too
+    skipping = run_sampler(model, sampler, grid, 32, 20, torch.Generator().manual_seed(0), progress=False)
+    monkeypatch.setattr(Absorbing, "movable", lambda self, x: torch.ones_like(x, dtype=torch.bool))
+    dense = run_sampler(model, sampler, grid, 32, 20, torch.Generator().manual_seed(0), progress=False)
+    assert skipping.calls_per_batch == dense.calls_per_batch == [4]
+    assert torch.equal(skipping.samples, dense.samples)
+
+
 def test_nfe_in_tables_counts_the_noise_removal_call_always():
     from samplers.loop import calls_per_sequence
     assert calls_per_sequence("euler", 7) == 8 and calls_per_sequence("tweedie", 7) == 8

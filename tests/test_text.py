@@ -1,6 +1,5 @@
 """The text experiment: the Shakespeare dataset and tokenizer, generative perplexity against brute force,
 the GGUF judge, the text DiT's training, and bad input."""
-import json
 import math
 import random
 from pathlib import Path
@@ -49,7 +48,7 @@ def test_tokenizer_round_trips_the_held_out_text(built):
 def test_splits_hold_out_whole_plays_and_windows_are_views(built):
     spec, paths = built
     train_txt, valid_txt = (Path(spec["dir"]) / f"{s}.txt" for s in ("train", "valid"))
-    assert "Macbeth" in valid_txt.read_text()[:200] or "MACBETH" in valid_txt.read_text()
+    assert "MACBETH:" in valid_txt.read_text()
     assert "MACBETH:" not in train_txt.read_text()  # the held-out play's speaker never speaks in training
     assert "**" not in train_txt.read_text() and "#" not in train_txt.read_text()  # Markdown stripped
     windows = text.load(spec, "valid")
@@ -123,7 +122,7 @@ TEXTS = ["Is this a dagger which I see before me,", "Out, damned spot!", "Fair i
 def test_generative_perplexity_equals_brute_force(tmp_path):
     judge = tiny_judge(tmp_path)
     want = brute_force_perplexity(judge, TEXTS)
-    assert generative_perplexity(judge, TEXTS, batch_size=3) == pytest.approx(want, rel=1e-9)  # padding in a batch
+    assert generative_perplexity(judge, TEXTS, batch_size=3) == pytest.approx(want, rel=1e-6)  # padding in a batch
     loaded = load_judge("tiny", str(tmp_path))  # the judge_path route: any causal LM directory
     assert generative_perplexity(loaded, TEXTS, batch_size=2) == pytest.approx(want, rel=1e-6)
     assert token_nll(judge, ["a"])[1] == 0  # a one-token text has nothing to score
@@ -239,6 +238,15 @@ def test_bad_dataset_input_is_named(tmp_path):
         text.load(spec_for(tmp_path), "test")
     np.save(tmp_path / "train.npy", np.zeros((3, 4), dtype=np.uint8))
     np.save(tmp_path / "valid.npy", np.zeros(5, dtype=np.uint16))
-    with pytest.raises(ValueError, match="expected a uint16 token stream"):
+    with pytest.raises(ValueError, match="train.npy exists with other contents"):
         text.build(spec_for(tmp_path))
-    assert json.dumps(spec_for(tmp_path))  # the spec is plain data
+
+
+def test_a_bad_tokenizer_writes_nothing_and_other_provenance_is_refused(built, tmp_path):
+    (tmp_path / "tok").mkdir()
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json there"):
+        text.build(spec_for(tmp_path / "data", tokenizer=tmp_path / "tok"))
+    assert not (tmp_path / "data").exists()
+    spec, _ = built
+    with pytest.raises(ValueError, match="holds token streams made with"):
+        text.build({**spec, "valid_plays": VALID[:2]})
