@@ -4,9 +4,9 @@
 # held-out text; then one table, runs/text/results.json, runs/text/figures/genppl_vs_nfe.png and decoded
 # samples under runs/text/samples/.
 #   bash scripts/text.sh [preset=default|full|paper]
-# default: the Shakespeare model (weights/text-sedd), Euler, NFE 8 16 32 64, 64 samples per cell, 32 KLUB
+# default: the Shakespeare model (weights/text-sedd), Euler, NFE 8 16 32 64, 48 samples per cell, 16 KLUB
 #          samples, judge SmolLM2-135M; and uniform at NFE 256 (model quality).
-# full:    + Tweedie and k-Gillespie, 256 samples per cell (extends a default run).
+# full:    + Tweedie and k-Gillespie, 256 samples per cell, 32 KLUB samples.
 # paper:   SEDD-small (GPT-2 tokens, L = 1024), NFE 16 32 64 128 256, 1024 samples, judge GPT-2 large: a GPU job,
 #          SEDD_SMALL=DIR GPT2=DIR GPT2_LARGE=DIR bash scripts/text.sh preset=paper
 # Every stage reuses what an earlier run made for the same model and config.
@@ -23,7 +23,7 @@ done
 EXP="experiment=text model=text-sedd"
 TOKENIZER=weights/text-sedd/tokenizer.json; VOCAB=4096
 case $PRESET in
-  default) SAMPLERS="euler"; NFES="8 16 32 64"; NUM=64; KLUB=32; QUALITY=256 ;;
+  default) SAMPLERS="euler"; NFES="8 16 32 64"; NUM=48; KLUB=16; QUALITY=256 ;;
   full) SAMPLERS="euler tweedie kgillespie"; NFES="8 16 32 64"; NUM=256; KLUB=32; QUALITY=256 ;;
   paper)
     SAMPLERS="euler tweedie kgillespie"; NFES="16 32 64 128 256"; NUM=1024; KLUB=256; QUALITY=1024
