@@ -54,3 +54,11 @@ def file_sha256(path: str | Path) -> str:
                 h.update(chunk)
         _SHA256[key] = h.hexdigest()
     return _SHA256[key]
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """A matplotlib figure as PNG, laid out tight, written atomically."""
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=dpi)
+    return atomic_write_bytes(path, png.getvalue())

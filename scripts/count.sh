@@ -9,13 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-PRESET=default
-for arg in "$@"; do
-  case $arg in
-    preset=*) PRESET=${arg#preset=} ;;
-    *) echo "unknown argument $arg; expected preset=default|full|paper" >&2; exit 2 ;;
-  esac
-done
+source scripts/common.sh
+parse_preset "$@"
 case $PRESET in
   default) SAMPLERS="euler"; NFES="4 8 16 32"; NUM=256; KLUB=32 ;;
   full) SAMPLERS="euler tweedie kgillespie"; NFES="4 8 16 32 64"; NUM=256; KLUB=32 ;;
@@ -23,7 +18,6 @@ case $PRESET in
   *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
 esac
 MODELS=${MODELS:-"count-sedd oracle"}
-stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "$name $((SECONDS - t0))" >> "$TIMES"; }
 mkdir -p runs/count
 TIMES=runs/count/stage_seconds.txt
 : > "$TIMES"

@@ -1,6 +1,5 @@
 """Collect the CountDown metrics into one table, runs/count/results.json and a log-log plot."""
 import argparse
-import io
 import json
 import sys
 from collections import defaultdict
@@ -13,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from pipeline.io import atomic_write_json, save_figure  # noqa: E402
 
 
 def main():
@@ -66,10 +65,7 @@ def main():
         ax.set_title(f"CountDown, {model}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
-    atomic_write_bytes(out / "figures" / "error_vs_nfe.png", png.getvalue())
+    save_figure(fig, out / "figures" / "error_vs_nfe.png")
     print(f"\n{len(records)} records -> {out / 'results.json'}; plot -> {out / 'figures' / 'error_vs_nfe.png'}")
 
 

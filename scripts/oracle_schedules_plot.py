@@ -8,7 +8,6 @@ beside uniform, cosine and the best power grid of that NFE.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.io import atomic_write_bytes  # noqa: E402
+from pipeline.io import save_figure  # noqa: E402
 
 TABLES = [("count", "euler"), ("count_uniform", "euler"), ("count_uniform_const", "euler"),
           ("chain_gauss", "tau_leaping")]
@@ -54,10 +53,7 @@ def main() -> None:
         ax.set_ylabel("t_i")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title=table["settings"]["metric"], title_fontsize=7)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    atomic_write_bytes(a.out, png.getvalue())
+    save_figure(fig, a.out, dpi=110)
     print(f"-> {a.out}")
 
 

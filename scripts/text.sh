@@ -13,13 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-PRESET=default
-for arg in "$@"; do
-  case $arg in
-    preset=*) PRESET=${arg#preset=} ;;
-    *) echo "unknown argument $arg; expected preset=default|full|paper" >&2; exit 2 ;;
-  esac
-done
+source scripts/common.sh
+parse_preset "$@"
 EXP="experiment=text model=text-sedd"
 TOKENIZER=weights/text-sedd/tokenizer.json; VOCAB=4096
 case $PRESET in
@@ -37,7 +32,6 @@ case $PRESET in
 esac
 read -r EXPERIMENT MODEL <<< "$(echo "$EXP" | sed -E 's/experiment=([^ ]+) model=([^ ]+).*/\1 \2/')"
 OUT=runs/$EXPERIMENT
-stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "$name $((SECONDS - t0))" >> "$TIMES"; }
 mkdir -p "$OUT"
 TIMES=$OUT/stage_seconds.txt
 : > "$TIMES"

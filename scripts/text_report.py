@@ -2,7 +2,6 @@
 runs/<experiment>/figures/genppl_vs_nfe.png (JYS Fig. 8 right) and decoded samples under
 runs/<experiment>/samples/ (the first few of each cell)."""
 import argparse
-import io
 import json
 import sys
 from collections import defaultdict
@@ -18,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metrics.text import TextTokenizer  # noqa: E402
-from pipeline.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from pipeline.io import atomic_write_bytes, atomic_write_json, save_figure  # noqa: E402
 
 SCHEDULES = ("uniform", "cosine", "jys")
 
@@ -115,10 +114,7 @@ def main():
         ax.set_title(f"{args.experiment}, {args.model}, {sampler}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
-    atomic_write_bytes(out / "figures" / "genppl_vs_nfe.png", png.getvalue())
+    save_figure(fig, out / "figures" / "genppl_vs_nfe.png")
     print(f"\n{len(records)} records -> {out / 'results.json'}; plot -> {out / 'figures' / 'genppl_vs_nfe.png'}; "
           f"samples -> {out / 'samples'}")
 
