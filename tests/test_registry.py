@@ -77,7 +77,7 @@ def test_unknown_names_are_clear_errors(make_cfg, tmp_path):
     with pytest.raises(ValueError, match=r"unknown dataset 'nope' \(experiment.data.name\); expected one of \['countdown'"):
         sample_data(make_cfg("experiment.data.name=nope"), 2, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"unknown model kind 'nope' \(model.kind of model 'oracle'\); expected one of "
-                                         r"\['oracle', 'sedd'\]"):
+                                         r"\['oracle', 'sedd', 'tauldr'\]"):
         build_model(make_cfg("model.kind=nope"))
     with pytest.raises(ValueError, match=r"unknown metric 'nope' in experiment.metrics of 'count'; expected names from "
                                          r"\['chain_invalid_rate', 'chain_nll', 'countdown_error', 'countdown_error_published', 'entropy'"):
@@ -86,7 +86,7 @@ def test_unknown_names_are_clear_errors(make_cfg, tmp_path):
         build_model(make_cfg("experiment=chain", "model=count-sedd"))
     with pytest.raises(ValueError, match="unknown chain preset 'nope'"):
         build_model(make_cfg("experiment.chain=nope"))
-    assert sorted(MODELS) == ["oracle", "sedd"] and "countdown_error" in METRICS
+    assert sorted(MODELS) == ["oracle", "sedd", "tauldr"] and "countdown_error" in METRICS
 
 
 def test_metrics_come_from_the_experiment_config(make_cfg, tmp_path):

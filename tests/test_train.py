@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from models.chains import countdown_chain
-from models.kernels import Absorbing, Uniform
-from models.noise import LogLinear
+from models.kernels import Absorbing, GaussianTarget, Uniform
+from models.noise import Exponential, LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from test_oracle import L, S0, tiny_chain
 from train.loop import EMA, train
-from train.losses import score_entropy
+from train.losses import ct_elbo, forward_jump, score_entropy
 
 
 def test_ema_forgets_its_initialization_in_a_short_run():
@@ -39,6 +39,35 @@ def test_score_entropy_is_minimized_by_the_exact_scores():
             assert score_entropy(exact * scale, xt, x0, t, proc).mean() > base
         noisy = exact + 0.3 * torch.randn(exact.shape, generator=g, dtype=torch.float64)
         assert score_entropy(noisy, xt, x0, t, proc).mean() > base
+
+
+def test_ct_elbo_is_minimized_by_the_exact_denoiser():
+    """tauLDR's loss, averaged over data, times, x_t and x̃ (common draws for every candidate), is smallest
+    at the exact p(x0 | x̃) of the oracle, under the Gaussian (ordinal) and the uniform kernel."""
+    for kernel in (GaussianTarget(S0, rate_sigma=1.5, Q_sigma=8.0), Uniform(S0)):
+        proc = ForwardProcess(Exponential(), kernel)
+        oracle = OracleModel(tiny_chain(), proc, floor=0.05, output="denoiser")
+        g = torch.Generator().manual_seed(0)
+        x0 = oracle.chain.sample(4000, L, g)
+        t = 0.01 + 0.5 * torch.rand(4000, generator=g, dtype=torch.float64)
+        x_tilde = forward_jump(proc.sample(x0, t, g), t, proc, g)
+        exact = oracle(x_tilde, t).values.log().float()
+        base = ct_elbo(exact, x_tilde, x0, t, proc, nll_weight=0.0)
+        assert torch.isfinite(base)
+        for worse in (exact * 0.7, exact * 1.3, exact + 0.5 * torch.randn(exact.shape, generator=g)):
+            assert ct_elbo(worse, x_tilde, x0, t, proc, nll_weight=0.0) > base
+
+
+def test_forward_jump_moves_one_token_by_the_forward_rates():
+    """x̃ differs from x_t in exactly one position; the new state's frequencies follow Q's off-diagonal row."""
+    kernel = GaussianTarget(S0, rate_sigma=1.5, Q_sigma=8.0)
+    proc = ForwardProcess(Exponential(), kernel)
+    x_t = torch.zeros(20000, 1, dtype=torch.long)
+    x_tilde = forward_jump(x_t, torch.full((20000,), 0.3, dtype=torch.float64), proc, torch.Generator().manual_seed(1))
+    assert (x_tilde != x_t).all()
+    Q = kernel.rate_matrix()[0, 1:]
+    freq = torch.bincount(x_tilde[:, 0], minlength=S0)[1:].double() / 20000
+    assert torch.allclose(freq, Q / Q.sum(), atol=0.015)
 
 
 def tiny_training(sequences: int, length: int, dropout: float, **settings):
@@ -79,3 +108,24 @@ def test_training_device_is_resolved_and_bad_setups_are_refused(tmp_path):
     assert note["steps"] == 1 and note["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     state = torch.load(tmp_path / "c" / "checkpoint.pt", map_location="meta", weights_only=False)
     assert all(t.device.type == "meta" for t in state["ema"])  # loadable anywhere
+
+
+def test_held_out_curve_and_wall_clock_stop_resume_to_the_same_weights(tmp_path):
+    """valid_every records the EMA weights' held-out loss (the same fixed batch each time, so it equals a
+    fresh evaluation of the exported weights); max_minutes=0 stops after one step, and calls that resume
+    reach the same weights and curves as one uninterrupted run."""
+    proc, data, spec, arch, settings = tiny_training(64, 16, 0.0, steps=3, batch_size=8, warmup=2, bf16=False,
+                                                     ckpt_every=10, valid_every=1, valid_size=12)
+    valid = countdown_chain().sample(20, 16, torch.Generator().manual_seed(5))
+    with pytest.raises(ValueError, match="valid_every=1 asks for a held-out loss"):
+        train(data, proc, spec, arch, settings, tmp_path / "w0", tmp_path / "c0", "test", progress=False)
+    whole = train(data, proc, spec, arch, settings, tmp_path / "w1", tmp_path / "c1", "test", progress=False,
+                  valid=valid)
+    assert [s for s, _ in whole["valid_curve"]] == [1, 2, 3]
+    stopped = {**settings, "max_minutes": 0}
+    for calls in range(1, 4):
+        note = train(data, proc, spec, arch, stopped, tmp_path / "w2", tmp_path / "c2", "test", progress=False,
+                     valid=valid)
+        assert note["steps"] == calls
+    assert note["valid_curve"] == whole["valid_curve"] and note["loss_curve"] == whole["loss_curve"]
+    assert (tmp_path / "w1" / "model.safetensors").read_bytes() == (tmp_path / "w2" / "model.safetensors").read_bytes()

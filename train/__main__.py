@@ -1,4 +1,4 @@
-"""python -m train experiment=count [train.steps=... train.batch_size=...]: trains the SEDD network of
+"""python -m train experiment=count [train.steps=... train.batch_size=...]: trains the network of
 the experiment on its dataset, resuming from runs/train/<name>/checkpoint.pt, exporting EMA weights
 to weights/<name>/."""
 from pathlib import Path
@@ -14,17 +14,22 @@ from train.loop import train
 def main(cfg: DictConfig) -> None:
     setup_torch(cfg)
     tc = cfg.train
+    if tc.get("name") is None:
+        raise ValueError(f"experiment {cfg.experiment.name!r} has no training preset (configs/training/<name>.yaml "
+                         f"in its defaults list); the experiments that train are count, text and digits")
     data = load_data(cfg, "train")
     process = build_process(cfg)
     spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
     spec["kernel"]["num_states"] = process.data_states
     settings = {k: tc[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema",
                                    "t_min", "seed", "bf16", "log_every", "ckpt_every")}
+    settings.update({k: tc.get(k) for k in ("valid_every", "valid_size", "max_minutes", "objective", "nll_weight")})
+    valid = load_data(cfg, "valid") if tc.get("valid_every") else None
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),
                  Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress,
-                 device=resolve_device(cfg.get("device", "auto")))
+                 device=resolve_device(cfg.get("device", "auto")), valid=valid)
     print(f"trained {note['steps']} steps, {note['samples_seen']:,} sequences, {note['wall_time_s']} s, "
-          f"final loss per token {note['final_loss_per_token']} -> {tc.out_dir}")
+          f"final loss {note['final_loss_per_token']} -> {tc.out_dir}")
 
 
 if __name__ == "__main__":

@@ -9,17 +9,15 @@ from __future__ import annotations
 import io
 import json
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import torch
-import yaml
-from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from models.sedd import SEDD, SEDDConfig, check_scale_by_sigma
 from pipeline.build import resolve_device
-from pipeline.io import atomic_write_bytes, atomic_write_json
-from train.losses import score_entropy
+from pipeline.io import atomic_write_bytes
+from train.objectives import OBJECTIVES, make_objective
 
 
 class EMA:
@@ -46,14 +44,18 @@ class EMA:
                 p.copy_(s)
 
 
-def export_weights(net: SEDD, ema: EMA, out_dir: Path, process_spec: dict, experiment: str, note: dict) -> None:
-    """EMA weights as safetensors + config.yaml + training.json, each written atomically."""
-    shadow = {name: s for (name, _), s in zip(net.named_parameters(), ema.shadow)}
-    state = {k: (shadow[k] if k in shadow else v).detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    atomic_write_bytes(out_dir / "model.safetensors", save_safetensors(state))
-    config = {"format": "jys-sedd", "experiment": experiment, "network": net.config.to_dict(), "process": process_spec}
-    atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
-    atomic_write_json(out_dir / "training.json", note)
+def ema_copy(net: torch.nn.Module, ema: EMA) -> torch.nn.Module:
+    """A copy of the network holding the EMA weights (and the live network's buffers), in eval mode."""
+    copy = deepcopy(net)
+    ema.copy_to(copy.parameters())
+    return copy.eval()
+
+
+def export_weights(net: torch.nn.Module, ema: EMA, out_dir: Path, process_spec: dict, experiment: str, note: dict,
+                   objective: str = "score_entropy") -> None:
+    """The EMA weights in the objective's project format (model.safetensors, config.yaml, training.json),
+    each written atomically."""
+    OBJECTIVES[objective].export(ema_copy(net, ema), Path(out_dir), process_spec, experiment, note)
 
 
 def _to_cpu(obj):
@@ -67,23 +69,54 @@ def _to_cpu(obj):
     return obj
 
 
+class HeldOutLoss:
+    """The objective's loss of the EMA weights on a fixed held-out batch: the same sequences, times and
+    network inputs at every evaluation (drawn once from their own seed), so the curve shows over-fitting,
+    not noise. Per token for score entropy, per sequence for the ELBO (each objective's training scale)."""
+
+    def __init__(self, valid: torch.Tensor, objective, size: int, batch_size: int, t_min: float, seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        size = min(size, valid.shape[0])
+        self.x0 = valid[torch.randperm(valid.shape[0], generator=gen)[:size]]
+        self.t = (1 - t_min) * torch.rand(size, generator=gen, dtype=torch.float64) + t_min
+        self.inputs = objective.inputs(self.x0, self.t, gen)
+        self.objective, self.batch_size = objective, batch_size
+
+    @torch.no_grad()
+    def __call__(self, eval_net, device: torch.device) -> float:
+        total = 0.0
+        for i in range(0, self.x0.shape[0], self.batch_size):
+            x0, t = self.x0[i:i + self.batch_size].to(device), self.t[i:i + self.batch_size].to(device)
+            inputs = {k: v[i:i + self.batch_size].to(device) for k, v in self.inputs.items()}
+            total += self.objective.loss(eval_net, x0, t, inputs).item() * x0.shape[0]
+        return total / self.x0.shape[0]
+
+
 def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings: dict, out_dir: Path,
-          ckpt_dir: Path, experiment: str, progress: bool = True, device: str | torch.device = "cpu") -> dict:
-    """Train a SEDD network on `data` [N, L]; returns the training note.
+          ckpt_dir: Path, experiment: str, progress: bool = True, device: str | torch.device = "cpu",
+          valid: torch.Tensor | None = None) -> dict:
+    """Train the network of settings' objective (train/objectives.py; score_entropy when absent) on
+    `data` [N, L]; returns the training note.
 
     device: cpu, cuda[:i] or auto (pipeline.build.resolve_device). The network, the optimizer state and
     the batches live there; x_t is drawn on the CPU from the seeded generator, so a run's data stream
-    does not depend on the device. Checkpoints and exported weights hold CPU tensors."""
+    does not depend on the device. Checkpoints and exported weights hold CPU tensors.
+    valid: held-out sequences; with settings' valid_every > 0, the EMA weights' loss on valid_size of
+    them is recorded every valid_every steps (training.json's valid_curve).
+    settings' max_minutes (optional): stop, checkpoint and export at the first step past this wall time
+    of the run (a lease of fixed length); the next call resumes."""
     s = settings
+    valid_every = int(s.get("valid_every") or 0)
+    if valid_every and valid is None:
+        raise ValueError(f"valid_every={valid_every} asks for a held-out loss, but no held-out data was given")
     device = device if isinstance(device, torch.device) else resolve_device(str(device))
-    config = SEDDConfig(vocab_size=process.num_states, **arch)
-    check_scale_by_sigma(config, process.kernel, source=f"training {experiment!r}")
+    objective = make_objective(s.get("objective") or "score_entropy", process, s)
     torch.manual_seed(s["seed"])
-    net = SEDD(config).to(device)
+    net = objective.build(arch, source=f"training {experiment!r}").to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
     ema = EMA(net.parameters(), s["ema"])
     gen = torch.Generator().manual_seed(s["seed"] + 1)
-    step, seen, elapsed, losses = 0, 0, 0.0, []
+    step, seen, elapsed, losses, valid_curve = 0, 0, 0.0, [], []
     ckpt = ckpt_dir / "checkpoint.pt"
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -95,24 +128,25 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         step, seen, elapsed, losses = state["step"], state["seen"], state["elapsed"], state["losses"]
+        valid_curve = state.get("valid_curve", [])
         print(f"resuming training from {ckpt} at step {step}")
-    L = data.shape[1]
     net.train()
     bar = tqdm(total=s["steps"], initial=step, desc="train", disable=not progress)
+    held_out = HeldOutLoss(valid, objective, int(s.get("valid_size") or 512), s["batch_size"], s["t_min"],
+                           s["seed"] + 2) if valid_every else None
+    deadline = time.time() + 60 * float(s["max_minutes"]) if s.get("max_minutes") is not None else None
     window = []
     start = time.time() - elapsed
     while step < s["steps"]:
         idx = torch.randint(0, data.shape[0], (s["batch_size"],), generator=gen)
         x0 = data[idx]
         t = (1 - s["t_min"]) * torch.rand(s["batch_size"], generator=gen, dtype=torch.float64) + s["t_min"]
-        x_t = process.sample(x0, t, gen)
-        x0, t, x_t = x0.to(device), t.to(device), x_t.to(device)
+        inputs = {k: v.to(device) for k, v in objective.inputs(x0, t, gen).items()}
+        x0, t = x0.to(device), t.to(device)
         lr = s["lr"] * min(1.0, (step + 1) / s["warmup"])
         for group in opt.param_groups:
             group["lr"] = lr
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s["bf16"]):
-            log_score = net(x_t, process.sigma(t).float(), bf16=s["bf16"])  # else its blocks turn autocast off
-        loss = score_entropy(log_score.float(), x_t, x0, t, process).mean() / L
+        loss = objective.loss(net, x0, t, inputs, bf16=s["bf16"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), s["grad_clip"])
@@ -126,18 +160,27 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
         if step % s["log_every"] == 0:
             losses.append([step, sum(window) / len(window)])
             window = []
-        if step % s["ckpt_every"] == 0 or step == s["steps"]:
+        if valid_every and step % valid_every == 0:
+            valid_curve.append([step, held_out(ema_copy(net, ema), device)])
+            bar.write(f"step {step}: held-out loss {valid_curve[-1][1]:.4f}")
+        out_of_time = deadline is not None and time.time() > deadline
+        if step % s["ckpt_every"] == 0 or step == s["steps"] or out_of_time:
             elapsed = time.time() - start
             note = {"steps": step, "samples_seen": seen, "wall_time_s": round(elapsed, 1),
                     "final_loss_per_token": losses[-1][1] if losses else None, "loss_curve": losses,
+                    "valid_curve": valid_curve,
                     "settings": s, "threads": torch.get_num_threads(), "device": str(device)}
             buf = io.BytesIO()
             torch.save(_to_cpu({"net": net.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
                                 "ema_updates": ema.num_updates, "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                                "step": step, "seen": seen, "elapsed": elapsed, "losses": losses}), buf)
+                                "step": step, "seen": seen, "elapsed": elapsed, "losses": losses,
+                                "valid_curve": valid_curve}), buf)
             atomic_write_bytes(ckpt, buf.getvalue())
-            export_weights(net, ema, out_dir, process_spec, experiment, note)
+            objective.export(ema_copy(net, ema), out_dir, process_spec, experiment, note)
+            if out_of_time:
+                bar.write(f"stopping at step {step}: past max_minutes={s['max_minutes']}; run again to resume")
+                break
     bar.close()
     return json.loads((out_dir / "training.json").read_text())
 
