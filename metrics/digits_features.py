@@ -37,7 +37,7 @@ class DigitsClassifier(torch.nn.Module):
         self.head = torch.nn.Linear(FEATURES, 10)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(_as_input(images))
+        return self.body(_as_input(images).to(self.head.weight.dtype))  # FID runs it in float64
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward(images))

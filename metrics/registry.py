@@ -12,10 +12,11 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig
 
+from metrics.fid import frechet_distance, load_extractor
 from metrics.sequences import chain_invalid_rate, chain_nll, countdown_error, countdown_error_published
 from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, token_entropy
 from models.chains import MarkovChain
-from pipeline.build import build_chain, data_vocab, resolve_device
+from pipeline.build import build_chain, data_vocab, load_data, resolve_device
 
 
 class MetricContext:
@@ -52,6 +53,19 @@ class MetricContext:
             self._memo["judge"] = load_judge(m.judge, m.judge_path, resolve_device(self.cfg.get("device", "auto")), dtype)
         return self._memo["judge"]
 
+    def fid(self, samples: torch.Tensor, features: str) -> float:
+        """Fréchet distance of image samples to the training split through the `features` extractor
+        (metrics/fid.py); images of `experiment.image_shape`, flattened CHW."""
+        shape = self.cfg.experiment.get("image_shape")
+        if shape is None:
+            raise ValueError(f"experiment {self.cfg.experiment.name!r} has no image_shape: FID needs images")
+        if ("fid_reference",) not in self._memo:
+            self._memo[("fid_reference",)] = load_data(self.cfg, "train")
+        if ("extractor", features) not in self._memo:
+            self._memo[("extractor", features)] = load_extractor(features, self.cfg.metrics.get("inception_path"))
+        return frechet_distance(samples, self._memo[("fid_reference",)], self._memo[("extractor", features)],
+                                tuple(shape), data_vocab(self.cfg), self.cfg.metrics.get("inception_path"))
+
     def texts(self, samples: torch.Tensor) -> list[str]:
         key = ("texts", id(samples))
         if key not in self._memo:
@@ -70,6 +84,8 @@ METRICS: dict[str, Metric] = {
                                                     progress=bool(ctx.cfg.progress)),
     "entropy": lambda x, ctx: token_entropy(x),
     "judge": lambda x, ctx: ctx.judge().name,
+    "digits_fid": lambda x, ctx: ctx.fid(x, "digits"),  # digits-FID: the digits classifier's features
+    "fid": lambda x, ctx: ctx.fid(x, "inception"),      # Inception FID (needs metrics.inception_path)
 }
 
 

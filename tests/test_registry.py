@@ -80,7 +80,7 @@ def test_unknown_names_are_clear_errors(make_cfg, tmp_path):
                                          r"\['oracle', 'sedd', 'tauldr'\]"):
         build_model(make_cfg("model.kind=nope"))
     with pytest.raises(ValueError, match=r"unknown metric 'nope' in experiment.metrics of 'count'; expected names from "
-                                         r"\['chain_invalid_rate', 'chain_nll', 'countdown_error', 'countdown_error_published', 'entropy'"):
+                                         r"\['chain_invalid_rate', 'chain_nll', 'countdown_error', 'countdown_error_published', 'digits_fid', 'entropy'"):
         evaluate(make_cfg("experiment.metrics=[countdown_error,nope]"), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"model 'count-sedd' is not among experiment 'chain'.s models \['oracle'\]"):
         build_model(make_cfg("experiment=chain", "model=count-sedd"))

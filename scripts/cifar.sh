@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The image experiment (JYS Fig. 6): JYS schedules for a tauLDR image model under the Gaussian-target
+# kernel, samples with uniform, cosine and JYS grids (τ-leaping, tauLDR's final argmax at t = 0.01), their
+# FID against the training split; then one table, runs/<experiment>/results.json,
+# runs/<experiment>/figures/fid_vs_nfe.png and a sample grid per schedule at NFE 16.
+#   bash scripts/cifar.sh [preset=default|full|paper]
+# default: the digits model (weights/digits-tauldr), NFE 8 16 32 64, 300 samples per cell (the held-out
+#          split's size, so the floor compares like with like), 16 KLUB samples, digits-FID; and uniform at
+#          NFE 256 (model quality).
+# full:    + Euler, 1,000 samples per cell, 64 KLUB samples.
+# paper:   tauLDR's CIFAR-10 model, NFE 32 64 128 256, 10,000 samples, Inception FID: a GPU job,
+#          TAULDR_CIFAR=DIR CIFAR_TRAIN=... INCEPTION=FILE bash scripts/cifar.sh preset=paper
+# Every stage reuses what an earlier run made for the same model and config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+source scripts/common.sh
+parse_preset "$@"
+EXP="experiment=digits model=digits-tauldr"
+# tauLDR's sampler stops at min_t = 0.01 and takes the argmax of p(x0 | x) there. The search starts at t_mix
+# where every pixel's law is within TV 0.01 of the Gaussian target (t = 0.44); at the default 0.2 (t = 0.24)
+# one step from t = 1 leaves the images' coarse structure undrawn, and JYS lost to uniform at NFE 32 and 64.
+FINAL="eps=0.01 final_step=argmax jys.mix_tv=0.01"
+METRIC=digits_fid; SHAPE="1 8 8"; LEVELS=17
+case $PRESET in
+  default) SAMPLERS="tau_leaping"; NFES="8 16 32 64"; NUM=300; KLUB=16; QUALITY=256 ;;
+  full) SAMPLERS="tau_leaping euler"; NFES="8 16 32 64"; NUM=1000; KLUB=64; QUALITY=256 ;;
+  paper)
+    SAMPLERS="tau_leaping"; NFES="32 64 128 256"; NUM=10000; KLUB=256; QUALITY=512
+    for v in TAULDR_CIFAR INCEPTION; do
+      [[ -n ${!v:-} ]] || { echo "preset=paper needs $v (TAULDR_CIFAR=run dir, INCEPTION=weights file)" >&2; exit 2; }
+    done
+    echo "preset=paper needs a CIFAR-10 dataset module (not in this project yet: CIFAR-10 cannot be downloaded here)" >&2
+    exit 2 ;;
+  *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
+esac
+read -r EXPERIMENT MODEL <<< "$(echo "$EXP" | sed -E 's/experiment=([^ ]+) model=([^ ]+).*/\1 \2/')"
+OUT=runs/$EXPERIMENT
+mkdir -p "$OUT"
+TIMES=$OUT/stage_seconds.txt
+: > "$TIMES"
+echo "== the held-out split against the training split (the floor)"
+stage floor $PY scripts/image_floor.py $EXP
+join() { echo "$*" | tr ' ' ','; }
+for sampler in $SAMPLERS; do
+  common="$EXP $FINAL sampler=$sampler seed=0"
+  steps=()
+  for calls in $NFES; do
+    nfe=$((calls - 1))   # the grid's steps; the final argmax is one more model call
+    steps+=("$nfe")
+    echo "== $MODEL / $sampler / NFE $calls ($nfe grid steps)"
+    stage jys $PY -m jys $common nfe=$nfe jys.num_samples=$KLUB
+    stage sample $PY -m samplers -m $common schedule=uniform,cosine,jys nfe=$nfe num_samples=$NUM batch_size=300 \
+      | grep -E "samples, grid|already holds"
+  done
+  echo "== $MODEL / $sampler: $METRIC on every cell"
+  stage metrics $PY -m metrics -m $common schedule=uniform,cosine,jys nfe=$(join "${steps[@]}") > /dev/null
+done
+first=${SAMPLERS%% *}
+echo "== $MODEL / $first / uniform NFE $QUALITY (model quality)"
+quality="$EXP $FINAL sampler=$first schedule=uniform nfe=$((QUALITY - 1)) seed=0"
+stage sample $PY -m samplers $quality num_samples=$NUM batch_size=300 | tail -n 1
+stage metrics $PY -m metrics $quality > /dev/null
+$PY scripts/image_report.py --experiment "$EXPERIMENT" --model "$MODEL" --samplers $SAMPLERS --nfes $NFES \
+  --quality $QUALITY --metric $METRIC --shape $SHAPE --levels $LEVELS

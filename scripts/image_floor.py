@@ -1,0 +1,31 @@
+"""The digits-FID floor: the held-out split against the training split through the same extractor and
+reference as the samples (metrics/fid.py), written to runs/<experiment>/floor.json.
+    python scripts/image_floor.py experiment=digits model=digits-tauldr"""
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from metrics.registry import MetricContext  # noqa: E402
+from pipeline.build import data_identity, load_data  # noqa: E402
+from pipeline.io import atomic_write_json  # noqa: E402
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    held_out = load_data(cfg, "valid")
+    ctx = MetricContext(cfg)
+    metrics = {name: ctx.fid(held_out, {"digits_fid": "digits", "fid": "inception"}[name])
+               for name in cfg.experiment.metrics if name in ("digits_fid", "fid")}
+    record = {"experiment": cfg.experiment.name, "model": None, "sampler": None, "schedule": "heldout", "nfe": None,
+              "num_samples": len(held_out), "seed": None, "metrics": metrics, "data_identity": data_identity(cfg)}
+    path = Path(cfg.runs_dir) / cfg.experiment.name / "floor.json"
+    atomic_write_json(path, record)
+    print(f"held-out images against the training split: {metrics} ({len(held_out)} images) -> {path}")
+
+
+if __name__ == "__main__":
+    main()
