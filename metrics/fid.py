@@ -28,7 +28,8 @@ def load_extractor(name: str, inception_path: str | None = None) -> torch.nn.Mod
                 f"the Inception FID needs torch-fidelity's Inception weights file (pt_inception-2015-12-05-*.pth): "
                 f"set metrics.inception_path=FILE; got {inception_path!r}, which is not a file")
         return 2048
-    raise ValueError(f"unknown feature extractor {name!r} (metrics.fid_features); expected one of {list(EXTRACTORS)}")
+    raise ValueError(f"unknown feature extractor {name!r}; expected one of {list(EXTRACTORS)} "
+                     f"(the metrics digits_fid and fid)")
 
 
 def frechet_distance(samples: torch.Tensor, reference: torch.Tensor, extractor: torch.nn.Module | int,

@@ -306,6 +306,11 @@ class TauLDRModel:
 
     @torch.no_grad()  # not inference_mode: callers may modify the output in place
     def __call__(self, x, t):
+        S = self.net.config.S
+        if x.dtype.is_floating_point or x.dtype == torch.bool or x.ndim != 2:
+            raise ValueError(f"tauLDR image model: x must be integer pixels [B, L], got {x.dtype} of shape {tuple(x.shape)}")
+        if x.numel() and (x.min() < 0 or x.max() >= S):
+            raise ValueError(f"tauLDR image model: pixels must lie in [0, {S}), got [{int(x.min())}, {int(x.max())}]")
         device = next(self.net.parameters()).device
         x, t = x.to(device), t.to(device=device, dtype=torch.float32)
         step = (self.chunk if device.type == "cpu" else None) or x.shape[0]

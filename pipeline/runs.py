@@ -19,8 +19,12 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int, suffix: str) -> Path:
-    """runs/<experiment>/<model>/<stage>/<sampler>-<label>-nfe<N>.<suffix>"""
-    return run_dir(cfg) / stage / f"{cfg.sampler}-{label}-nfe{nfe}.{suffix}"
+    """runs/<experiment>/<model>/<stage>/<sampler>-<label>-nfe<N>[-seed<K>].<suffix>: samples and metrics of
+    a seed other than 0 carry it in their name, so several seeds of one cell live side by side (a JYS
+    schedule has its own search seed, jys.seed, and serves every sampling seed)."""
+    seed = int(cfg.get("seed") or 0)
+    tag = f"-seed{seed}" if seed and stage in ("samples", "metrics") else ""
+    return run_dir(cfg) / stage / f"{cfg.sampler}-{label}-nfe{nfe}{tag}.{suffix}"
 
 
 def jys_label(objective: str) -> str:

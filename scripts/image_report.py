@@ -40,7 +40,7 @@ def load_records(out: Path, model: str, samplers, nfes, quality, metric: str) ->
 
 
 def sample_grid(records, sampler: str, nfe: int, shape, levels: int, path: Path, per_row: int = 16, rows: int = 4):
-    chosen = {r["schedule"]: r for r in records if r["sampler"] == sampler and r["nfe_calls"] == nfe}
+    chosen = {r["schedule"]: r for r in records if r["sampler"] == sampler and r["nfe_calls"] == nfe and r["seed"] == 0}
     schedules = [s for s in SCHEDULES if s in chosen]
     fig, axes = plt.subplots(len(schedules), 1, figsize=(per_row * 0.55, rows * 0.62 * len(schedules) + 0.4),
                              squeeze=False)
@@ -78,11 +78,13 @@ def main():
     atomic_write_json(out / "results.json", records + ([floor] if floor else []))
 
     label = {"digits_fid": "digits-FID", "fid": "FID"}[args.metric]
-    table = defaultdict(dict)
+    by_seed = defaultdict(lambda: defaultdict(dict))
     for r in records:
-        table[(r["sampler"], r["schedule"])][r["nfe_calls"]] = r["metrics"][args.metric]
-    print(f"\n{label} against the training split, {records[0]['num_samples']} samples per cell. "
-          "NFE = model calls per image.")
+        by_seed[(r["sampler"], r["schedule"])][r["nfe_calls"]][r["seed"]] = r["metrics"][args.metric]
+    table = {key: {n: float(np.mean(list(seeds.values()))) for n, seeds in row.items()} for key, row in by_seed.items()}
+    seeds = sorted({r["seed"] for r in records})
+    print(f"\n{label} against the training split, {records[0]['num_samples']} samples per cell, mean over sampling "
+          f"seeds {seeds} (each seed's value in seeds.txt beside results.json). NFE = model calls per image.")
     nfes = sorted(set(args.nfes) | {args.quality})
     print(f"{'sampler':<13}{'schedule':<10}" + "".join(f"{'NFE ' + str(n):>10}" for n in nfes))
     for (sampler, schedule), row in sorted(table.items()):
@@ -92,6 +94,10 @@ def main():
         ratios = [f"NFE {n}: {u[n] / j[n]:.2f}" for n in args.nfes if n in u and n in j]
         if ratios:
             print(f"uniform / JYS ({sampler}): " + ", ".join(ratios))
+    lines = [f"{sampler} {schedule} NFE {n}: " + ", ".join(f"seed {k} {v:.2f}" for k, v in sorted(row[n].items()))
+             for (sampler, schedule), row in sorted(by_seed.items()) for n in sorted(row)]
+    (out / "seeds.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     if floor:
         print(f"held-out images (the floor): {floor['metrics'][args.metric]:.2f}, {floor['num_samples']} images")
 

@@ -96,6 +96,20 @@ def test_gaussian_reverse_rates_equal_dense_loops():
                 assert float(rates[b, l, y]) == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
+def test_the_image_model_refuses_bad_pixels():
+    """Pixels out of [0, S) or of a float dtype fail naming them, before the network runs."""
+    data, proc, spec, arch, settings = tiny_image_training(1)
+    from models.tauldr import TauLDRImageNet, TauLDRModel, UNetConfig
+
+    model = TauLDRModel(TauLDRImageNet(UNetConfig(S=5, **arch)), proc)
+    t = torch.full((2,), 0.5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"pixels must lie in \[0, 5\), got \[0, 40\]"):
+        model(torch.tensor([[0] * 15 + [40]] * 2), t)
+    with pytest.raises(ValueError, match="x must be integer pixels"):
+        model(torch.zeros(2, 16), t)
+    assert model(data[:2], t).values.shape == (2, 16, 5)
+
+
 def tiny_image_training(steps: int, **over):
     proc = ForwardProcess(Exponential(), GaussianTarget(5, rate_sigma=1.5, Q_sigma=2.0))
     g = torch.Generator().manual_seed(0)

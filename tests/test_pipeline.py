@@ -25,3 +25,14 @@ def test_device_names():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_sampling_seeds_of_one_cell_get_their_own_files(make_cfg):
+    """Samples and metrics of seed K ≠ 0 carry -seedK (seed 0 keeps the plain name); a JYS schedule does not."""
+    from pipeline.runs import artifact_path
+
+    zero, one = make_cfg("seed=0"), make_cfg("seed=1")
+    assert artifact_path(zero, "samples", "uniform", 7, "npz").name == "euler-uniform-nfe7.npz"
+    assert artifact_path(one, "samples", "uniform", 7, "npz").name == "euler-uniform-nfe7-seed1.npz"
+    assert artifact_path(one, "metrics", "jys", 7, "json").name == "euler-jys-nfe7-seed1.json"
+    assert artifact_path(one, "schedules", "jys", 7, "json") == artifact_path(zero, "schedules", "jys", 7, "json")
