@@ -110,6 +110,28 @@ def test_the_image_model_refuses_bad_pixels():
     assert model(data[:2], t).values.shape == (2, 16, 5)
 
 
+def test_gaussian_reverse_rates_of_the_exact_denoiser_are_the_true_reverse_rates():
+    """Pixels drawn independently from p0: the exact denoiser is p(x0 | x) ∝ p0(x0) P[x0, x], and the true
+    reverse rate is dσ̄/dt Q[y, x] q_t(y) / q_t(x) with q_t = p0 P (time reversal of a CTMC), computed
+    here without the denoiser."""
+    S = 7
+    kernel = GaussianTarget(S, rate_sigma=1.5, Q_sigma=3.0)
+    proc = ForwardProcess(Exponential(), kernel)
+    p0 = torch.softmax(torch.randn(S, generator=torch.Generator().manual_seed(3), dtype=torch.float64), 0)
+    t = torch.full((1,), 0.15, dtype=torch.float64)
+    P = kernel.transition(proc.sigma(t))[0]
+    q_t = p0 @ P
+    x = torch.arange(S).reshape(1, S)  # every state once
+    posterior = (p0[:, None] * P).T  # [x, x0] ∝ p0(x0) P[x0, x]
+    posterior = (posterior / posterior.sum(1, keepdim=True)).unsqueeze(0)
+    rates = reverse_rates(ModelOutput("denoiser", posterior), x, t, proc)[0]  # [x, y]
+    beta = float(proc.sigma_rate(t)[0])
+    Q = kernel.rate_matrix()
+    true = beta * Q.T * q_t[None, :] / q_t[:, None]  # [x, y] = β Q[y, x] q_t(y) / q_t(x)
+    true.fill_diagonal_(0.0)
+    assert torch.allclose(rates, true, rtol=1e-6, atol=1e-12)
+
+
 def tiny_image_training(steps: int, **over):
     proc = ForwardProcess(Exponential(), GaussianTarget(5, rate_sigma=1.5, Q_sigma=2.0))
     g = torch.Generator().manual_seed(0)
