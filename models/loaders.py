@@ -72,19 +72,24 @@ def network_config_from_sedd(cfg: dict, source: Path, num_states: int) -> SEDDCo
     return SEDDConfig(vocab_size=num_states, **{k: m[k] for k in keys})
 
 
-def build_strict(config: SEDDConfig, state: dict, source: Path) -> SEDD:
-    net = SEDD(config)
+def load_strict(net: torch.nn.Module, state: dict, source: Path, what: str, prefix: str = "") -> torch.nn.Module:
+    """`net` holding `state` in float32, in eval mode; any missing or unexpected key or wrong shape is an
+    error naming the file and the key as the file spells it (`prefix` + the network's name)."""
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{source}: state dict does not match the SEDD network: missing keys {missing[:5]}, "
-                         f"unexpected keys {unexpected[:5]}")
+        raise ValueError(f"{source}: state dict does not match the {what}: missing keys "
+                         f"{[prefix + k for k in missing[:5]]}, unexpected keys {[prefix + k for k in unexpected[:5]]}")
     for k, v in expected.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise ValueError(f"{source}: key {k!r} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+            raise ValueError(f"{source}: key {prefix + k!r} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
     net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return net.eval()
+
+
+def build_strict(config: SEDDConfig, state: dict, source: Path) -> SEDD:
+    return load_strict(SEDD(config), state, source, "SEDD network")
 
 
 def _read_weights(path: Path) -> dict:

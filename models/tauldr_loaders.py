@@ -22,7 +22,7 @@ import torch
 import yaml
 from safetensors.torch import save as save_safetensors
 
-from models.loaders import _get, _read_weights, _require, _sha256
+from models.loaders import _get, _read_weights, _require, _sha256, load_strict
 from models.process import make_process
 from models.tauldr import TauLDRImageNet, TauLDRModel, UNetConfig
 from pipeline.io import atomic_write_bytes, atomic_write_json
@@ -77,18 +77,7 @@ def process_spec_from_tauldr(cfg: dict, source: Path) -> dict:
 
 def build_strict(config: UNetConfig, state: dict, source: Path, prefix: str = "") -> TauLDRImageNet:
     """The network holding `state` (keys as in TauLDRImageNet; `prefix` is how the file spells them)."""
-    net = TauLDRImageNet(config)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{source}: state dict does not match the tauLDR UNet: missing keys "
-                         f"{[prefix + k for k in missing[:5]]}, unexpected keys {[prefix + k for k in unexpected[:5]]}")
-    for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise ValueError(f"{source}: key {prefix + k!r} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
-    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return net.eval()
+    return load_strict(TauLDRImageNet(config), state, source, "tauLDR UNet", prefix)
 
 
 def _latest(directory: Path, pattern: str) -> Path | None:

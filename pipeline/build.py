@@ -153,12 +153,14 @@ def _oracle(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None)
     return OracleModel(chain, process, floor=cfg.oracle.floor, output=cfg.oracle.output)
 
 
-def _sedd(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
+def _require_checkpoint(cfg: DictConfig, kind: str, hint: str = "") -> None:
     missing = [k for k in ("format", "path") if not cfg.model.get(k)]
     if missing:
-        raise ValueError(f"model {cfg.model.name!r} (kind 'sedd') needs {['model.' + k for k in missing]}")
-    model = load_sedd(cfg.model.format, cfg.model.path, precision=cfg.model.get("precision", "fp32"),
-                      chunk=cfg.model.get("chunk"))
+        raise ValueError(f"model {cfg.model.name!r} (kind {kind!r}) needs {['model.' + k for k in missing]}{hint}")
+
+
+def _placed_and_checked(cfg: DictConfig, process: ForwardProcess, model):
+    """The loaded model on the configured device, refused when trained with another process."""
     model.net.to(resolve_device(cfg.get("device", "cpu")))
     want, got = (process.noise, type(process.kernel), process.num_states), \
         (model.process.noise, type(model.process.kernel), model.process.num_states)
@@ -168,18 +170,15 @@ def _sedd(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
     return model
 
 
+def _sedd(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
+    _require_checkpoint(cfg, "sedd")
+    return _placed_and_checked(cfg, process, load_sedd(cfg.model.format, cfg.model.path, chunk=cfg.model.get("chunk"),
+                                                       precision=cfg.model.get("precision", "fp32")))
+
+
 def _tauldr(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
-    missing = [k for k in ("format", "path") if not cfg.model.get(k)]
-    if missing:
-        raise ValueError(f"model {cfg.model.name!r} (kind 'tauldr') needs {['model.' + k for k in missing]}, "
-                         f"e.g. model.path=DIR for a downloaded tauLDR run directory")
-    model = load_tauldr(cfg.model.format, cfg.model.path, chunk=cfg.model.get("chunk"))
-    model.net.to(resolve_device(cfg.get("device", "cpu")))
-    want, got = (process.noise, type(process.kernel), process.num_states), \
-        (model.process.noise, type(model.process.kernel), model.process.num_states)
-    if want != got:
-        raise ValueError(f"model {cfg.model.name!r} was trained with process {got}, but experiment "
-                         f"{cfg.experiment.name!r} uses {want}")
+    _require_checkpoint(cfg, "tauldr", ", e.g. model.path=DIR for a downloaded tauLDR run directory")
+    model = _placed_and_checked(cfg, process, load_tauldr(cfg.model.format, cfg.model.path, chunk=cfg.model.get("chunk")))
     # The Gaussian kernel's rate_sigma and Q_sigma show only in its rate matrix.
     if not torch.equal(process.kernel.rate_matrix(), model.process.kernel.rate_matrix()):
         raise ValueError(f"model {cfg.model.name!r} was trained with another {type(process.kernel).__name__} kernel "
