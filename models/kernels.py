@@ -238,7 +238,8 @@ class Uniform(Kernel):
 
 class GaussianTarget(Kernel):
     """tauLDR's ordinal kernel: Gaussian-weighted moves toward the middle, reweighted so the
-    stationary law is ∝ exp(−(k − S/2)²/(2 Q_sigma²)); built in float64 in the published loop order."""
+    stationary law is ∝ exp(−(k + 1 − S/2)²/(2 Q_sigma²)) over states k = 0..S−1 (detailed balance);
+    built in float64 in the published loop order."""
 
     ordinal = True
 
@@ -274,9 +275,10 @@ class GaussianTarget(Kernel):
         return self._Q.clone()
 
     def prior_probs(self):
-        # tauLDR's start law: the Gaussian target the kernel is reweighted toward.
-        logits = -((torch.arange(self.num_states, dtype=F64) - self.num_states / 2) ** 2) / (2 * self.Q_sigma**2)
-        return torch.softmax(logits, 0)
+        # The kernel's exact stationary law. tauLDR starts from exp(−(k + 1 − S//2)²/(2 Q_sigma²)): the
+        # same for even S (CIFAR-10's 256), half a state off it for odd S (the digits' 17).
+        k = torch.arange(1, self.num_states + 1, dtype=F64)
+        return torch.softmax(-((k - self.num_states / 2) ** 2) / (2 * self.Q_sigma**2), 0)
 
     def transition(self, sigma):
         sigma = sigma.to(F64).reshape(-1)

@@ -32,6 +32,27 @@ def test_transition_is_stochastic_and_matches_expm(name):
 
 
 @pytest.mark.parametrize("name", KERNELS)
+def test_sampling_starts_from_the_stationary_law(name):
+    # π Q = 0, and P(σ)[x0, ·] → π from every data state (scipy's expm at a large σ).
+    k = KERNELS[name]()
+    prior = k.prior_probs().numpy()
+    Q = k.rate_matrix().numpy()
+    assert prior.sum() == pytest.approx(1.0) and np.abs(prior @ Q).max() < 1e-14
+    far = scipy.linalg.expm(60.0 * Q)[: k.data_states]
+    assert np.allclose(far, prior[None, :], atol=1e-9)
+
+
+@pytest.mark.parametrize("S", [16, 17])
+def test_gaussian_prior_is_tauldrs_start_law_for_even_S_only(S):
+    # tauLDR's get_initial_samples: ∝ exp(−((k + 1) − S//2)² / (2 Q_sigma²)) for k = 0..S−1.
+    k = GaussianTarget(S, rate_sigma=2.0, Q_sigma=3.0)
+    published = np.exp(-((np.arange(1, S + 1) - S // 2) ** 2) / (2 * 3.0**2))
+    published /= published.sum()
+    gap = np.abs(k.prior_probs().numpy() - published).max()
+    assert (gap < 1e-12) if S % 2 == 0 else (gap > 1e-3)
+
+
+@pytest.mark.parametrize("name", KERNELS)
 def test_gathers_and_conversions_match_dense_matrices(name):
     k = KERNELS[name]()
     g = torch.Generator().manual_seed(0)
