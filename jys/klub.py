@@ -136,10 +136,11 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse
 
 
 def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2: torch.Tensor,
-               objective: str, coarse_state: str = "auto") -> torch.Tensor:
-    """Σ_{l, marks} of the KLUB integrand per sample, without the duration factor. [M] float64
+               objective: str, coarse_state: str = "auto", first: int = 0) -> torch.Tensor:
+    """Σ_{l >= first, marks} of the KLUB integrand per sample, without the duration factor. [M] float64
 
-    coarse: the stored read at (x_{t1}, t1) of these M sequences; fine: the model's output at (x_{t2}, t2)."""
+    coarse: the stored read at (x_{t1}, t1) of these M sequences; fine: the model's output at (x_{t2}, t2);
+    first: positions before it are a condition prefix (data in both paths, never moved): not summed."""
     M, L = x2.shape
     S = process.num_states
     coarse_state = resolve_coarse_state(coarse_state, process.kernel)
@@ -148,7 +149,9 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
     out = torch.zeros(M, dtype=F64)
     if process.kernel.mask is not None:
         # Absorbing: only positions masked at t1 have rates in either path; as rows of length-1 "sequences".
-        b, l = torch.nonzero(coarse.x == process.kernel.mask, as_tuple=True)
+        masked = coarse.x == process.kernel.mask
+        masked[:, :first] = False
+        b, l = torch.nonzero(masked, as_tuple=True)
         step = max(1, CHUNK_BYTES // (8 * S * 8))
         for i in range(0, b.numel(), step):
             bi, li = b[i:i + step], l[i:i + step]
@@ -159,7 +162,7 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
             out.index_add_(0, bi, terms)
         return out
     step = max(1, CHUNK_BYTES // (M * S * 8 * (3 if process.kernel.ordinal else 1)))
-    for i in range(0, L, step):
+    for i in range(first, L, step):
         sl = slice(i, i + step)
         x1c, x2c = coarse.x[:, sl], x2[:, sl]
         r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[:, sl]), x2c, t2, process)

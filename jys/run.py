@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from jys.klub import check_coarse_state, check_objective
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
-from pipeline.build import build_model, data_identity, sample_data
+from pipeline.build import build_model, condition_prefix, data_identity, sample_data
 from pipeline.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
 from samplers.loop import check_sampler
@@ -81,9 +81,13 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     family = "kgillespie" if cfg.sampler == "kgillespie" else "tau"
     if family == "kgillespie" and nfe > length:
         raise ValueError(f"k-Gillespie unmasks at least one token per step: nfe={nfe} exceeds length {length}")
+    prefix = condition_prefix(cfg)
+    if family == "kgillespie" and prefix:
+        raise ValueError("the k-Gillespie search counts all L tokens; conditional generation "
+                         f"(experiment.condition.prefix={prefix}) is not supported there yet")
     t_mix = 1.0 if family == "kgillespie" else resolve_t_mix(cfg, model.process, s)
     searcher = (CountSearch(model, checked_data_fn(cfg, model.process), s, length) if family == "kgillespie"
-                else TimeSearch(model, checked_data_fn(cfg, model.process), s, length, t_mix))
+                else TimeSearch(model, checked_data_fn(cfg, model.process), s, length, t_mix, prefix))
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
     speed_only = ("progress", "batch_size", "max_bytes")
     key = {"family": family, "model": identity,
@@ -131,7 +135,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
               "klub_per_level": [lv.klub for lv in state.levels[:used]],
               "model_calls": sum(lv.model_calls for lv in state.levels[:used]),
               "sample_forwards": sum(lv.sample_forwards for lv in state.levels[:used]),
-              "evaluations": sum(lv.evaluations for lv in state.levels[:used]), "t_mix": t_mix,
+              "evaluations": sum(lv.evaluations for lv in state.levels[:used]), "t_mix": t_mix, "prefix": prefix,
               "format_version": FORMAT_VERSION,
               "wall_time": state.wall_time}
     if family == "kgillespie":

@@ -88,13 +88,17 @@ class TimeSearch:
     """The τ-leaping family (Euler, τ-leaping, Tweedie): points are times.
 
     Above t_mix (the mixing time of the forward process, see `models.process.mixing_time`) the
-    grid takes one step from t = 1 and no other point: there the process has forgotten x_0."""
+    grid takes one step from t = 1 and no other point: there the process has forgotten x_0.
 
-    def __init__(self, model, data_fn, settings: SearchSettings, length: int, t_mix: float = 1.0):
+    prefix K > 0 (conditional generation): the first K tokens of x_{t1} and x_{t2} are those of x_0 (the
+    data's own prefixes, as the samplers hold them), and the KLUB sums over the other positions only."""
+
+    def __init__(self, model, data_fn, settings: SearchSettings, length: int, t_mix: float = 1.0, prefix: int = 0):
         self.model, self.data_fn, self.s = model, data_fn, settings
         self.process = model.process
         self.length = length
         self.t_mix = t_mix
+        self.prefix = int(prefix)
         self.calls = 0
         self.forwards = 0
 
@@ -134,7 +138,8 @@ class TimeSearch:
                 a, b = max(i, k * M), min(j, (k + 1) * M)
                 part = type(fine)(fine.kind, fine.values[a - i:b - i])
                 sums[k][a - k * M:b - k * M] = klub_terms(self.process, coarse[k].rows(a - k * M, b - k * M), part,
-                                                          x[a:b], t[a:b], self.s.objective, self.s.coarse_state)
+                                                          x[a:b], t[a:b], self.s.objective, self.s.coarse_state,
+                                                          first=self.prefix)
         values = [float((d * s).mean()) for d, s in zip(duration, sums)]
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"the KLUB is not finite ({values}): the model's ratios hold NaN or inf")
@@ -152,7 +157,7 @@ class TimeSearch:
             xs, ts = [], []
             for i, p in zip(which, points):
                 tt = torch.full((M,), p, dtype=F64)
-                xs.append(draw_pair(self.process, x0[i], seeds[i] + 1, iv[i][0], tt)[1])
+                xs.append(self._held(draw_pair(self.process, x0[i], seeds[i] + 1, iv[i][0], tt)[1], x0[i]))
                 ts.append(tt)
             return self._klub([coarse[i] for i in which], xs, ts, [torch.full((M,), p - iv[i][1], dtype=F64)
                                                                    for i, p in zip(which, points)])
@@ -160,12 +165,16 @@ class TimeSearch:
         def prepare(group: list[int]) -> dict:
             for i in group:
                 x0[i] = self.data_fn(M, torch.Generator().manual_seed(seeds[i]))
-            x1 = [draw_pair(self.process, x0[i], seeds[i] + 1, iv[i][0], torch.full((M,), iv[i][1], dtype=F64))[0]
-                  for i in group]
+            x1 = [self._held(draw_pair(self.process, x0[i], seeds[i] + 1, iv[i][0],
+                                       torch.full((M,), iv[i][1], dtype=F64))[0], x0[i]) for i in group]
             return dict(zip(group, self._coarse(x1, [torch.full((M,), iv[i][0], dtype=F64) for i in group])))
 
         return self._level(_grouped(iv, frozen, prepare, evaluate, s, f"JYS level {level}", None, self._group_size()),
                            calls0, forwards0)
+
+    def _held(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """x with its first `prefix` tokens set to x_0's."""
+        return torch.cat([x0[:, : self.prefix], x[:, self.prefix:]], dim=1) if self.prefix else x
 
     def _group_size(self) -> int:
         """Intervals searched together: their stored coarse reads (float32) fit jys.max_bytes."""

@@ -13,10 +13,12 @@ import torch
 from omegaconf import DictConfig
 
 from metrics.fid import frechet_distance, load_extractor
+from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import chain_invalid_rate, chain_nll, countdown_error, countdown_error_published
 from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, token_entropy
 from models.chains import MarkovChain
-from pipeline.build import build_chain, data_vocab, load_data, resolve_device
+from pipeline.build import build_chain, build_model, condition_prefix, data_vocab, load_data, resolve_device
+from pipeline.runs import artifact_path, resolve_schedule, samples_key
 
 
 class MetricContext:
@@ -66,6 +68,51 @@ class MetricContext:
         return frechet_distance(samples, self._memo[("fid_reference",)], self._memo[("extractor", features)],
                                 tuple(shape), data_vocab(self.cfg), self.cfg.metrics.get("inception_path"))
 
+    def hellinger(self, samples: torch.Tensor, against: str) -> tuple[float, float]:
+        """Mean and standard error over sequences of the note-histogram Hellinger distance of the generated
+        part (metrics/music.py) against the true continuations ('true': row i mod N of the condition split,
+        whose prefix sample i continues) or the reference samples ('ref': same sampler, uniform grid of
+        metrics.reference_nfe steps, seed metrics.reference_seed, from the same prefixes)."""
+        key = ("hellinger", against, id(samples))
+        if key not in self._memo:
+            K = condition_prefix(self.cfg)
+            if against == "true":
+                rows = load_data(self.cfg, str(self.cfg.experiment.condition.get("split") or "valid"))
+                reference = rows[torch.arange(samples.shape[0]) % rows.shape[0]]
+            else:
+                reference = self._reference_samples(samples.shape[0])
+            self._memo[key] = mean_and_se(hellinger_to(samples, reference, K, data_vocab(self.cfg)))
+        return self._memo[key]
+
+    def _reference_samples(self, num: int) -> torch.Tensor:
+        """The reference samples file, refused unless its stored key is the one `python -m samplers` would
+        write now for the reference cell (same model weights, process, eps, final step, prefix, count)."""
+        import json
+
+        import numpy as np
+        from omegaconf import OmegaConf
+
+
+        m = self.cfg.metrics
+        ref_cfg = OmegaConf.merge(self.cfg, {"schedule": "uniform", "nfe": int(m.reference_nfe),
+                                             "seed": int(m.reference_seed)})
+        path = artifact_path(ref_cfg, "samples", "uniform", int(m.reference_nfe), "npz")
+        make = (f"make them with `python -m samplers ... schedule=uniform nfe={m.reference_nfe} "
+                f"seed={m.reference_seed} num_samples={num}`")
+        if not path.is_file():
+            raise FileNotFoundError(f"hellinger_ref needs the reference samples {path}; {make}")
+        want = samples_key(ref_cfg, resolve_schedule(ref_cfg)[1], build_model(ref_cfg))
+        with np.load(path) as f:
+            stored = json.loads(str(f["config"]))
+            ref = torch.from_numpy(f["samples"].astype(np.int64))
+        if stored != want:
+            changed = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
+            raise ValueError(f"the reference samples {path} were made with other settings (differing in {changed}); "
+                             f"{make}")
+        if ref.shape[0] < num:
+            raise ValueError(f"{path} holds {ref.shape[0]} reference samples, fewer than the {num} to compare")
+        return ref[:num]
+
     def texts(self, samples: torch.Tensor) -> list[str]:
         key = ("texts", id(samples))
         if key not in self._memo:
@@ -86,7 +133,16 @@ METRICS: dict[str, Metric] = {
     "judge": lambda x, ctx: ctx.judge().name,
     "digits_fid": lambda x, ctx: ctx.fid(x, "digits"),  # digits-FID: the digits classifier's features
     "fid": lambda x, ctx: ctx.fid(x, "inception"),      # Inception FID (needs metrics.inception_path)
+    # music: note-histogram Hellinger distance of the generated part, mean over tunes and its standard error
+    "hellinger_ref": lambda x, ctx: ctx.hellinger(x, "ref")[0],      # against NFE-512 samples (the paper's)
+    "hellinger_ref_se": lambda x, ctx: ctx.hellinger(x, "ref")[1],
+    "hellinger_true": lambda x, ctx: ctx.hellinger(x, "true")[0],    # against the true continuations
+    "hellinger_true_se": lambda x, ctx: ctx.hellinger(x, "true")[1],
 }
+
+
+# Metrics that score only the generated positions after a condition prefix (the others score whole sequences).
+PREFIX_AWARE = {"hellinger_ref", "hellinger_ref_se", "hellinger_true", "hellinger_true_se"}
 
 
 def register_metric(name: str, fn: Metric) -> None:
@@ -113,5 +169,10 @@ def evaluate(cfg: DictConfig, samples: torch.Tensor) -> dict:
     if samples.numel() and (int(samples.min()) < 0 or int(samples.max()) >= vocab):
         raise ValueError(f"samples hold tokens in [{int(samples.min())}, {int(samples.max())}] but the data has "
                          f"{vocab} tokens (a MASK left by final_step=none?)")
+    K = condition_prefix(cfg)
+    whole = [n for n in names if n not in PREFIX_AWARE]
+    if K and whole:
+        raise ValueError(f"metrics {whole} score whole sequences, but the first {K} tokens are a condition prefix "
+                         f"(experiment.condition.prefix); with a prefix use {sorted(PREFIX_AWARE)}")
     ctx = MetricContext(cfg)
     return {name: METRICS[name](samples, ctx) for name in names}

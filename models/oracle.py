@@ -6,6 +6,8 @@ so p(x_0 | x_t) is an HMM posterior. With q_l(s) = p(x_0,l = s | x_t without pos
   ratio     p_t(x with x_l ← y) / p_t(x) = Σ_s q_l(s) P_t[s, y] / Σ_s q_l(s) P_t[s, x_l]
 All in float64. Parallel decoding makes x_t the chain forbids, so the oracle is exact for the chain
 mixed with a small uniform floor, which keeps every posterior finite.
+Conditional generation (`prefix` K > 0): the first K tokens of x are data, not noisy observations, so
+their emissions are one-hot: the posterior of the other positions is the chain's law given the prefix.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ F64 = torch.float64
 
 
 class OracleModel:
-    def __init__(self, chain: MarkovChain, process: ForwardProcess, floor: float = 1e-3, output: str = "denoiser"):
+    def __init__(self, chain: MarkovChain, process: ForwardProcess, floor: float = 1e-3, output: str = "denoiser",
+                 prefix: int = 0):
         if chain.num_states != process.data_states:
             raise ValueError(f"chain has {chain.num_states} states but the process expects {process.data_states} data states")
         if output not in KINDS:
@@ -31,6 +34,7 @@ class OracleModel:
         self.floor = floor
         self.process = process
         self.output = output
+        self.prefix = int(prefix)
 
     def describe(self) -> str:
         return (f"exact oracle ({self.output}) of a {self.chain.num_states}-state Markov chain mixed with a "
@@ -39,7 +43,8 @@ class OracleModel:
     def identity(self) -> dict:
         """What fixes this model's outputs: the chain's bytes, the floor, the output kind."""
         digest = hashlib.sha256(self.data_chain.initial.numpy().tobytes() + self.data_chain.transition.numpy().tobytes())
-        return {"name": "oracle", "chain_sha256": digest.hexdigest(), "floor": self.floor, "output": self.output}
+        return {"name": "oracle", "chain_sha256": digest.hexdigest(), "floor": self.floor, "output": self.output,
+                **({"prefix": self.prefix} if self.prefix else {})}
 
     def leave_one_out(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """q_l(s) = p(x_0,l = s | x_t,−l) and the emissions E_l(s), each [B, L, S0]."""
@@ -47,6 +52,10 @@ class OracleModel:
         B, L = x.shape
         S0 = self.chain.num_states
         emis = self.process.kernel.transition_cols(x, self.process.sigma(t))[..., :S0]  # [B, L, S0]
+        if self.prefix:  # the prefix is data: x_0,l = x_l there
+            if (x[:, : self.prefix] >= S0).any():
+                raise ValueError(f"oracle: the condition prefix (first {self.prefix} tokens) holds non-data states")
+            emis[:, : self.prefix] = torch.nn.functional.one_hot(x[:, : self.prefix], S0).to(F64)
         e = emis.transpose(0, 1).contiguous()  # [L, B, S0]: one contiguous slice per position
         T = self.chain.transition
         pred = torch.empty(L, B, S0, dtype=F64)  # p(x_0,l | x_t,<l)

@@ -283,17 +283,18 @@ def _log_minus_exp(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch
 
 
 class TauLDRModel:
-    """A tauLDR image network behind the model protocol: called with times (the image net embeds t
-    itself, not σ̄(t)), it returns the denoiser softmax(logits) [B, L, S] float32.
+    """A tauLDR network (the image UNet here, or the sequence transformer of models/tauldr_sequence.py)
+    behind the model protocol: called with times (the networks embed t itself, not σ̄(t)), it returns
+    the denoiser softmax(logits) [B, L, S] float32.
 
     chunk: sequences per network call on CPU (bounds the [chunk, L, S] logistic tensors); on a GPU
     the whole batch goes at once. It does not change the model beyond float rounding."""
 
-    def __init__(self, net: TauLDRImageNet, process, identity: dict | None = None, chunk: int | None = None):
+    def __init__(self, net: nn.Module, process, identity: dict | None = None, chunk: int | None = None):
         if chunk is not None and int(chunk) < 1:
             raise ValueError(f"chunk must be a positive number of sequences or null, got {chunk}")
         if net.config.S != process.num_states:
-            raise ValueError(f"tauLDR network has S = {net.config.S} states per pixel, but its process has "
+            raise ValueError(f"tauLDR network has S = {net.config.S} states per token, but its process has "
                              f"{process.num_states}")
         self.net = net.eval()
         self.process = process
@@ -308,9 +309,9 @@ class TauLDRModel:
     def __call__(self, x, t):
         S = self.net.config.S
         if x.dtype.is_floating_point or x.dtype == torch.bool or x.ndim != 2:
-            raise ValueError(f"tauLDR image model: x must be integer pixels [B, L], got {x.dtype} of shape {tuple(x.shape)}")
+            raise ValueError(f"tauLDR model: x must be integer states [B, L], got {x.dtype} of shape {tuple(x.shape)}")
         if x.numel() and (x.min() < 0 or x.max() >= S):
-            raise ValueError(f"tauLDR image model: pixels must lie in [0, {S}), got [{int(x.min())}, {int(x.max())}]")
+            raise ValueError(f"tauLDR model: states must lie in [0, {S}), got [{int(x.min())}, {int(x.max())}]")
         device = next(self.net.parameters()).device
         x, t = x.to(device), t.to(device=device, dtype=torch.float32)
         step = (self.chunk if device.type == "cpu" else None) or x.shape[0]

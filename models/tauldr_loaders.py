@@ -1,4 +1,5 @@
-"""Loaders for tauLDR image checkpoints: the project's own and the published run format.
+"""Loaders for tauLDR checkpoints (the image UNet and the piano sequence transformer): the project's
+own and the published run format.
 
 - project: weights/<name>/ with model.safetensors + config.yaml (`format: jys-tauldr`), written by
   export_tauldr
@@ -11,7 +12,9 @@ Every loader builds the network strictly (no missing or unexpected key, every sh
 returns a TauLDRModel with its forward process. Errors name the file and the key.
 
 The UNet's weights do not depend on S (its output is a logistic's mean and scale per pixel), so S is
-checked where it appears: against data_min_max (UNetConfig) and against the forward process.
+checked where it appears: against data_min_max (UNetConfig) and against the forward process. The
+transformer's input and output layers have S rows: a checkpoint of another S fails on their shapes.
+Published sequence checkpoints load with long_times on: tauLDR's wrapper calls the net with t.long().
 """
 from __future__ import annotations
 
@@ -25,9 +28,13 @@ from safetensors.torch import save as save_safetensors
 from models.loaders import _get, _read_weights, _require, _sha256, load_strict
 from models.process import make_process
 from models.tauldr import TauLDRImageNet, TauLDRModel, UNetConfig
+from models.tauldr_sequence import TauLDRSequenceNet, TransformerConfig
 from pipeline.io import atomic_write_bytes, atomic_write_json
 
 IMAGE_MODEL = "GaussianTargetRateImageX0PredEMA"
+SEQUENCE_MODEL = "UniformRateSequenceTransformerEMA"
+TRANSFORMER_KEYS = ("num_layers", "d_model", "num_heads", "dim_feedforward", "dropout", "num_output_FFresiduals",
+                    "time_scale_factor", "temb_dim", "use_one_hot_input")
 EMA_KEYS = ("ema_decay", "ema_num_updates", "ema_shadow_params")
 UNET_KEYS = ("ch", "num_res_blocks", "num_scales", "ch_mult", "input_channels", "scale_count_to_put_attn",
              "data_min_max", "dropout", "skip_rescale", "time_embed_dim", "time_scale_factor", "fix_logistic")
@@ -75,9 +82,42 @@ def process_spec_from_tauldr(cfg: dict, source: Path) -> dict:
                        "rate_sigma": float(m["rate_sigma"]), "Q_sigma": float(m["Q_sigma"])}}
 
 
-def build_strict(config: UNetConfig, state: dict, source: Path, prefix: str = "") -> TauLDRImageNet:
-    """The network holding `state` (keys as in TauLDRImageNet; `prefix` is how the file spells them)."""
-    return load_strict(TauLDRImageNet(config), state, source, "tauLDR UNet", prefix)
+def transformer_config_from_tauldr(cfg: dict, source: Path) -> TransformerConfig:
+    """The network of a published tauLDR sequence config (model.*, data.S, data.shape = [L])."""
+    m = _get(cfg, "model", source)
+    missing = [k for k in TRANSFORMER_KEYS if k not in m]
+    if missing:
+        raise ValueError(f"{source}: config lacks model keys {missing}")
+    shape = list(_get(cfg, "data.shape", source))
+    if len(shape) != 1:
+        raise ValueError(f"{source}: data.shape {shape} is not [L]: tauLDR's sequence model reads 1-D data")
+    try:
+        return TransformerConfig(S=int(_get(cfg, "data.S", source)), length=int(shape[0]), long_times=True,
+                                 **{k: m[k] for k in TRANSFORMER_KEYS})
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+
+
+def uniform_process_spec_from_tauldr(cfg: dict, source: Path) -> dict:
+    """tauLDR's UniformRate: Q = r(11ᵀ − S·I), constant in time, i.e. the uniform kernel 11ᵀ/S − I
+    under σ̄(t) = r·S·t."""
+    rate, S = float(_get(cfg, "model.rate_const", source)), int(_get(cfg, "data.S", source))
+    # rounded: 0.03 × 129 is 3.8699999999999997 in floats, and the experiment's process says 3.87
+    return {"noise": {"name": "constant", "value": round(rate * S, 12)}, "kernel": {"name": "uniform", "num_states": S}}
+
+
+# model.name -> (network config reader, process reader)
+PUBLISHED = {IMAGE_MODEL: (unet_config_from_tauldr, process_spec_from_tauldr),
+             SEQUENCE_MODEL: (transformer_config_from_tauldr, uniform_process_spec_from_tauldr)}
+# the project format's `architecture` -> its network config
+ARCHITECTURES = {"unet": UNetConfig, "transformer": TransformerConfig}
+
+
+def build_strict(config: UNetConfig | TransformerConfig, state: dict, source: Path, prefix: str = ""):
+    """The network of `config` holding `state` (keys as in the network; `prefix` is how the file spells them)."""
+    net_class = TauLDRSequenceNet if isinstance(config, TransformerConfig) else TauLDRImageNet
+    name = "tauLDR transformer" if net_class is TauLDRSequenceNet else "tauLDR UNet"
+    return load_strict(net_class(config), state, source, name, prefix)
 
 
 def _latest(directory: Path, pattern: str) -> Path | None:
@@ -115,9 +155,10 @@ def load_tauldr_run(directory: str | Path, **runtime) -> TauLDRModel:
     cfg_path, ckpt_path = _run_files(d)
     cfg = _read_yaml(cfg_path)
     name = _get(cfg, "model.name", cfg_path)
-    if name != IMAGE_MODEL:
-        raise ValueError(f"{cfg_path}: model.name is {name!r}; this loader reads tauLDR's image model {IMAGE_MODEL!r}")
-    config, spec = unet_config_from_tauldr(cfg, cfg_path), process_spec_from_tauldr(cfg, cfg_path)
+    if name not in PUBLISHED:
+        raise ValueError(f"{cfg_path}: model.name is {name!r}; this loader reads tauLDR's {sorted(PUBLISHED)}")
+    read_network, read_process = PUBLISHED[name]
+    config, spec = read_network(cfg, cfg_path), read_process(cfg, cfg_path)
 
     state = _read_checkpoint(ckpt_path)["model"]
     missing = [k for k in EMA_KEYS if k not in state]
@@ -157,9 +198,12 @@ def load_tauldr_project(directory: str | Path, **runtime) -> TauLDRModel:
         raise ValueError(f"{cfg_path}: not a project tauLDR checkpoint config (format: jys-tauldr expected, "
                          f"got {cfg.get('format')!r})")
     network = _get(cfg, "network", cfg_path)
+    architecture = cfg.get("architecture", "unet")  # absent in files written before the transformer
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{cfg_path}: architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
     spec = {"noise": dict(_get(cfg, "process.noise", cfg_path)), "kernel": dict(_get(cfg, "process.kernel", cfg_path))}
     try:
-        config = UNetConfig(**network)
+        config = ARCHITECTURES[architecture](**network)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{cfg_path}: bad network section: {err}") from None
     try:
@@ -173,7 +217,7 @@ def load_tauldr_project(directory: str | Path, **runtime) -> TauLDRModel:
     return TauLDRModel(net, process, identity, **runtime)
 
 
-def export_tauldr(net: TauLDRImageNet, process_spec: dict, out_dir: str | Path, note: dict) -> None:
+def export_tauldr(net: TauLDRImageNet | TauLDRSequenceNet, process_spec: dict, out_dir: str | Path, note: dict) -> None:
     """The weights `net` holds (pass the EMA copy) as safetensors + config.yaml + training.json (`note`),
     each written atomically; load_tauldr_project reads them back."""
     num_states = make_process(process_spec).num_states
@@ -182,7 +226,9 @@ def export_tauldr(net: TauLDRImageNet, process_spec: dict, out_dir: str | Path, 
     out_dir = Path(out_dir)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     atomic_write_bytes(out_dir / "model.safetensors", save_safetensors(state))
-    config = {"format": "jys-tauldr", "network": net.config.to_dict(), "process": process_spec}
+    architecture = "transformer" if isinstance(net, TauLDRSequenceNet) else "unet"
+    config = {"format": "jys-tauldr", "architecture": architecture, "network": net.config.to_dict(),
+              "process": process_spec}
     atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
     atomic_write_json(out_dir / "training.json", note)
 

@@ -106,6 +106,21 @@ def load_data(cfg: DictConfig, split: str = "train", rows: torch.Tensor | None =
     return module.load(spec, split, rows)
 
 
+def condition_prefixes(cfg: DictConfig, num: int) -> torch.Tensor | None:
+    """The data prefixes of conditional sampling [num, K]: sample i takes the first K tokens of row
+    i mod N of experiment.condition.split (default valid: held-out data); None when K = 0.
+    An experiment without dataset files takes them from its chain (seed experiment.condition.seed)."""
+    K = condition_prefix(cfg)
+    if not K:
+        return None
+    condition = cfg.experiment.condition
+    if data_spec(cfg) is None:
+        g = torch.Generator().manual_seed(int(condition.get("seed") or 0))
+        return build_chain(cfg, need="condition prefixes").sample(num, K, g)
+    rows = load_data(cfg, str(condition.get("split") or "valid"))
+    return rows[torch.arange(num) % rows.shape[0], :K]
+
+
 def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.Tensor:
     """x_0 for the experiment [num, L]: distinct random rows of its training file (the data a
     trained model learned from), or, for an experiment without files, fresh sequences from its chain."""
@@ -135,6 +150,16 @@ def data_identity(cfg: DictConfig) -> dict | None:
     return None
 
 
+def condition_prefix(cfg: DictConfig) -> int:
+    """experiment.condition.prefix: the number of leading tokens that are data, never generated (0: none)."""
+    condition = cfg.experiment.get("condition") or {}
+    K, L = int(condition.get("prefix") or 0), int(cfg.experiment.length)
+    if not 0 <= K < L:
+        raise ValueError(f"experiment.condition.prefix={K}: the prefix must lie in [0, {L}) (experiment.length "
+                         f"is {L}; at least one token must be generated)")
+    return K
+
+
 # --------------------------------------------------------------------------------------------- process
 
 def build_process(cfg: DictConfig, chain: MarkovChain | None = None) -> ForwardProcess:
@@ -150,7 +175,7 @@ ModelBuilder = Callable[[DictConfig, ForwardProcess, "MarkovChain | None"], obje
 
 def _oracle(cfg: DictConfig, process: ForwardProcess, chain: MarkovChain | None):
     chain = chain if chain is not None else build_chain(cfg, need=f"model {cfg.model.name!r} (kind 'oracle')")
-    return OracleModel(chain, process, floor=cfg.oracle.floor, output=cfg.oracle.output)
+    return OracleModel(chain, process, floor=cfg.oracle.floor, output=cfg.oracle.output, prefix=condition_prefix(cfg))
 
 
 def _require_checkpoint(cfg: DictConfig, kind: str, hint: str = "") -> None:

@@ -55,6 +55,18 @@ def check_sampler(name: str, process) -> None:
         raise ValueError("sampler 'tweedie' needs an absorbing or uniform kernel")
 
 
+def check_prefix(prefix: torch.Tensor, num_samples: int, length: int, data_states: int) -> None:
+    if prefix.ndim != 2 or prefix.shape[0] != num_samples or prefix.dtype.is_floating_point:
+        raise ValueError(f"prefix must be integer tokens [num_samples={num_samples}, K], got {prefix.dtype} "
+                         f"of shape {tuple(prefix.shape)}")
+    if not 0 < prefix.shape[1] < length:
+        raise ValueError(f"a prefix of {prefix.shape[1]} tokens: it must be shorter than the sequence ({length}) "
+                         f"and not empty")
+    if prefix.numel() and (prefix.min() < 0 or prefix.max() >= data_states):
+        raise ValueError(f"prefix tokens in [{int(prefix.min())}, {int(prefix.max())}], expected data states "
+                         f"[0, {data_states})")
+
+
 def prior_sample(process, num: int, length: int, generator: torch.Generator) -> torch.Tensor:
     probs = process.kernel.prior_probs().expand(num, length, -1)
     return sample_categorical(probs, generator)
@@ -106,12 +118,21 @@ def first_hitting(model, x: torch.Tensor, generator: torch.Generator, progress: 
 
 def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, length: int,
                 generator: torch.Generator, batch_size: int = 256, final_step: str = "sample",
-                progress: bool = True) -> SampleResult:
+                progress: bool = True, prefix: torch.Tensor | None = None) -> SampleResult:
     """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
 
     final_step: 'sample' or 'argmax' (the noise-removal step at t_N), or 'none'.
+    prefix: conditional generation, [num_samples, K] data tokens that sample i starts with. They are in x
+    from the start, the model sees them at every call, and no step changes them: every step here moves
+    each position given the current x, so holding the first K positions is drawing the others from the
+    reverse process conditioned on them.
     """
     check_sampler(sampler, model.process)
+    if prefix is not None:
+        check_prefix(prefix, num_samples, length, model.process.data_states)
+        if sampler == "kgillespie":
+            raise ValueError("k-Gillespie counts its grid over all L tokens; conditional generation (a prefix) "
+                             "is not supported there yet: use euler, tau_leaping, tweedie or first_hitting")
     grid = check_grid(grid)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {num_samples} and {batch_size}")
@@ -127,16 +148,22 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     for start in range(0, num_samples, batch_size):
         counter.calls = 0
         x = prior_sample(model.process, min(batch_size, num_samples - start), length, generator)
+        given = None if prefix is None else prefix[start:start + x.shape[0]]
+
+        def held(x):  # the prefix back in place: positions < K never change
+            return x if given is None else torch.cat([given, x[:, given.shape[1]:]], dim=1)
+
+        x = held(x)
         if sampler == "first_hitting":
             x = first_hitting(counter, x, generator, progress)
             bar.update(len(times) - 1)
         else:
             step = STEPS[sampler]
             for t, s in zip(times[:-1], times[1:]):
-                x = step(counter, x, t, s, generator)
+                x = held(step(counter, x, t, s, generator))
                 bar.update(1)
             if final_step != "none" and sampler != "kgillespie":
-                x = denoise(counter, x, times[-1], generator, final_step)
+                x = held(denoise(counter, x, times[-1], generator, final_step))
         chunks.append(x)
         calls.append(counter.calls)
     bar.close()

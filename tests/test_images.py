@@ -103,9 +103,9 @@ def test_the_image_model_refuses_bad_pixels():
 
     model = TauLDRModel(TauLDRImageNet(UNetConfig(S=5, **arch)), proc)
     t = torch.full((2,), 0.5, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"pixels must lie in \[0, 5\), got \[0, 40\]"):
+    with pytest.raises(ValueError, match=r"states must lie in \[0, 5\), got \[0, 40\]"):
         model(torch.tensor([[0] * 15 + [40]] * 2), t)
-    with pytest.raises(ValueError, match="x must be integer pixels"):
+    with pytest.raises(ValueError, match="x must be integer states"):
         model(torch.zeros(2, 16), t)
     assert model(data[:2], t).values.shape == (2, 16, 5)
 

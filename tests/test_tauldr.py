@@ -126,7 +126,7 @@ def test_model_wrapper_gives_denoiser_probabilities_in_chunks():
     with torch.no_grad():
         assert torch.equal(out.values, torch.softmax(net(x, t), -1))
     assert torch.allclose(TauLDRModel(net, make_process(TINY_SPEC), chunk=2)(x, t).values, out.values, atol=1e-6)
-    with pytest.raises(ValueError, match="S = 8 states per pixel, but its process has 9"):
+    with pytest.raises(ValueError, match="S = 8 states per token, but its process has 9"):
         TauLDRModel(net, make_process({**TINY_SPEC, "kernel": {**TINY_SPEC["kernel"], "num_states": 9}}))
     with pytest.raises(ValueError, match="sequences of length 100, expected C·H·W = 128"):
         model(x[:, :100], t)
@@ -171,8 +171,8 @@ def test_bad_runs_fail_naming_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"config_001.yaml: .*data_min_max \[0, 7\] spans 8 pixel values but S = 16"):
         load_tauldr_run(tmp_path)
 
-    write_run(tmp_path, raw, ema, cfg={**TINY_CFG, "model": {**TINY_MODEL, "name": "UniformRateSequenceTransformerEMA"}})
-    with pytest.raises(ValueError, match="config_001.yaml: model.name is 'UniformRateSequenceTransformerEMA'"):
+    write_run(tmp_path, raw, ema, cfg={**TINY_CFG, "model": {**TINY_MODEL, "name": "BirthDeathRateSequenceTransformerEMA"}})
+    with pytest.raises(ValueError, match="config_001.yaml: model.name is 'BirthDeathRateSequenceTransformerEMA'"):
         load_tauldr_run(tmp_path)
 
     write_run(tmp_path, raw, tiny_net(1, UNetConfig(**{**TINY.to_dict(), "ch": 12})))

@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.build import build_process, load_data, resolve_device, setup_torch
+from pipeline.build import build_process, condition_prefix, load_data, resolve_device, setup_torch
 from train.loop import train
 
 
@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> None:
     tc = cfg.train
     if tc.get("name") is None:
         raise ValueError(f"experiment {cfg.experiment.name!r} has no training preset (configs/training/<name>.yaml "
-                         f"in its defaults list); the experiments that train are count, text and digits")
+                         f"in its defaults list); the experiments that train are count, text, digits and folk")
     data = load_data(cfg, "train")
     process = build_process(cfg)
     spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
@@ -24,6 +24,7 @@ def main(cfg: DictConfig) -> None:
     settings = {k: tc[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema",
                                    "t_min", "seed", "bf16", "log_every", "ckpt_every")}
     settings.update({k: tc.get(k) for k in ("valid_every", "valid_size", "max_minutes", "objective", "nll_weight")})
+    settings["prefix"] = condition_prefix(cfg)  # conditional experiments never noise their first tokens
     valid = load_data(cfg, "valid") if tc.get("valid_every") else None
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),
                  Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress,
