@@ -348,3 +348,34 @@ def test_whole_sequence_metrics_refuse_a_prefix(make_cfg):
     cfg = make_cfg("experiment=count", "+experiment.condition.prefix=4")
     with pytest.raises(ValueError, match=r"metrics \[.*'countdown_error'.*\] score whole sequences"):
         evaluate(cfg, torch.zeros(2, 256, dtype=torch.long))
+
+
+def test_hellinger_metrics_through_the_stages(make_cfg, tmp_path):
+    """python -m samplers / metrics on a conditional oracle experiment: hellinger_true equals the hand
+    computation against the held-out rows whose prefixes the samples continue, and a reference file
+    made with other settings is refused."""
+    import metrics.__main__ as metrics_main
+    import samplers.__main__ as samplers_main
+    from pipeline.build import load_data
+
+    base = ["experiment=count", "model=oracle", "experiment.length=8", f"experiment.data.dir={tmp_path / 'data'}",
+            "experiment.data.num_train=16", "experiment.data.num_valid=4", "+experiment.condition.prefix=2",
+            "+experiment.condition.split=valid", "experiment.metrics=[hellinger_ref,hellinger_true,hellinger_true_se]",
+            "metrics.reference_nfe=6", "metrics.reference_seed=100", "num_samples=6", "sampler=euler"]
+    samplers_main.main.__wrapped__(make_cfg(*base, "schedule=uniform", "nfe=6", "seed=100"))
+    cell = make_cfg(*base, "schedule=uniform", "nfe=2", "seed=0")
+    samplers_main.main.__wrapped__(cell)
+    metrics_main.main.__wrapped__(cell)
+    record = json.loads((tmp_path / "count" / "oracle" / "metrics" / "euler-uniform-nfe2.json").read_text())
+    with np.load(tmp_path / "count" / "oracle" / "samples" / "euler-uniform-nfe2.npz") as f:
+        samples = torch.from_numpy(f["samples"].astype(np.int64))
+    valid = load_data(cell, "valid")
+    truth = valid[torch.arange(6) % 4]
+    assert torch.equal(samples[:, :2], truth[:, :2])
+    hand = [math.sqrt(sum((math.sqrt(float((s[2:] == k).sum()) / 6) - math.sqrt(float((v[2:] == k).sum()) / 6)) ** 2
+                          for k in range(32)) / 2) for s, v in zip(samples, truth)]
+    assert record["metrics"]["hellinger_true"] == pytest.approx(sum(hand) / 6)
+    assert 0 <= record["metrics"]["hellinger_ref"] <= 1
+    samplers_main.main.__wrapped__(make_cfg(*base, "schedule=uniform", "nfe=6", "seed=100", "final_step=argmax"))
+    with pytest.raises(ValueError, match=r"reference samples .* were made with other settings \(differing in \['final_step'\]\)"):
+        metrics_main.main.__wrapped__(cell)
