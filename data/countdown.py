@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data import take_rows
 from models.chains import countdown_chain
 from pipeline.io import atomic_write_bytes
 
@@ -73,12 +74,7 @@ def read_split(path: str | Path, vocab: int, length: int, rows: torch.Tensor | N
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {str(path)!r} does not exist; build it with data.countdown.write_splits")
-    x = np.load(path, mmap_mode="r")
-    if rows is not None:
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
-            raise ValueError(f"{path}: rows out of range for its {len(x)} sequences")
-        x = x[rows.numpy()]
-    x = torch.from_numpy(np.asarray(x).astype(np.int64))
+    x = take_rows(np.load(path, mmap_mode="r"), rows, f"sequences of {path}")
     if x.ndim != 2 or x.shape[1] != length or x.min() < 0 or x.max() >= vocab:
         raise ValueError(f"{path}: expected [N, {length}] tokens in [0, {vocab}), got shape {tuple(x.shape)} "
                          f"with tokens in [{int(x.min())}, {int(x.max())}]")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data import take_rows
 from pipeline.io import atomic_write_bytes
 
 SPLITS = ("train", "valid")
@@ -61,12 +62,7 @@ def size(spec: dict, split: str = "train") -> int:
 
 def load(spec: dict, split: str = "train", rows: torch.Tensor | None = None) -> torch.Tensor:
     """The split's images [N, 64] int64 in [0, 17), or only the given rows (in their order)."""
-    x = np.load(_split_path(spec, split))
-    if rows is not None:
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
-            raise ValueError(f"rows out of range for the {len(x)} images of the digits {split} split")
-        x = x[rows.numpy()]
-    return torch.from_numpy(x.astype(np.int64))
+    return take_rows(np.load(_split_path(spec, split)), rows, f"images of the digits {split} split")
 
 
 def labels(spec: dict, split: str = "train") -> torch.Tensor:

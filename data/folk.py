@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data import take_rows
 from pipeline.io import atomic_write_bytes
 
 SPLITS = ("train", "valid")
@@ -210,12 +211,7 @@ def size(spec: dict, split: str = "train") -> int:
 
 def load(spec: dict, split: str = "train", rows: torch.Tensor | None = None) -> torch.Tensor:
     """The split's sequences [N, length] int64 in [0, 129), or only the given rows (in their order)."""
-    x = np.load(_split_path(spec, split), mmap_mode="r")
-    if rows is not None:
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
-            raise ValueError(f"rows out of range for the {len(x)} sequences of the folk {split} split")
-        x = x[rows.numpy()]
-    return torch.from_numpy(np.asarray(x, dtype=np.int64))
+    return take_rows(np.load(_split_path(spec, split), mmap_mode="r"), rows, f"sequences of the folk {split} split")
 
 
 def valid_tunes(spec: dict) -> list[str]:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data import take_rows
+
 STATES = 129
 FILES = {"train": "train.npy", "valid": "test.npy"}
 
@@ -47,12 +49,7 @@ def size(spec: dict, split: str = "train") -> int:
 
 
 def load(spec: dict, split: str = "train", rows: torch.Tensor | None = None) -> torch.Tensor:
-    x = np.load(_path(spec, split), mmap_mode="r")
-    if rows is not None:
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(x)):
-            raise ValueError(f"rows out of range for the {len(x)} sequences of the piano-roll {split} split")
-        x = x[rows.numpy()]
-    return torch.from_numpy(np.asarray(x, dtype=np.int64))
+    return take_rows(np.load(_path(spec, split), mmap_mode="r"), rows, f"sequences of the piano-roll {split} split")
 
 
 def _path(spec: dict, split: str) -> Path:

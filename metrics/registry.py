@@ -7,17 +7,20 @@ A new metric family is a module under metrics/ and its entries here (or `registe
 """
 from __future__ import annotations
 
+import json
 from typing import Callable
 
+import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from metrics.fid import frechet_distance, load_extractor
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import chain_invalid_rate, chain_nll, countdown_error, countdown_error_published
 from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, token_entropy
 from models.chains import MarkovChain
-from pipeline.build import build_chain, build_model, condition_prefix, data_vocab, load_data, resolve_device
+from pipeline.build import (build_chain, build_model, condition_prefix, condition_rows, data_vocab, load_data,
+                            resolve_device)
 from pipeline.runs import artifact_path, resolve_schedule, samples_key
 
 
@@ -77,8 +80,7 @@ class MetricContext:
         if key not in self._memo:
             K = condition_prefix(self.cfg)
             if against == "true":
-                rows = load_data(self.cfg, str(self.cfg.experiment.condition.get("split") or "valid"))
-                reference = rows[torch.arange(samples.shape[0]) % rows.shape[0]]
+                reference = condition_rows(self.cfg, samples.shape[0])
             else:
                 reference = self._reference_samples(samples.shape[0])
             self._memo[key] = mean_and_se(hellinger_to(samples, reference, K, data_vocab(self.cfg)))
@@ -87,12 +89,6 @@ class MetricContext:
     def _reference_samples(self, num: int) -> torch.Tensor:
         """The reference samples file, refused unless its stored key is the one `python -m samplers` would
         write now for the reference cell (same model weights, process, eps, final step, prefix, count)."""
-        import json
-
-        import numpy as np
-        from omegaconf import OmegaConf
-
-
         m = self.cfg.metrics
         ref_cfg = OmegaConf.merge(self.cfg, {"schedule": "uniform", "nfe": int(m.reference_nfe),
                                              "seed": int(m.reference_seed)})

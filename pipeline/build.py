@@ -106,19 +106,23 @@ def load_data(cfg: DictConfig, split: str = "train", rows: torch.Tensor | None =
     return module.load(spec, split, rows)
 
 
+def condition_rows(cfg: DictConfig, num: int) -> torch.Tensor:
+    """The data sequences conditional sampling continues [num, L]: sample i takes row i mod N of
+    experiment.condition.split (default valid: held-out data)."""
+    rows = load_data(cfg, str(cfg.experiment.condition.get("split") or "valid"))
+    return rows[torch.arange(num) % rows.shape[0]]
+
+
 def condition_prefixes(cfg: DictConfig, num: int) -> torch.Tensor | None:
-    """The data prefixes of conditional sampling [num, K]: sample i takes the first K tokens of row
-    i mod N of experiment.condition.split (default valid: held-out data); None when K = 0.
-    An experiment without dataset files takes them from its chain (seed experiment.condition.seed)."""
+    """The first K tokens of condition_rows [num, K]; None when K = 0. An experiment without dataset
+    files draws them from its chain (seed experiment.condition.seed)."""
     K = condition_prefix(cfg)
     if not K:
         return None
-    condition = cfg.experiment.condition
     if data_spec(cfg) is None:
-        g = torch.Generator().manual_seed(int(condition.get("seed") or 0))
+        g = torch.Generator().manual_seed(int(cfg.experiment.condition.get("seed") or 0))
         return build_chain(cfg, need="condition prefixes").sample(num, K, g)
-    rows = load_data(cfg, str(condition.get("split") or "valid"))
-    return rows[torch.arange(num) % rows.shape[0], :K]
+    return condition_rows(cfg, num)[:, :K]
 
 
 def sample_data(cfg: DictConfig, num: int, generator: torch.Generator) -> torch.Tensor:

@@ -35,14 +35,9 @@ case $PRESET in
     exit 2 ;;
   *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
 esac
-read -r EXPERIMENT MODEL <<< "$(echo "$EXP" | sed -E 's/experiment=([^ ]+) model=([^ ]+).*/\1 \2/')"
-OUT=runs/$EXPERIMENT
-mkdir -p "$OUT"
-TIMES=$OUT/stage_seconds.txt
-: > "$TIMES"
+start_run "$EXP"
 echo "== the held-out split against the training split (the floor)"
 stage floor $PY scripts/image_floor.py $EXP
-join() { echo "$*" | tr ' ' ','; }
 for sampler in $SAMPLERS; do
   common="$EXP $FINAL sampler=$sampler"
   steps=()

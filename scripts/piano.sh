@@ -31,15 +31,10 @@ case $PRESET in
     SAMPLERS="tau_leaping"; NFES="2 4 8 16 32 64"; NUM=1000; KLUB=256 ;;
   *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
 esac
-read -r EXPERIMENT MODEL <<< "$(echo "$EXP" | sed -E 's/experiment=([^ ]+) model=([^ ]+).*/\1 \2/')"
-OUT=runs/$EXPERIMENT
-mkdir -p "$OUT"
-TIMES=$OUT/stage_seconds.txt
-: > "$TIMES"
+start_run "$EXP"
 BATCH="num_samples=$NUM batch_size=$NUM metrics.reference_nfe=$((REF - 1)) metrics.reference_seed=$REF_SEED"
 echo "== another held-out tune's continuation against each tune's (the scale of the metric)"
 stage floor $PY scripts/music_floor.py $EXP num_samples=$NUM seed=0
-join() { echo "$*" | tr ' ' ','; }
 for sampler in $SAMPLERS; do
   common="$EXP $FINAL sampler=$sampler"
   echo "== $MODEL / $sampler / the NFE-$REF reference (uniform grid, seed $REF_SEED)"

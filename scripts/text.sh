@@ -30,15 +30,10 @@ case $PRESET in
     EXP="$EXP metrics.judge=gpt2-large metrics.judge_path=$GPT2_LARGE" ;;
   *) echo "unknown preset $PRESET; expected default, full or paper" >&2; exit 2 ;;
 esac
-read -r EXPERIMENT MODEL <<< "$(echo "$EXP" | sed -E 's/experiment=([^ ]+) model=([^ ]+).*/\1 \2/')"
-OUT=runs/$EXPERIMENT
-mkdir -p "$OUT"
-TIMES=$OUT/stage_seconds.txt
-: > "$TIMES"
+start_run "$EXP"
 # The judge's floor first: a missing or broken judge or tokenizer fails here, before any sampling.
 echo "== the judge on held-out text (the floor)"
 stage floor $PY scripts/text_floor.py $EXP num_samples=$NUM seed=0
-join() { echo "$*" | tr ' ' ','; }
 for sampler in $SAMPLERS; do
   common="$EXP sampler=$sampler seed=0"
   steps=()
