@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> None:
     start = time.time()
     result = run_sampler(model, cfg.sampler, grid, int(cfg.num_samples), int(cfg.experiment.length), generator,
                          batch_size=int(cfg.batch_size), final_step=cfg.final_step, progress=cfg.progress,
-                         prefix=prefix)
+                         prefix=prefix, multi_jump=str(cfg.multi_jump))
     wall = time.time() - start
     atomic_write_npz(path, samples=result.samples.numpy().astype("int32"), times=grid.numpy(), nfe=nfe,
                      model_calls=result.nfe, seed=int(cfg.seed), sampler=cfg.sampler, schedule=label,

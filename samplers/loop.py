@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from tqdm import tqdm
 
 from models.protocol import denoised_probs
 from samplers.schedules import check_grid, token_counts
-from samplers.steps import STEPS, position_chunks, positions, rows, sample_by_positions, sample_categorical
+from samplers.steps import (MULTI_JUMPS, STEPS, position_chunks, positions, rows, sample_by_positions,
+                            sample_categorical, tau_leaping_step)
 
 F64 = torch.float64
 SAMPLERS = tuple(STEPS) + ("first_hitting",)
@@ -118,10 +120,13 @@ def first_hitting(model, x: torch.Tensor, generator: torch.Generator, progress: 
 
 def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, length: int,
                 generator: torch.Generator, batch_size: int = 256, final_step: str = "sample",
-                progress: bool = True, prefix: torch.Tensor | None = None) -> SampleResult:
+                progress: bool = True, prefix: torch.Tensor | None = None,
+                multi_jump: str = "reject") -> SampleResult:
     """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
 
     final_step: 'sample' or 'argmax' (the noise-removal step at t_N), or 'none'.
+    multi_jump: τ-leaping under a categorical kernel, a position with several jumps in one step:
+    'reject' (stays) or 'last' (takes its last jump's destination); see samplers.steps.tau_leaping_step.
     prefix: conditional generation, [num_samples, K] data tokens that sample i starts with. They are in x
     from the start, the model sees them at every call, and no step changes them: every step here moves
     each position given the current x, so holding the first K positions is drawing the others from the
@@ -136,6 +141,8 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     grid = check_grid(grid)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {num_samples} and {batch_size}")
+    if multi_jump not in MULTI_JUMPS:
+        raise ValueError(f"unknown multi_jump {multi_jump!r}; expected one of {MULTI_JUMPS}")
     if final_step not in ("sample", "argmax", "none"):
         raise ValueError(f"final_step {final_step!r}; expected 'sample', 'argmax' or 'none'")
     if sampler == "kgillespie":
@@ -158,7 +165,7 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
             x = first_hitting(counter, x, generator, progress)
             bar.update(len(times) - 1)
         else:
-            step = STEPS[sampler]
+            step = partial(tau_leaping_step, multi_jump=multi_jump) if sampler == "tau_leaping" else STEPS[sampler]
             for t, s in zip(times[:-1], times[1:]):
                 x = held(step(counter, x, t, s, generator))
                 bar.update(1)

@@ -92,13 +92,24 @@ def euler_step(model, x, t, s, generator):
     return sample_by_positions(probs, x, proc.num_states, generator, proc.kernel.movable(x))
 
 
-def tau_leaping_step(model, x, t, s, generator):
-    """τ-leaping: Poisson jump counts n_{l,y} ~ Poisson((t − s) R̂_{l,y}).
+MULTI_JUMPS = ("reject", "last")
+
+
+def tau_leaping_step(model, x, t, s, generator, multi_jump: str = "reject"):
+    """τ-leaping: Poisson jump counts n_{l,y} ~ Poisson((t − s) R̂_{l,y}), rates frozen at (x, t).
 
     Ordinal kernels add the jumps as moves, x + Σ_y n_{l,y}(y − x_l), clamped (tauLDR). Categorical
-    kernels accept a position's jump only when it has exactly one (several jumps have no meaning);
-    drawn as the total N_l ~ Poisson(Σ_y λ_{l,y}) and a destination ∝ λ, which is the same law.
+    kernels draw the total N_l ~ Poisson(Σ_y λ_{l,y}) and a destination ∝ λ; a position with several
+    jumps follows `multi_jump`:
+    - 'reject': it stays (tauLDR's `reject_multiple_jumps`);
+    - 'last': it takes the destination of its last jump. Each jump is "set token l to y" and their times
+      are i.i.d. uniform on the step, so the last one's destination is ∝ λ as well: this is the path of the
+      frozen-rate Poisson marks, the coarse path the KLUB compares (jys.coarse_state=start), where
+      'reject' drops a share 1 − (1 + Λ) e^{−Λ} / (1 − e^{−Λ}) of the jumping positions (Λ = Σ_y λ).
+    Both draw the same random numbers, so they differ only at positions with N_l ≥ 2.
     """
+    if multi_jump not in MULTI_JUMPS:
+        raise ValueError(f"unknown multi_jump {multi_jump!r}; expected one of {MULTI_JUMPS}")
     lam = (t - s) * _rates(model, x, t)  # [B, L, S]
     if model.process.kernel.ordinal:
         jumps = torch.poisson(lam, generator=generator)
@@ -108,7 +119,7 @@ def tau_leaping_step(model, x, t, s, generator):
     total = lam.sum(-1)
     count = torch.poisson(total, generator=generator)
     dest = sample_categorical(lam + (total == 0).unsqueeze(-1).to(F64), generator)
-    return torch.where(count == 1, dest, x)
+    return torch.where(count == 1 if multi_jump == "reject" else count >= 1, dest, x)
 
 
 def tweedie_step(model, x, t, s, generator):

@@ -1,5 +1,6 @@
 """Every sampler, driven by the exact oracle on a fine grid, reproduces the chain."""
 import itertools
+import math
 import json
 
 import numpy as np
@@ -167,3 +168,56 @@ def test_nfe_in_tables_counts_the_noise_removal_call_always():
     grid = torch.tensor([1.0, 0.6, 0.3], dtype=torch.float64)  # ends with masks left: the call is made
     res = run_sampler(model, "euler", grid, 8, 32, torch.Generator().manual_seed(0), progress=False)
     assert res.calls_per_batch == [calls_per_sequence("euler", 2)]
+
+
+class FixedScores:
+    """A 'model' whose log ratios are the same table at every position and time: the reverse rates of a
+    τ-leaping step are then known in closed form."""
+
+    def __init__(self, process, log_ratio):
+        self.process, self.log_ratio = process, log_ratio
+
+    def __call__(self, x, t):
+        from models.protocol import ModelOutput
+        out = self.log_ratio.expand(*x.shape, -1).clone()
+        return ModelOutput("score", out.scatter(-1, x.unsqueeze(-1), 0.0))
+
+
+@pytest.mark.parametrize("multi_jump", ["reject", "last"])
+def test_tau_leaping_multi_jump_rules_follow_their_closed_forms(multi_jump):
+    """One τ-leaping step of a uniform kernel from token 0 with total jump intensity Λ ≈ 1.4 (so about 40%
+    of the jumping positions jump twice or more): 'reject' moves to y with P = λ_y e^{−Λ}, 'last' with
+    P = λ_y (1 − e^{−Λ}) / Λ, and the rest stay (chi-square over the S0 outcomes)."""
+    from samplers.steps import tau_leaping_step
+    proc = ForwardProcess(Geometric(1e-4, 20.0), Uniform(S0))
+    n, t, s = 40000, 0.5, 0.45
+    x = torch.zeros(1, n, dtype=torch.long)
+    tb = torch.tensor([t], dtype=torch.float64)
+    weight = torch.arange(S0, dtype=torch.float64)  # λ_y ∝ y: no intensity to stay at 0
+    base = (t - s) * proc.sigma_rate(tb) * proc.kernel.rate_cols(x[:, :1])[0, 0] * weight
+    log_ratio = torch.log(weight.clamp_min(1.0) * 1.4 / float(base.sum()))
+    out = tau_leaping_step(FixedScores(proc, log_ratio), x, t, s, torch.Generator().manual_seed(0),
+                           multi_jump=multi_jump)
+    lam = base * 1.4 / float(base.sum())
+    total = float(lam.sum())
+    assert 1.0 < total < 2.0
+    move = lam * (math.exp(-total) if multi_jump == "reject" else -math.expm1(-total) / total)
+    probs = move.clone()
+    probs[0] = 1 - float(move.sum())
+    counts = np.bincount(out[0].numpy(), minlength=S0)
+    assert scipy.stats.chisquare(counts, probs.numpy() * n).pvalue > 1e-3
+
+
+def test_tau_leaping_multi_jump_rules_differ_only_where_several_jumps():
+    """Both rules draw the same random numbers: 'last' moves every position 'reject' moves, to the same
+    state, and moves some more; an unknown rule is refused."""
+    from samplers.steps import tau_leaping_step
+    proc = ForwardProcess(Geometric(1e-4, 20.0), Uniform(S0))
+    model = FixedScores(proc, torch.zeros(S0, dtype=torch.float64))
+    x = torch.zeros(4, 500, dtype=torch.long)
+    rej = tau_leaping_step(model, x, 0.6, 0.5, torch.Generator().manual_seed(1), multi_jump="reject")
+    last = tau_leaping_step(model, x, 0.6, 0.5, torch.Generator().manual_seed(1), multi_jump="last")
+    moved = rej != x
+    assert torch.equal(last[moved], rej[moved]) and (last != x).sum() > moved.sum()
+    with pytest.raises(ValueError, match="multi_jump 'first'"):
+        tau_leaping_step(model, x, 0.6, 0.5, torch.Generator().manual_seed(1), multi_jump="first")
