@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup test demo demo-oracle bench clean
+.PHONY: setup test demo demo-oracle figures bench clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -23,6 +23,10 @@ demo: $(STAMP)
 # A few minutes: JYS against uniform and cosine on the exact oracle only.
 demo-oracle: $(STAMP)
 	bash scripts/demo.sh
+
+# The paper's figures from whatever runs/ holds: executes figures.ipynb headless, in place; PNGs under docs/.
+figures: $(STAMP)
+	$(PY) scripts/figures.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampler_overhead.py

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import torch
 
 from models.protocol import ModelOutput, concrete_ratios
+from pipeline import dist
 
 F64 = torch.float64
 OBJECTIVES = ("girsanov", "reference")
@@ -68,16 +69,19 @@ class Coarse:
 
 
 def coarse_read(model, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> Coarse:
-    """The model's log ratios at (x, t) in batches of batch_size sequences, kept in float32."""
-    store = torch.empty(*x.shape, model.process.num_states, dtype=torch.float32)
+    """The model's log ratios at (x, t) in batches of batch_size sequences, kept in float32. Under torchrun
+    batch k is read by rank k mod P and the reads are summed over ranks (each entry filled by one rank)."""
+    store = torch.zeros(*x.shape, model.process.num_states, dtype=torch.float32)
     for i in range(0, x.shape[0], batch_size):
+        if not dist.mine(i // batch_size):
+            continue
         xb, tb = x[i:i + batch_size], t[i:i + batch_size]
         out = model(xb, tb)
         if out.kind == "score":  # already log ratios: no float64 copy of [b, L, S]
             store[i:i + batch_size] = out.values
         else:
             store[i:i + batch_size] = concrete_ratios(out, xb, tb, model.process).log()
-    return Coarse(x, t, store)
+    return Coarse(x, t, dist.sum_disjoint(store))
 
 
 def draw_pair(process, x0: torch.Tensor, seed: int, t1: float, t2: torch.Tensor):

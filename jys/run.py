@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from jys.klub import check_coarse_state, check_objective
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
+from pipeline import dist
 from pipeline.build import build_model, condition_prefix, data_identity, sample_data
 from pipeline.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
@@ -120,8 +121,9 @@ def optimize(cfg: DictConfig, model=None) -> Path:
         level = searcher.level(grid, len(state.levels))
         state.levels.append(level)
         state.wall_time += time.time() - t0
-        atomic_write_json(state_file, {"key": key, "levels": [dataclasses.asdict(lv) for lv in state.levels],
-                                       "wall_time": state.wall_time})
+        if dist.is_main():
+            atomic_write_json(state_file, {"key": key, "levels": [dataclasses.asdict(lv) for lv in state.levels],
+                                           "wall_time": state.wall_time})
         new_grid = refine(grid, level)
         if len(new_grid) == len(grid):
             raise ValueError(f"no interval of the {len(grid) - 1}-step grid can take another point; nfe={nfe} is out of reach")
@@ -145,7 +147,9 @@ def optimize(cfg: DictConfig, model=None) -> Path:
         record["times"] = points
     record["times"] = check_grid(torch.tensor(record["times"], dtype=torch.float64)).tolist()
     path = artifact_path(cfg, "schedules", record["label"], nfe, "json")
-    atomic_write_json(path, record)
+    if dist.is_main():
+        atomic_write_json(path, record)
+    dist.barrier()  # no rank reads a state file before rank 0 has written it
     return path
 
 

@@ -7,6 +7,10 @@ interval; earlier points never move. Any NFE: the grid of NFE n = 2^j + r (0 < r
 grid of NFE 2^j plus the r candidates of level j + 1 with the largest KLUB. So one search serves
 every NFE, and levels are cached in a state file after each one: a rerun continues from there.
 
+Under torchrun every rank runs the same search; the model calls of each KLUB evaluation are split by batch
+over the ranks and their per-sample sums added (pipeline.dist), so every rank takes the same golden-section
+decisions, and they are those of one process.
+
 Cost: per interval, one batched model call at x_{t1} (R1 is reused by every evaluation), then one
 per golden-section evaluation; the intervals of a level are evaluated together, in batches.
 k-Gillespie searches the same way over unmasked-token counts k instead of times.
@@ -20,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from jys.klub import Coarse, coarse_read, draw_pair, klub_terms
+from pipeline import dist
 from samplers.schedules import first_count
 
 F64 = torch.float64
@@ -131,15 +136,18 @@ class TimeSearch:
         sums = [torch.zeros(M, dtype=F64) for _ in x2]
         for i in range(0, x.shape[0], bs):
             j = min(i + bs, x.shape[0])
-            fine = self.model(x[i:j], t[i:j])
-            self.calls += 1
+            self.calls += 1  # counted on every rank: the search's calls, whichever rank makes them
             self.forwards += j - i
+            if not dist.mine(i // bs):  # torchrun: batch k on rank k mod P, its sums added below
+                continue
+            fine = self.model(x[i:j], t[i:j])
             for k in range(i // M, (j - 1) // M + 1):  # the items whose rows lie in [i, j)
                 a, b = max(i, k * M), min(j, (k + 1) * M)
                 part = type(fine)(fine.kind, fine.values[a - i:b - i])
                 sums[k][a - k * M:b - k * M] = klub_terms(self.process, coarse[k].rows(a - k * M, b - k * M), part,
                                                           x[a:b], t[a:b], self.s.objective, self.s.coarse_state,
                                                           first=self.prefix)
+        sums = list(dist.sum_disjoint(torch.stack(sums)))  # each row's sum was filled by one rank
         values = [float((d * s).mean()) for d, s in zip(duration, sums)]
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"the KLUB is not finite ({values}): the model's ratios hold NaN or inf")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,7 +59,7 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
 def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     """What fixes the samples in the config: all of it less what only changes speed or display, plus the grid."""
     keep = OmegaConf.to_container(cfg, resolve=True)
-    for k in ("progress", "threads", "device", "overwrite", "jys", "train", "metrics", "tokenizer"):
+    for k in ("progress", "threads", "device", "overwrite", "runs_dir", "jys", "train", "metrics", "tokenizer"):
         keep.pop(k, None)
     keep["model"].pop("chunk", None)
     keep["model"].pop("tokenizer", None)  # decodes samples for a metric; draws nothing
@@ -68,8 +69,16 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     return keep
 
 
+def batch_seed(seed: int, k: int) -> int:
+    """The generator seed of sampling batch k: the run's seed for the first batch, then one derived from
+    (seed, k), so each batch is a stream of its own whichever process draws it."""
+    if k == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, k]).generate_state(1, np.uint64)[0] % 2**63)
+
+
 def samples_key(cfg: DictConfig, grid: torch.Tensor, model) -> dict:
     """The reuse key of a samples file: the config and grid, the model's identity (its weights' or its
-    chain's hash), the data's identity (dataset files' or chain's hash) and FORMAT_VERSION."""
+    chain's hash), the data's identity (dataset files' or chain's hash), the random streams and FORMAT_VERSION."""
     return {**run_config(cfg, grid), "model_identity": model_identity(model), "data_identity": data_identity(cfg),
-            "format_version": FORMAT_VERSION}
+            "streams": "per-batch", "format_version": FORMAT_VERSION}

@@ -1,4 +1,8 @@
-"""python -m samplers experiment=count model=oracle sampler=euler schedule=uniform nfe=16 num_samples=1024 seed=0"""
+"""python -m samplers experiment=count model=oracle sampler=euler schedule=uniform nfe=16 num_samples=1024 seed=0
+
+Batch k of batch_size samples draws from its own generator (seed for k = 0, a seed derived from (seed, k)
+otherwise), so `torchrun --nproc_per_node=P -m samplers ...` runs batch k on rank k mod P and rank 0 writes
+the same samples as one process; the file records world_size, the number of processes that made it."""
 import json
 import time
 
@@ -7,9 +11,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from pipeline import dist
 from pipeline.build import build_model, condition_prefix, condition_prefixes, setup_torch
 from pipeline.io import atomic_write_npz
-from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule, samples_key
+from pipeline.runs import FORMAT_VERSION, artifact_path, batch_seed, resolve_schedule, samples_key
 from samplers.loop import run_sampler
 
 
@@ -30,6 +35,7 @@ def check_schedule_model(schedule: dict, identity: dict, label: str) -> None:
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
+    dist.init()
     setup_torch(cfg)
     model = build_model(cfg)
     if hasattr(model, "describe"):
@@ -49,21 +55,39 @@ def main(cfg: DictConfig) -> None:
             return
         changed = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
         print(f"{cfg.sampler} / {label}: {path} holds other samples (differing in {changed}); redoing them")
-    generator = torch.Generator().manual_seed(int(cfg.seed))
     prefix = condition_prefixes(cfg, int(cfg.num_samples))  # None unless experiment.condition.prefix > 0
+    n, bs = int(cfg.num_samples), int(cfg.batch_size)
+    if n < 1 or bs < 1:
+        raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {n} and {bs}")
+    starts = list(range(0, n, bs))
     start = time.time()
-    result = run_sampler(model, cfg.sampler, grid, int(cfg.num_samples), int(cfg.experiment.length), generator,
-                         batch_size=int(cfg.batch_size), final_step=cfg.final_step, progress=cfg.progress,
-                         prefix=prefix, multi_jump=str(cfg.multi_jump))
+    done = {}
+    for k, first in enumerate(starts):
+        if not dist.mine(k):
+            continue
+        size = min(bs, n - first)
+        res = run_sampler(model, cfg.sampler, grid, size, int(cfg.experiment.length),
+                          torch.Generator().manual_seed(batch_seed(int(cfg.seed), k)), batch_size=size,
+                          final_step=cfg.final_step, progress=cfg.progress,
+                          prefix=None if prefix is None else prefix[first:first + size], multi_jump=str(cfg.multi_jump))
+        done[k] = (res.samples, res.calls_per_batch[0])
+    parts = dist.gather_units(done, len(starts))
+    if not dist.is_main():
+        return
+    samples = torch.cat([p[0] for p in parts])
+    calls = sum(p[1] for p in parts) / len(parts)  # model calls per batch: the NFE actually spent
     wall = time.time() - start
-    atomic_write_npz(path, samples=result.samples.numpy().astype("int32"), times=grid.numpy(), nfe=nfe,
-                     model_calls=result.nfe, seed=int(cfg.seed), sampler=cfg.sampler, schedule=label,
+    atomic_write_npz(path, samples=samples.numpy().astype("int32"), times=grid.numpy(), nfe=nfe,
+                     model_calls=calls, seed=int(cfg.seed), world_size=dist.world_size(), sampler=cfg.sampler, schedule=label,
                      wall_time=wall, config=json.dumps(key), model_identity=json.dumps(key["model_identity"]),
                      data_identity=json.dumps(key["data_identity"]), format_version=FORMAT_VERSION,
                      prefix=condition_prefix(cfg))
-    print(f"{cfg.sampler} / {label}: {result.samples.shape[0]} samples, grid of {nfe} steps, "
-          f"{result.nfe:g} model calls (NFE spent), {wall:.1f} s -> {path}")
+    print(f"{cfg.sampler} / {label}: {samples.shape[0]} samples, grid of {nfe} steps, "
+          f"{calls:g} model calls (NFE spent), {wall:.1f} s on {dist.world_size()} process(es) -> {path}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        dist.finish()

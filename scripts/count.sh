@@ -21,25 +21,34 @@ MODELS=${MODELS:-"count-sedd oracle"}
 mkdir -p runs/count
 TIMES=runs/count/stage_seconds.txt
 : > "$TIMES"
+# One Python process per stage and (model, sampler): each stage is a Hydra multirun over its cells.
 for model in $MODELS; do
   for sampler in $SAMPLERS; do
     common="experiment=count model=$model sampler=$sampler seed=0"
+    steps=(); cosine=()
     for calls in $NFES; do
       # NFE = model calls per sequence: Euler and Tweedie take NFE − 1 grid steps and the noise-removal call,
       # k-Gillespie takes NFE steps and no such call (samplers.loop.calls_per_sequence).
       nfe=$calls; [[ $sampler == kgillespie ]] || nfe=$((calls - 1))
-      echo "== $model / $sampler / NFE $calls ($nfe grid steps)"
-      stage jys $PY -m jys $common nfe=$nfe jys.num_samples=$KLUB
-      for schedule in uniform cosine jys; do
-        # From NFE 32 on, the cosine grid's first steps unmask no token of 256 (L·(1 − cos(π/2N)) < 0.5),
-        # which k-Gillespie cannot follow; the sampler would refuse the grid.
-        if [[ $sampler == kgillespie && $schedule == cosine && $nfe -ge 32 ]]; then
-          echo "kgillespie / cosine / NFE $calls: skipped, the grid's first step unmasks no token"; continue
-        fi
-        stage sample $PY -m samplers $common schedule=$schedule nfe=$nfe num_samples=$NUM batch_size=256 | tail -n 1
-        stage metrics $PY -m metrics $common schedule=$schedule nfe=$nfe > /dev/null
-      done
+      steps+=("$nfe")
+      # From NFE 32 on, the cosine grid's first steps unmask no token of 256 (L·(1 − cos(π/2N)) < 0.5),
+      # which k-Gillespie cannot follow; the sampler would refuse the grid.
+      if [[ $sampler == kgillespie && $nfe -ge 32 ]]; then
+        echo "kgillespie / cosine / NFE $calls: skipped, the grid's first step unmasks no token"
+      else
+        cosine+=("$nfe")
+      fi
     done
+    echo "== $model / $sampler: JYS schedules for NFE $NFES"
+    stage jys $PY -m jys -m $common nfe=$(join "${steps[@]}") jys.num_samples=$KLUB | grep -E "schedule,"
+    echo "== $model / $sampler: samples"
+    stage sample $PY -m samplers -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") num_samples=$NUM \
+      batch_size=256 | grep -E "samples, grid|already holds"
+    stage sample $PY -m samplers -m $common schedule=cosine nfe=$(join "${cosine[@]}") num_samples=$NUM \
+      batch_size=256 | grep -E "samples, grid|already holds"
+    echo "== $model / $sampler: errors"
+    stage metrics $PY -m metrics -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") > /dev/null
+    stage metrics $PY -m metrics -m $common schedule=cosine nfe=$(join "${cosine[@]}") > /dev/null
   done
 done
 $PY scripts/count_report.py --models $MODELS --samplers $SAMPLERS --nfes $NFES

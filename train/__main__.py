@@ -1,17 +1,19 @@
 """python -m train experiment=count [train.steps=... train.batch_size=...]: trains the network of
 the experiment on its dataset, resuming from runs/train/<name>/checkpoint.pt, exporting EMA weights
-to weights/<name>/."""
+to weights/<name>/. Several processes: torchrun --nproc_per_node=P -m train ... (DistributedDataParallel)."""
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import dist
 from pipeline.build import build_process, condition_prefix, load_data, resolve_device, setup_torch
 from train.loop import train
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
+    dist.init()
     setup_torch(cfg)
     tc = cfg.train
     if tc.get("name") is None:
@@ -29,9 +31,14 @@ def main(cfg: DictConfig) -> None:
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),
                  Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress,
                  device=resolve_device(cfg.get("device", "auto")), valid=valid)
+    if not dist.is_main():
+        return
     print(f"trained {note['steps']} steps, {note['samples_seen']:,} sequences, {note['wall_time_s']} s, "
           f"final loss {note['final_loss_per_token']} -> {tc.out_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        dist.finish()

@@ -3,6 +3,12 @@
 The checkpoint (runs/train/<name>/checkpoint.pt) holds everything needed to continue bit for bit;
 at every checkpoint the EMA weights are also exported to weights/<name>/ (model.safetensors,
 config.yaml, training.json), so an interrupted run still leaves usable weights.
+
+Several processes (`torchrun --nproc_per_node=P -m train ...`): DistributedDataParallel. Every rank draws
+the same global batch from the seeded stream and trains on its own contiguous share of it (batch_size / P
+sequences), so the gradients DDP averages are those of the global batch and the loss curve is the one
+process's (to rounding; a network with dropout draws other masks). Rank 0 writes checkpoints and
+weights; a run resumes with any P, since the checkpoint holds the global stream.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pipeline import dist
 from pipeline.build import resolve_device
 from pipeline.io import atomic_write_bytes
 from train.objectives import OBJECTIVES, make_objective
@@ -109,10 +116,17 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
     valid_every = int(s.get("valid_every") or 0)
     if valid_every and valid is None:
         raise ValueError(f"valid_every={valid_every} asks for a held-out loss, but no held-out data was given")
-    device = device if isinstance(device, torch.device) else resolve_device(str(device))
+    device = dist.local_device(device if isinstance(device, torch.device) else resolve_device(str(device)))
+    world, rank = dist.world_size(), dist.rank()
+    if s["batch_size"] % world:
+        raise ValueError(f"train.batch_size={s['batch_size']} must be a multiple of the {world} processes "
+                         "(each trains on an equal share of the global batch)")
+    share = slice(rank * s["batch_size"] // world, (rank + 1) * s["batch_size"] // world)
     objective = make_objective(s.get("objective") or "score_entropy", process, s)
     torch.manual_seed(s["seed"])
     net = objective.build(arch, source=f"training {experiment!r}").to(device)
+    trained = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
     ema = EMA(net.parameters(), s["ema"])
     gen = torch.Generator().manual_seed(s["seed"] + 1)
@@ -131,7 +145,8 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
         valid_curve = state.get("valid_curve", [])
         print(f"resuming training from {ckpt} at step {step}")
     net.train()
-    bar = tqdm(total=s["steps"], initial=step, desc="train", disable=not progress)
+    main = dist.is_main()
+    bar = tqdm(total=s["steps"], initial=step, desc="train", disable=not (progress and main))
     held_out = HeldOutLoss(valid, objective, int(s.get("valid_size") or 512), s["batch_size"], s["t_min"],
                            s["seed"] + 2) if valid_every else None
     deadline = time.time() + 60 * float(s["max_minutes"]) if s.get("max_minutes") is not None else None
@@ -141,12 +156,12 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
         idx = torch.randint(0, data.shape[0], (s["batch_size"],), generator=gen)
         x0 = data[idx]
         t = (1 - s["t_min"]) * torch.rand(s["batch_size"], generator=gen, dtype=torch.float64) + s["t_min"]
-        inputs = {k: v.to(device) for k, v in objective.inputs(x0, t, gen).items()}
-        x0, t = x0.to(device), t.to(device)
+        inputs = {k: v[share].to(device) for k, v in objective.inputs(x0, t, gen).items()}
+        x0, t = x0[share].to(device), t[share].to(device)
         lr = s["lr"] * min(1.0, (step + 1) / s["warmup"])
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = objective.loss(net, x0, t, inputs, bf16=s["bf16"])
+        loss = objective.loss(trained, x0, t, inputs, bf16=s["bf16"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), s["grad_clip"])
@@ -154,22 +169,22 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
         ema.update(net.parameters())
         step += 1
         seen += s["batch_size"]
-        window.append(loss.item())
+        window.append(dist.mean_float(loss.item()))  # the global batch's loss: the mean of equal shares
         bar.update(1)
         bar.set_postfix(loss=f"{sum(window[-50:]) / len(window[-50:]):.4f}", lr=f"{lr:.1e}")
         if step % s["log_every"] == 0:
             losses.append([step, sum(window) / len(window)])
             window = []
-        if valid_every and step % valid_every == 0:
+        if valid_every and step % valid_every == 0 and main:
             valid_curve.append([step, held_out(ema_copy(net, ema), device)])
             bar.write(f"step {step}: held-out loss {valid_curve[-1][1]:.4f}")
-        out_of_time = deadline is not None and time.time() > deadline
-        if step % s["ckpt_every"] == 0 or step == s["steps"] or out_of_time:
+        out_of_time = deadline is not None and dist.any_true(time.time() > deadline)  # every rank stops together
+        if (step % s["ckpt_every"] == 0 or step == s["steps"] or out_of_time) and main:
             elapsed = time.time() - start
             note = {"steps": step, "samples_seen": seen, "wall_time_s": round(elapsed, 1),
                     "final_loss_per_token": losses[-1][1] if losses else None, "loss_curve": losses,
                     "valid_curve": valid_curve,
-                    "settings": s, "threads": torch.get_num_threads(), "device": str(device)}
+                    "settings": s, "threads": torch.get_num_threads(), "device": str(device), "world_size": world}
             buf = io.BytesIO()
             torch.save(_to_cpu({"net": net.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
                                 "ema_updates": ema.num_updates, "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
@@ -178,9 +193,10 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
                                 "valid_curve": valid_curve}), buf)
             atomic_write_bytes(ckpt, buf.getvalue())
             objective.export(ema_copy(net, ema), out_dir, process_spec, experiment, note)
-            if out_of_time:
-                bar.write(f"stopping at step {step}: past max_minutes={s['max_minutes']}; run again to resume")
-                break
+        if out_of_time:
+            bar.write(f"stopping at step {step}: past max_minutes={s['max_minutes']}; run again to resume")
+            break
     bar.close()
+    dist.barrier()  # rank 0's last export is complete before any rank reads it
     return json.loads((out_dir / "training.json").read_text())
 

@@ -1,0 +1,105 @@
+"""Several processes with PyTorch's own launcher: `torchrun --nproc_per_node=P -m samplers|jys|train ...`.
+
+torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them (a plain `python -m ...`) every function here
+is the single-process identity and nothing is initialized. One process group serves both kinds of
+tensors: gloo for CPU tensors (samples, KLUB sums: the samplers and the search stay on the CPU) and, where
+each rank has a GPU, NCCL for CUDA tensors (DistributedDataParallel's gradients).
+
+Work is split by whole units (sampling batches, KLUB model-call batches) whose boundaries do not depend
+on the number of processes: unit k runs on rank k mod P, and a result is put back in unit order, so a
+run's output is the same for any P.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init() -> None:
+    """Join the process group that torchrun set up (a no-op outside torchrun or when joined already)."""
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl")
+    else:
+        dist.init_process_group(backend="gloo")
+
+
+def local_device(device: torch.device) -> torch.device:
+    """A CUDA device under torchrun is this rank's own GPU (LOCAL_RANK); others pass through."""
+    if device.type == "cuda" and dist.is_initialized() and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def mine(k: int) -> bool:
+    """Unit k runs on this rank."""
+    return k % world_size() == rank()
+
+
+def sum_disjoint(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum over ranks of a CPU tensor of which each rank filled its own entries and left
+    the rest 0: x + 0 = x exactly, so the result is bit-identical to one process filling all of it."""
+    if world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def mean_float(v: float) -> float:
+    """The mean over ranks of one number per rank."""
+    if world_size() == 1:
+        return v
+    t = torch.tensor([v], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t) / world_size()
+
+
+def any_true(flag: bool) -> bool:
+    """True on every rank when it is true on one (a decision all ranks must take together)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t)
+
+
+def gather_units(units: dict[int, object], count: int) -> list | None:
+    """Rank 0 receives every rank's {unit index: result} and returns the results of units 0 … count − 1 in
+    order; other ranks return None."""
+    if world_size() == 1:
+        return [units[k] for k in range(count)]
+    parts = [None] * world_size() if is_main() else None
+    dist.gather_object(units, parts, dst=0)
+    if not is_main():
+        return None
+    merged = {k: v for part in parts for k, v in part.items()}
+    missing = [k for k in range(count) if k not in merged]
+    if missing:
+        raise RuntimeError(f"units {missing[:5]} of {count} came back from no rank")
+    return [merged[k] for k in range(count)]
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def finish() -> None:
+    """Leave the process group (end of a torchrun job)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
