@@ -36,7 +36,7 @@ MAKERS = {"count": "bash scripts/count.sh", "digits": "bash scripts/cifar.sh", "
           "text": "bash scripts/text.sh", "ablation_klub": "bash scripts/ablation_klub.sh"}
 KERNELS = (("count", "absorbing"), ("folk", "uniform"), ("digits", "Gaussian"))  # Fig. 9's panels, in its order
 DIGITS_SHAPE, DIGITS_LEVELS = (1, 8, 8), 17  # sklearn's digits: one channel of 8 x 8 pixels, 17 gray levels
-ABLATION_METRIC = "error"  # the CountDown error in the KLUB-samples ablation's records
+ABLATION_METRIC = "countdown_error"  # the CountDown error in the KLUB-samples ablation's records (scripts/ablation_klub_report.py)
 
 Table = dict[tuple[str, str, str], dict[int, list[float]]]  # (model, sampler, schedule) -> NFE -> one value per seed
 
