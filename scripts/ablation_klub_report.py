@@ -17,46 +17,45 @@ METRIC = "countdown_error"
 
 def read(path: Path) -> dict:
     if not path.is_file():
-        sys.exit(f"no metrics at {path}: run bash scripts/ablation_klub.sh first")
+        sys.exit(f"no file at {path}: run bash scripts/ablation_klub.sh first")
     return json.loads(path.read_text())
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "runs" / "ablation_klub"))
-    ap.add_argument("--models", nargs="+", required=True)
-    ap.add_argument("--ks", nargs="+", type=int, required=True)
-    ap.add_argument("--seeds", nargs="+", type=int, required=True)
     ap.add_argument("--nfes", nargs="+", type=int, required=True, help="model calls per sequence (Euler: steps + 1)")
     args = ap.parse_args()
     out = Path(args.out)
-    records, uniform = [], {}
-    for model in args.models:
+    records = []
+    for tree in sorted(out.glob("k*-s*")):  # every (K, search seed) that a run of the script made, for any model
         for nfe in args.nfes:
-            name = f"euler-{{}}-nfe{nfe - 1}.json"
-            uniform[model, nfe] = read(out / "uniform" / "count" / model / "metrics" / name.format("uniform"))
-            for k in args.ks:
-                for s in args.seeds:
-                    r = read(out / f"k{k}-s{s}" / "count" / model / "metrics" / name.format("jys"))
-                    schedule = read(out / f"k{k}-s{s}" / "count" / model / "schedules" / name.format("jys"))
-                    if schedule["num_samples"] != k or schedule["seed"] != s:
-                        sys.exit(f"the schedule under k{k}-s{s} was searched with {schedule['num_samples']} samples "
-                                 f"and seed {schedule['seed']}; rerun bash scripts/ablation_klub.sh")
-                    records.append({**r, "sampling_seed": r["seed"], "seed": s, "klub_samples": k,
-                                    "times": schedule["times"]})
+            for path in sorted(tree.glob(f"count/*/metrics/euler-jys-nfe{nfe - 1}.json")):
+                r = read(path)
+                schedule = read(path.parents[1] / "schedules" / path.name)
+                if f"k{schedule['num_samples']}-s{schedule['seed']}" != tree.name:
+                    sys.exit(f"{path.parents[1] / 'schedules' / path.name} was searched with {schedule['num_samples']} "
+                             f"samples and seed {schedule['seed']}, not as {tree.name} says; rerun bash scripts/ablation_klub.sh")
+                records.append({**r, "sampling_seed": r["seed"], "seed": schedule["seed"],
+                                "klub_samples": schedule["num_samples"], "times": schedule["times"]})
+    if not records:
+        sys.exit(f"no ablation cells under {out}: run bash scripts/ablation_klub.sh first")
     atomic_write_json(out / "results.json", records)
+    models = sorted({r["model"] for r in records})
+    ks = sorted({r["klub_samples"] for r in records})
     print(f"CountDown error ({METRIC}) of Euler on JYS schedules searched with K KLUB samples: the mean over search "
-          f"seeds {args.seeds} (min-max), and the uniform grid")
-    print("| model | NFE | uniform | " + " | ".join(f"K = {k}" for k in args.ks) + " |")
-    print("|---|---|---|" + "---|" * len(args.ks))
-    for model in args.models:
+          f"seeds (min-max, number of seeds), and the uniform grid")
+    print("| model | NFE | uniform | " + " | ".join(f"K = {k}" for k in ks) + " |")
+    print("|---|---|---|" + "---|" * len(ks))
+    for model in models:
         for nfe in args.nfes:
+            uniform = read(out / "uniform" / "count" / model / "metrics" / f"euler-uniform-nfe{nfe - 1}.json")
             cells = []
-            for k in args.ks:
+            for k in ks:
                 v = [r["metrics"][METRIC] for r in records if r["model"] == model and r["nfe_calls"] == nfe
                      and r["klub_samples"] == k]
-                cells.append(f"{np.mean(v):.4f} ({min(v):.4f}-{max(v):.4f})")
-            print(f"| {model} | {nfe} | {uniform[model, nfe]['metrics'][METRIC]:.4f} | " + " | ".join(cells) + " |")
+                cells.append(f"{np.mean(v):.4f} ({min(v):.4f}-{max(v):.4f}, {len(v)})" if v else "-")
+            print(f"| {model} | {nfe} | {uniform['metrics'][METRIC]:.4f} | " + " | ".join(cells) + " |")
     fig = fig10_klub_samples(out.parent, tuple(args.nfes))
     path = save_figure(fig, out / "figures" / "error_vs_klub_samples.png")
     print(f"-> {out / 'results.json'}, {path}")

@@ -41,14 +41,13 @@ stage floor $PY scripts/image_floor.py $EXP
 for sampler in $SAMPLERS; do
   common="$EXP $FINAL sampler=$sampler"
   steps=()
-  for calls in $NFES; do
-    nfe=$((calls - 1))   # the grid's steps; the final argmax is one more model call
-    steps+=("$nfe")
-    echo "== $MODEL / $sampler / NFE $calls ($nfe grid steps)"
-    stage jys $PY -m jys $common seed=0 nfe=$nfe jys.num_samples=$KLUB
-    stage sample $PY -m samplers -m $common schedule=uniform,cosine,jys seed=$(join $SEEDS) nfe=$nfe num_samples=$NUM batch_size=300 \
-      | grep -E "samples, grid|already holds"
-  done
+  for calls in $NFES; do steps+=("$((calls - 1))"); done   # the grid's steps; the final argmax is one more call
+  # -m: a Hydra multirun, its jobs one after another in one process (one Python start per stage)
+  echo "== $MODEL / $sampler: JYS schedules for NFE $NFES"
+  stage jys $PY -m jys -m $common seed=0 nfe=$(join "${steps[@]}") jys.num_samples=$KLUB | grep -E "schedule,"
+  echo "== $MODEL / $sampler: samples"
+  stage sample $PY -m samplers -m $common schedule=uniform,cosine,jys seed=$(join $SEEDS) nfe=$(join "${steps[@]}") \
+    num_samples=$NUM batch_size=300 | grep -E "samples, grid|already holds"
   echo "== $MODEL / $sampler: $METRIC on every cell"
   stage metrics $PY -m metrics -m $common schedule=uniform,cosine,jys seed=$(join $SEEDS) nfe=$(join "${steps[@]}") > /dev/null
 done

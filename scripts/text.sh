@@ -42,12 +42,13 @@ for sampler in $SAMPLERS; do
     # k-Gillespie takes NFE steps and no such call (samplers.loop.calls_per_sequence).
     nfe=$calls; [[ $sampler == kgillespie ]] || nfe=$((calls - 1))
     steps+=("$nfe")
-    echo "== $MODEL / $sampler / NFE $calls ($nfe grid steps)"
-    stage jys $PY -m jys $common nfe=$nfe jys.num_samples=$KLUB
-    # -m: a Hydra multirun, its jobs one after another in one process
-    stage sample $PY -m samplers -m $common schedule=uniform,cosine,jys nfe=$nfe num_samples=$NUM batch_size=64 \
-      | grep -E "samples, grid|already holds"
   done
+  # -m: a Hydra multirun, its jobs one after another in one process (one Python start per stage)
+  echo "== $MODEL / $sampler: JYS schedules for NFE $NFES"
+  stage jys $PY -m jys -m $common nfe=$(join "${steps[@]}") jys.num_samples=$KLUB | grep -E "schedule,"
+  echo "== $MODEL / $sampler: samples"
+  stage sample $PY -m samplers -m $common schedule=uniform,cosine,jys nfe=$(join "${steps[@]}") num_samples=$NUM \
+    batch_size=64 | grep -E "samples, grid|already holds"
   echo "== $MODEL / $sampler: the judge on every cell"
   stage metrics $PY -m metrics -m $common schedule=uniform,cosine,jys nfe=$(join "${steps[@]}") > /dev/null
 done
