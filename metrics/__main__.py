@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from metrics.registry import evaluate
 from pipeline.build import build_model, model_identity
 from pipeline.io import atomic_write_json
-from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule
+from pipeline.runs import FORMAT_VERSION, artifact_path, multi_jump, resolve_schedule
 from samplers.loop import calls_per_sequence
 
 __all__ = ["evaluate", "main", "samples_provenance"]
@@ -48,6 +48,8 @@ def main(cfg: DictConfig) -> None:
               "schedule": label, "nfe": nfe, "nfe_calls": calls_per_sequence(cfg.sampler, nfe, cfg.final_step),
               "model_calls": calls, "num_samples": int(samples.shape[0]),
               "seed": seed, "metrics": evaluate(cfg, samples), **provenance, "samples_file": str(path)}
+    if multi_jump(cfg) is not None:
+        record["multi_jump"] = multi_jump(cfg)
     atomic_write_json(artifact_path(cfg, "metrics", label, nfe, "json"), record)
     print(json.dumps(record, indent=2))
 

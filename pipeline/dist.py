@@ -5,13 +5,19 @@ is the single-process identity and nothing is initialized. One process group ser
 tensors: gloo for CPU tensors (samples, KLUB sums: the samplers and the search stay on the CPU) and, where
 each rank has a GPU, NCCL for CUDA tensors (DistributedDataParallel's gradients).
 
+Caches (a samples file that holds the same samples, a search's saved levels) are read by every rank: the ranks
+must share one file system (one node, or a shared runs_dir).
+
 Work is split by whole units (sampling batches, KLUB model-call batches) whose boundaries do not depend
 on the number of processes: unit k runs on rank k mod P, and a result is put back in unit order, so a
 run's output is the same for any P.
 """
 from __future__ import annotations
 
+import functools
 import os
+import sys
+import traceback
 
 import torch
 import torch.distributed as dist
@@ -30,19 +36,49 @@ def is_main() -> bool:
 
 
 def init() -> None:
-    """Join the process group that torchrun set up (a no-op outside torchrun or when joined already)."""
+    """Join the process group that torchrun set up (a no-op outside torchrun or when joined already).
+    NCCL serves CUDA tensors only when every local rank has a GPU of its own; otherwise gloo alone (the
+    samplers and the search stay on the CPU anyway; a network on CUDA then needs as many GPUs as ranks)."""
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
-    if torch.cuda.is_available():
+    if gpu_per_rank():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="cpu:gloo,cuda:nccl")
     else:
         dist.init_process_group(backend="gloo")
 
 
+def gpu_per_rank() -> bool:
+    """Every process of this node can have a CUDA device of its own."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return torch.cuda.is_available() and torch.cuda.device_count() >= local
+
+
+def exit_on_error(main):
+    """Under torchrun, an error on one rank ends its process at once: Hydra's multirun would otherwise go on
+    to the next job, whose collectives then pair with another job's on the other ranks (a hang). torchrun
+    sees the exit and stops the others. A single process raises as usual."""
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except Exception:
+            if world_size() == 1:
+                raise
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+    return run
+
+
 def local_device(device: torch.device) -> torch.device:
-    """A CUDA device under torchrun is this rank's own GPU (LOCAL_RANK); others pass through."""
-    if device.type == "cuda" and dist.is_initialized() and device.index is None:
+    """A CUDA device under torchrun is this rank's own GPU (LOCAL_RANK); others pass through. Several ranks
+    on one GPU are refused (NCCL cannot pair them)."""
+    if device.type == "cuda" and dist.is_initialized():
+        if not gpu_per_rank():
+            raise ValueError(f"device {device} under torchrun with {os.environ.get('LOCAL_WORLD_SIZE')} processes "
+                             f"on this node but {torch.cuda.device_count()} GPU(s): run as many processes as GPUs, "
+                             "or device=cpu")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
 

@@ -20,12 +20,19 @@ def run_dir(cfg: DictConfig) -> Path:
 
 
 def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int, suffix: str) -> Path:
-    """runs/<experiment>/<model>/<stage>/<sampler>-<label>-nfe<N>[-seed<K>].<suffix>: samples and metrics of
-    a seed other than 0 carry it in their name, so several seeds of one cell live side by side (a JYS
+    """runs/<experiment>/<model>/<stage>/<sampler>-<label>-nfe<N>[-lastjump][-seed<K>].<suffix>: samples and
+    metrics of τ-leaping with multi_jump=last, and of a seed other than 0, carry it in their name, so several seeds of one cell live side by side (a JYS
     schedule has its own search seed, jys.seed, and serves every sampling seed)."""
     seed = int(cfg.get("seed") or 0)
     tag = f"-seed{seed}" if seed and stage in ("samples", "metrics") else ""
+    if stage in ("samples", "metrics") and multi_jump(cfg) not in (None, "reject"):
+        tag = f"-{multi_jump(cfg)}jump{tag}"  # τ-leaping's other multi-jump rule: never the default's files
     return run_dir(cfg) / stage / f"{cfg.sampler}-{label}-nfe{nfe}{tag}.{suffix}"
+
+
+def multi_jump(cfg: DictConfig) -> str | None:
+    """τ-leaping's rule for a position with several jumps (samplers.steps); None for the other samplers."""
+    return str(cfg.get("multi_jump") or "reject") if cfg.sampler == "tau_leaping" else None
 
 
 def jys_label(objective: str) -> str:
@@ -61,6 +68,8 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     keep = OmegaConf.to_container(cfg, resolve=True)
     for k in ("progress", "threads", "device", "overwrite", "runs_dir", "jys", "train", "metrics", "tokenizer"):
         keep.pop(k, None)
+    if multi_jump(cfg) is None:
+        keep.pop("multi_jump", None)  # only τ-leaping reads it
     keep["model"].pop("chunk", None)
     keep["model"].pop("tokenizer", None)  # decodes samples for a metric; draws nothing
     for k in ("metrics", "models"):  # what is evaluated on the samples, and which models the experiment runs

@@ -34,6 +34,7 @@ def check_schedule_model(schedule: dict, identity: dict, label: str) -> None:
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
+@dist.exit_on_error
 def main(cfg: DictConfig) -> None:
     dist.init()
     setup_torch(cfg)

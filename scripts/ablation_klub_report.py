@@ -36,12 +36,14 @@ def main():
                 if f"k{schedule['num_samples']}-s{schedule['seed']}" != tree.name:
                     sys.exit(f"{path.parents[1] / 'schedules' / path.name} was searched with {schedule['num_samples']} "
                              f"samples and seed {schedule['seed']}, not as {tree.name} says; rerun bash scripts/ablation_klub.sh")
-                records.append({**r, "sampling_seed": r["seed"], "seed": schedule["seed"],
-                                "klub_samples": schedule["num_samples"], "times": schedule["times"]})
+                records.append({**r, "search_seed": schedule["seed"], "klub_samples": schedule["num_samples"],
+                                "times": schedule["times"]})
     if not records:
         sys.exit(f"no ablation cells under {out}: run bash scripts/ablation_klub.sh first")
-    atomic_write_json(out / "results.json", records)
     models = sorted({r["model"] for r in records})
+    uniform = {(m, nfe): read(out / "uniform" / "count" / m / "metrics" / f"euler-uniform-nfe{nfe - 1}.json")
+               for m in models for nfe in args.nfes}
+    atomic_write_json(out / "results.json", records + list(uniform.values()))  # the uniform grid: Fig. 10's baseline
     ks = sorted({r["klub_samples"] for r in records})
     print(f"CountDown error ({METRIC}) of Euler on JYS schedules searched with K KLUB samples: the mean over search "
           f"seeds (min-max, number of seeds), and the uniform grid")
@@ -49,14 +51,13 @@ def main():
     print("|---|---|---|" + "---|" * len(ks))
     for model in models:
         for nfe in args.nfes:
-            uniform = read(out / "uniform" / "count" / model / "metrics" / f"euler-uniform-nfe{nfe - 1}.json")
             cells = []
             for k in ks:
                 v = [r["metrics"][METRIC] for r in records if r["model"] == model and r["nfe_calls"] == nfe
                      and r["klub_samples"] == k]
                 cells.append(f"{np.mean(v):.4f} ({min(v):.4f}-{max(v):.4f}, {len(v)})" if v else "-")
-            print(f"| {model} | {nfe} | {uniform['metrics'][METRIC]:.4f} | " + " | ".join(cells) + " |")
-    fig = fig10_klub_samples(out.parent, tuple(args.nfes))
+            print(f"| {model} | {nfe} | {uniform[model, nfe]['metrics'][METRIC]:.4f} | " + " | ".join(cells) + " |")
+    fig = fig10_klub_samples(out.parent, tuple(args.nfes), experiment=out.name)
     path = save_figure(fig, out / "figures" / "error_vs_klub_samples.png")
     print(f"-> {out / 'results.json'}, {path}")
 

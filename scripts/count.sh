@@ -44,11 +44,13 @@ for model in $MODELS; do
     echo "== $model / $sampler: samples"
     stage sample $PY -m samplers -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") num_samples=$NUM \
       batch_size=256 | grep -E "samples, grid|already holds"
-    stage sample $PY -m samplers -m $common schedule=cosine nfe=$(join "${cosine[@]}") num_samples=$NUM \
-      batch_size=256 | grep -E "samples, grid|already holds"
+    if ((${#cosine[@]})); then
+      stage sample $PY -m samplers -m $common schedule=cosine nfe=$(join "${cosine[@]}") num_samples=$NUM \
+        batch_size=256 | grep -E "samples, grid|already holds"
+    fi
     echo "== $model / $sampler: errors"
     stage metrics $PY -m metrics -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") > /dev/null
-    stage metrics $PY -m metrics -m $common schedule=cosine nfe=$(join "${cosine[@]}") > /dev/null
+    ((${#cosine[@]} == 0)) || stage metrics $PY -m metrics -m $common schedule=cosine nfe=$(join "${cosine[@]}") > /dev/null
   done
 done
 $PY scripts/count_report.py --models $MODELS --samplers $SAMPLERS --nfes $NFES

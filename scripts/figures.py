@@ -255,39 +255,49 @@ def fig9_schedules(runs_dir: str | Path = "runs") -> Figure | None:
     return fig
 
 
-def fig10_klub_samples(runs_dir: str | Path = "runs", nfes: tuple[int, ...] = (8, 16)) -> Figure | None:
+def fig10_klub_samples(runs_dir: str | Path = "runs", nfes: tuple[int, ...] = (8, 16),
+                       experiment: str = "ablation_klub") -> Figure | None:
     """Fig. 10: the CountDown error of JYS schedules searched with K KLUB samples against K, at a few NFEs;
-    the mean over search seeds, their range shaded and each seed a dot."""
-    records = load_results(runs_dir, "ablation_klub", "Fig. 10 (KLUB-samples ablation)")
+    the mean over search seeds, their range shaded and each seed a dot; the uniform grid dashed."""
+    records = load_results(runs_dir, experiment, "Fig. 10 (KLUB-samples ablation)")
     if records is None:
         return None
     by_line: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    uniform: dict[tuple, float] = {}
     for r in records:
-        for key in ("klub_samples", "nfe_calls", "seed"):
-            if key not in r:
-                raise ValueError(f"ablation record {r.get('model')}/{r.get('sampler')} nfe {r.get('nfe')} has no {key!r}")
-        if ABLATION_METRIC not in r["metrics"]:
-            raise ValueError(f"ablation record {r.get('model')}/{r.get('sampler')} nfe {r.get('nfe')} has no metric "
-                             f"{ABLATION_METRIC!r} (it has {sorted(r['metrics'])})")
-        if r["nfe_calls"] in nfes:
-            by_line[(r["model"], r["sampler"], r["nfe_calls"])][r["klub_samples"]].append(r["metrics"][ABLATION_METRIC])
+        if ABLATION_METRIC not in r.get("metrics", {}) or "nfe_calls" not in r:
+            raise ValueError(f"ablation record {r.get('model')}/{r.get('schedule')} nfe {r.get('nfe')} has no "
+                             f"metric {ABLATION_METRIC!r} or no nfe_calls: rerun {MAKERS['ablation_klub']}")
+        if r["nfe_calls"] not in nfes:
+            continue
+        line = (r["model"], r["sampler"], r["nfe_calls"])
+        if r.get("schedule") == "uniform":
+            uniform[line] = r["metrics"][ABLATION_METRIC]
+        elif "klub_samples" in r and "search_seed" in r:
+            by_line[line][r["klub_samples"]].append(r["metrics"][ABLATION_METRIC])
+        else:
+            raise ValueError(f"ablation record {r.get('model')}/{r.get('schedule')} nfe {r.get('nfe')} has no "
+                             f"klub_samples or search_seed: rerun {MAKERS['ablation_klub']}")
     if not by_line:
-        raise ValueError(f"{Path(runs_dir) / 'ablation_klub' / 'results.json'} has no record at NFE {list(nfes)}")
+        raise ValueError(f"{Path(runs_dir) / experiment / 'results.json'} has no JYS record at NFE {list(nfes)}")
     fig = Figure(figsize=(5.5, 4.2))
     ax = fig.subplots()
-    for i, ((model, sampler, nfe), row) in enumerate(sorted(by_line.items())):
+    for i, (line, row) in enumerate(sorted(by_line.items())):
+        model, sampler, nfe = line
         ks = sorted(row)
         ax.plot(ks, [np.mean(row[k]) for k in ks], "o-", color=f"C{i}", label=f"NFE {nfe} ({model}, {sampler})")
         ax.fill_between(ks, [min(row[k]) for k in ks], [max(row[k]) for k in ks], color=f"C{i}", alpha=0.2)
         for k in ks:
             ax.plot([k] * len(row[k]), row[k], ".", color=f"C{i}", alpha=0.5)
+        if line in uniform:
+            ax.axhline(uniform[line], color=f"C{i}", linestyle="--", linewidth=1)
     ax.set_xscale("log", base=2)
     ks = sorted({k for row in by_line.values() for k in row})
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_yscale("log")
     ax.set_xlabel("KLUB samples per evaluation in the search")
-    ax.set_ylabel("CountDown error")
-    seeds = sorted({r["seed"] for r in records})
+    ax.set_ylabel("CountDown error (dashed: uniform grid)")
+    seeds = sorted({r["search_seed"] for r in records if "search_seed" in r})
     ax.set_title(f"KLUB-samples ablation, search seeds {seeds}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)

@@ -42,9 +42,10 @@ def test_sampling_with_two_processes_writes_the_same_samples(tmp_path):
 
 
 def test_search_with_two_processes_finds_the_same_schedule(tmp_path):
-    """The KLUB's 64 samples in model-call batches of 16 split over 2 ranks: the same KLUB values at every
-    level (bit for bit) and so the same schedule; the model calls are counted over all ranks."""
-    args = ORACLE + ["nfe=6", "jys.num_samples=64", "jys.batch_size=16"]
+    """The KLUB's 64 samples in model-call batches of 24 (some straddling two intervals) split over 2 ranks:
+    the same KLUB values at every level (bit for bit) and so the same schedule; the model calls are counted
+    over all ranks."""
+    args = ORACLE + ["nfe=6", "jys.num_samples=64", "jys.batch_size=24"]
     records = []
     for procs in (1, 2):
         run("jys", args + [f"runs_dir={tmp_path / str(procs)}"], procs)

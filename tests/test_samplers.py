@@ -185,8 +185,8 @@ class FixedScores:
 
 @pytest.mark.parametrize("multi_jump", ["reject", "last"])
 def test_tau_leaping_multi_jump_rules_follow_their_closed_forms(multi_jump):
-    """One τ-leaping step of a uniform kernel from token 0 with total jump intensity Λ ≈ 1.4 (so about 40%
-    of the jumping positions jump twice or more): 'reject' moves to y with P = λ_y e^{−Λ}, 'last' with
+    """One τ-leaping step of a uniform kernel from token 0 with total jump intensity Λ = 1.4 (so 54% of the
+    positions that jump, 41% of all, jump twice or more): 'reject' moves to y with P = λ_y e^{−Λ}, 'last' with
     P = λ_y (1 − e^{−Λ}) / Λ, and the rest stay (chi-square over the S0 outcomes)."""
     from samplers.steps import tau_leaping_step
     proc = ForwardProcess(Geometric(1e-4, 20.0), Uniform(S0))

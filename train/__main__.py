@@ -12,6 +12,7 @@ from train.loop import train
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
+@dist.exit_on_error
 def main(cfg: DictConfig) -> None:
     dist.init()
     setup_torch(cfg)

@@ -147,7 +147,7 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
     net.train()
     main = dist.is_main()
     bar = tqdm(total=s["steps"], initial=step, desc="train", disable=not (progress and main))
-    held_out = HeldOutLoss(valid, objective, int(s.get("valid_size") or 512), s["batch_size"], s["t_min"],
+    held_out = HeldOutLoss(valid, objective, int(s.get("valid_size") or 512), s["batch_size"] // world, s["t_min"],
                            s["seed"] + 2) if valid_every else None
     deadline = time.time() + 60 * float(s["max_minutes"]) if s.get("max_minutes") is not None else None
     window = []
