@@ -21,8 +21,9 @@ def run_dir(cfg: DictConfig) -> Path:
 
 def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int, suffix: str) -> Path:
     """runs/<experiment>/<model>/<stage>/<sampler>-<label>-nfe<N>[-lastjump][-seed<K>].<suffix>: samples and
-    metrics of τ-leaping with multi_jump=last, and of a seed other than 0, carry it in their name, so several seeds of one cell live side by side (a JYS
-    schedule has its own search seed, jys.seed, and serves every sampling seed)."""
+    metrics of τ-leaping with multi_jump=last, and of a seed other than 0, carry it in their name, so several
+    seeds and rules of one cell live side by side (a JYS schedule has its own search seed, jys.seed, and serves
+    every sampling seed and rule)."""
     seed = int(cfg.get("seed") or 0)
     tag = f"-seed{seed}" if seed and stage in ("samples", "metrics") else ""
     if stage in ("samples", "metrics") and multi_jump(cfg) not in (None, "reject"):

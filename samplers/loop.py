@@ -9,8 +9,8 @@ from tqdm import tqdm
 
 from models.protocol import denoised_probs
 from samplers.schedules import check_grid, token_counts
-from samplers.steps import (MULTI_JUMPS, STEPS, position_chunks, positions, rows, sample_by_positions,
-                            sample_categorical, tau_leaping_step)
+from samplers.steps import (STEPS, position_chunks, positions, rows, sample_by_positions, sample_categorical,
+                            tau_leaping_step)
 
 F64 = torch.float64
 SAMPLERS = tuple(STEPS) + ("first_hitting",)
@@ -141,8 +141,6 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     grid = check_grid(grid)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {num_samples} and {batch_size}")
-    if multi_jump not in MULTI_JUMPS:
-        raise ValueError(f"unknown multi_jump {multi_jump!r}; expected one of {MULTI_JUMPS}")
     if final_step not in ("sample", "argmax", "none"):
         raise ValueError(f"final_step {final_step!r}; expected 'sample', 'argmax' or 'none'")
     if sampler == "kgillespie":

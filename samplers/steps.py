@@ -105,8 +105,8 @@ def tau_leaping_step(model, x, t, s, generator, multi_jump: str = "reject"):
     - 'last': it takes the destination of its last jump. Each jump is "set token l to y" and their times
       are i.i.d. uniform on the step, so the last one's destination is ∝ λ as well: this is the path of the
       frozen-rate Poisson marks (the KLUB's coarse path under jys.coarse_state=start, up to its rule for
-      a return to x_{t1,l}, which frozen marks never make), where
-      'reject' drops a share 1 − (1 + Λ) e^{−Λ} / (1 − e^{−Λ}) of the jumping positions (Λ = Σ_y λ).
+      a return to x_{t1,l}, which frozen marks never make), where 'reject' keeps in place a share
+      (1 − (1 + Λ) e^{−Λ}) / (1 − e^{−Λ}) of the positions that jump (Λ = Σ_y λ).
     Both draw the same random numbers, so they differ only at positions with N_l ≥ 2.
     """
     if multi_jump not in MULTI_JUMPS:

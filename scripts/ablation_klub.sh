@@ -28,7 +28,7 @@ OUT=runs/ablation_klub
 mkdir -p "$OUT"
 TIMES=$OUT/stage_seconds.txt
 : > "$TIMES"
-steps=(); for calls in $NFES; do steps+=("$((calls - 1))"); done   # Euler: NFE − 1 steps + the final call
+grid_steps euler $NFES   # Euler: NFE − 1 steps + the final call
 for model in $MODELS; do
   common="experiment=count model=$model sampler=euler seed=0 num_samples=$NUM batch_size=256"
   echo "== $model: the uniform grid at NFE $NFES"

@@ -40,8 +40,7 @@ echo "== the held-out split against the training split (the floor)"
 stage floor $PY scripts/image_floor.py $EXP
 for sampler in $SAMPLERS; do
   common="$EXP $FINAL sampler=$sampler"
-  steps=()
-  for calls in $NFES; do steps+=("$((calls - 1))"); done   # the grid's steps; the final argmax is one more call
+  grid_steps $sampler $NFES   # the grid's steps; the final argmax is one more call
   # -m: a Hydra multirun, its jobs one after another in one process (one Python start per stage)
   echo "== $MODEL / $sampler: JYS schedules for NFE $NFES"
   stage jys $PY -m jys -m $common seed=0 nfe=$(join "${steps[@]}") jys.num_samples=$KLUB | grep -E "schedule,"

@@ -25,32 +25,8 @@ TIMES=runs/count/stage_seconds.txt
 for model in $MODELS; do
   for sampler in $SAMPLERS; do
     common="experiment=count model=$model sampler=$sampler seed=0"
-    steps=(); cosine=()
-    for calls in $NFES; do
-      # NFE = model calls per sequence: Euler and Tweedie take NFE − 1 grid steps and the noise-removal call,
-      # k-Gillespie takes NFE steps and no such call (samplers.loop.calls_per_sequence).
-      nfe=$calls; [[ $sampler == kgillespie ]] || nfe=$((calls - 1))
-      steps+=("$nfe")
-      # From NFE 32 on, the cosine grid's first steps unmask no token of 256 (L·(1 − cos(π/2N)) < 0.5),
-      # which k-Gillespie cannot follow; the sampler would refuse the grid.
-      if [[ $sampler == kgillespie && $nfe -ge 32 ]]; then
-        echo "kgillespie / cosine / NFE $calls: skipped, the grid's first step unmasks no token"
-      else
-        cosine+=("$nfe")
-      fi
-    done
-    echo "== $model / $sampler: JYS schedules for NFE $NFES"
-    stage jys $PY -m jys -m $common nfe=$(join "${steps[@]}") jys.num_samples=$KLUB | grep -E "schedule,"
-    echo "== $model / $sampler: samples"
-    stage sample $PY -m samplers -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") num_samples=$NUM \
-      batch_size=256 | grep -E "samples, grid|already holds"
-    if ((${#cosine[@]})); then
-      stage sample $PY -m samplers -m $common schedule=cosine nfe=$(join "${cosine[@]}") num_samples=$NUM \
-        batch_size=256 | grep -E "samples, grid|already holds"
-    fi
-    echo "== $model / $sampler: errors"
-    stage metrics $PY -m metrics -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") > /dev/null
-    ((${#cosine[@]} == 0)) || stage metrics $PY -m metrics -m $common schedule=cosine nfe=$(join "${cosine[@]}") > /dev/null
+    grid_steps $sampler $NFES
+    sweep_cells "$model / $sampler" "$common" "num_samples=$NUM batch_size=256"
   done
 done
 $PY scripts/count_report.py --models $MODELS --samplers $SAMPLERS --nfes $NFES

@@ -36,33 +36,8 @@ echo "== the judge on held-out text (the floor)"
 stage floor $PY scripts/text_floor.py $EXP num_samples=$NUM seed=0
 for sampler in $SAMPLERS; do
   common="$EXP sampler=$sampler seed=0"
-  steps=(); cosine=()
-  for calls in $NFES; do
-    # NFE = model calls per sequence: Euler and Tweedie take NFE − 1 grid steps and the noise-removal call,
-    # k-Gillespie takes NFE steps and no such call (samplers.loop.calls_per_sequence).
-    nfe=$calls; [[ $sampler == kgillespie ]] || nfe=$((calls - 1))
-    steps+=("$nfe")
-    # From NFE 32 on, the cosine grid's first step unmasks no token of 128 (L·(1 − cos(π/2N)) < 0.5), which
-    # k-Gillespie cannot follow (count.sh skips the same cells).
-    if [[ $sampler == kgillespie && $nfe -ge 32 ]]; then
-      echo "kgillespie / cosine / NFE $calls: skipped, the grid's first step unmasks no token"
-    else
-      cosine+=("$nfe")
-    fi
-  done
-  # -m: a Hydra multirun, its jobs one after another in one process (one Python start per stage)
-  echo "== $MODEL / $sampler: JYS schedules for NFE $NFES"
-  stage jys $PY -m jys -m $common nfe=$(join "${steps[@]}") jys.num_samples=$KLUB | grep -E "schedule,"
-  echo "== $MODEL / $sampler: samples"
-  stage sample $PY -m samplers -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") num_samples=$NUM \
-    batch_size=64 | grep -E "samples, grid|already holds"
-  if ((${#cosine[@]})); then
-    stage sample $PY -m samplers -m $common schedule=cosine nfe=$(join "${cosine[@]}") num_samples=$NUM \
-      batch_size=64 | grep -E "samples, grid|already holds"
-  fi
-  echo "== $MODEL / $sampler: the judge on every cell"
-  stage metrics $PY -m metrics -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") > /dev/null
-  ((${#cosine[@]} == 0)) || stage metrics $PY -m metrics -m $common schedule=cosine nfe=$(join "${cosine[@]}") > /dev/null
+  grid_steps $sampler $NFES
+  sweep_cells "$MODEL / $sampler" "$common" "num_samples=$NUM batch_size=64"
 done
 # Model quality: many steps on the uniform grid, against the judge's floor on held-out text.
 echo "== $MODEL / euler / uniform NFE $QUALITY (model quality)"
