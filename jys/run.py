@@ -18,7 +18,7 @@ from pipeline import dist
 from pipeline.build import build_model, condition_prefix, data_identity, sample_data
 from pipeline.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
-from samplers.loop import check_sampler
+from samplers.loop import COUNT_GRID, check_sampler
 from samplers.schedules import check_grid, times_from_counts
 
 TIME_FAMILY = ("euler", "tau_leaping", "tweedie")  # one KLUB, one schedule for all three
@@ -76,15 +76,18 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     s = settings_from(cfg)
     model = model if model is not None else build_model(cfg)
     check_sampler(cfg.sampler, model.process)
-    if cfg.sampler == "first_hitting":
-        raise ValueError("first_hitting is exact and takes no schedule; JYS serves euler, tau_leaping, tweedie, kgillespie")
+    if cfg.sampler in ("first_hitting", "eb"):
+        raise ValueError(f"{cfg.sampler} takes no schedule (first_hitting is exact, eb chooses its counts as it goes); "
+                         f"JYS serves euler, tau_leaping, tweedie and the count-grid samplers {', '.join(COUNT_GRID)}")
     length = int(cfg.experiment.length)
-    family = "kgillespie" if cfg.sampler == "kgillespie" else "tau"
+    # Count-grid samplers share k-Gillespie's search over unmasked-token counts (the KLUB of uniformly chosen
+    # positions; see README, "Peers"): one search state serves all three.
+    family = "kgillespie" if cfg.sampler in COUNT_GRID else "tau"
     if family == "kgillespie" and nfe > length:
-        raise ValueError(f"k-Gillespie unmasks at least one token per step: nfe={nfe} exceeds length {length}")
+        raise ValueError(f"{cfg.sampler} unmasks at least one token per step: nfe={nfe} exceeds length {length}")
     prefix = condition_prefix(cfg)
     if family == "kgillespie" and prefix:
-        raise ValueError("the k-Gillespie search counts all L tokens; conditional generation "
+        raise ValueError("the count search counts all L tokens; conditional generation "
                          f"(experiment.condition.prefix={prefix}) is not supported there yet")
     t_mix = 1.0 if family == "kgillespie" else resolve_t_mix(cfg, model.process, s)
     searcher = (CountSearch(model, checked_data_fn(cfg, model.process), s, length) if family == "kgillespie"

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from metrics.registry import evaluate
 from pipeline.build import build_model, model_identity
 from pipeline.io import atomic_write_json
-from pipeline.runs import FORMAT_VERSION, artifact_path, multi_jump, resolve_schedule
+from pipeline.runs import FORMAT_VERSION, artifact_path, confidence, multi_jump, resolve_schedule
 from samplers.loop import calls_per_sequence
 
 __all__ = ["evaluate", "main", "samples_provenance"]
@@ -44,12 +44,18 @@ def main(cfg: DictConfig) -> None:
     with np.load(path) as f:
         samples = torch.from_numpy(f["samples"].astype(np.int64))
         seed, calls = int(f["seed"]), float(f["model_calls"])
+    # EB-Sampler has no grid: its NFE is the model calls its sequences took, on average
+    nfe_calls = calls if nfe is None else calls_per_sequence(cfg.sampler, nfe, cfg.final_step)
     record = {"experiment": cfg.experiment.name, "model": cfg.model.name, "sampler": cfg.sampler,
-              "schedule": label, "nfe": nfe, "nfe_calls": calls_per_sequence(cfg.sampler, nfe, cfg.final_step),
+              "schedule": label, "nfe": nfe, "nfe_calls": nfe_calls,
               "model_calls": calls, "num_samples": int(samples.shape[0]),
               "seed": seed, "metrics": evaluate(cfg, samples), **provenance, "samples_file": str(path)}
     if multi_jump(cfg) is not None:
         record["multi_jump"] = multi_jump(cfg)
+    if confidence(cfg) is not None:
+        record["confidence"] = confidence(cfg)
+    if cfg.sampler == "eb":
+        record["gamma"] = float(cfg.unmask.gamma)
     atomic_write_json(artifact_path(cfg, "metrics", label, nfe, "json"), record)
     print(json.dumps(record, indent=2))
 

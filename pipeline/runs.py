@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.build import data_identity, model_identity
-from samplers.schedules import BASELINES, load_schedule
+from pipeline.build import build_process, data_identity, model_identity
+from samplers.schedules import BASELINES, geometric, load_schedule
 
 # Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
 # every cached file then misses its key and is redone.
@@ -19,21 +19,38 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.runs_dir) / cfg.experiment.name / cfg.model.name
 
 
-def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int, suffix: str) -> Path:
-    """runs/<experiment>/<model>/<stage>/<sampler>-<label>-nfe<N>[-lastjump][-seed<K>].<suffix>: samples and
-    metrics of τ-leaping with multi_jump=last, and of a seed other than 0, carry it in their name, so several
-    seeds and rules of one cell live side by side (a JYS schedule has its own search seed, jys.seed, and serves
-    every sampling seed and rule)."""
+def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int | None, suffix: str) -> Path:
+    """runs/<experiment>/<model>/<stage>/<sampler>-<label>[-nfe<N>][-lastjump|-margin][-seed<K>].<suffix>:
+    samples and metrics of τ-leaping with multi_jump=last, of confidence with unmask.confidence=margin, and of
+    a seed other than 0, carry it in their name, so several seeds and rules of one cell live side by side (a
+    JYS schedule has its own search seed, jys.seed, and serves every sampling seed and rule). EB-Sampler has
+    no grid: its label names γ, and it has no -nfe part."""
     seed = int(cfg.get("seed") or 0)
     tag = f"-seed{seed}" if seed and stage in ("samples", "metrics") else ""
     if stage in ("samples", "metrics") and multi_jump(cfg) not in (None, "reject"):
         tag = f"-{multi_jump(cfg)}jump{tag}"  # τ-leaping's other multi-jump rule: never the default's files
-    return run_dir(cfg) / stage / f"{cfg.sampler}-{label}-nfe{nfe}{tag}.{suffix}"
+    if stage in ("samples", "metrics") and confidence(cfg) not in (None, "max"):
+        tag = f"-{confidence(cfg)}{tag}"
+    steps = "" if nfe is None else f"-nfe{nfe}"
+    return run_dir(cfg) / stage / f"{cfg.sampler}-{label}{steps}{tag}.{suffix}"
 
 
 def multi_jump(cfg: DictConfig) -> str | None:
     """τ-leaping's rule for a position with several jumps (samplers.steps); None for the other samplers."""
     return str(cfg.get("multi_jump") or "reject") if cfg.sampler == "tau_leaping" else None
+
+
+def confidence(cfg: DictConfig) -> str | None:
+    """sampler=confidence's position score (samplers.unmasking); None for the other samplers."""
+    return str(cfg.unmask.confidence) if cfg.sampler == "confidence" else None
+
+
+def eb_gamma(cfg: DictConfig) -> float:
+    """sampler=eb's entropy budget per call, checked."""
+    gamma = cfg.unmask.gamma
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma >= 0:
+        raise ValueError(f"unmask.gamma must be a number >= 0 (nats per call), got {gamma!r}")
+    return float(gamma)
 
 
 def jys_label(objective: str) -> str:
@@ -44,11 +61,19 @@ def jys_label(objective: str) -> str:
 def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
     """`schedule=` → (label, grid, nfe, file contents or {}).
 
-    'uniform' and 'cosine' are built for `nfe`; 'jys' (or 'jys-reference') reads the file that
+    'uniform' and 'cosine' are built for `nfe`, 'geometric' (absorbing kernels: counts k_i = L^{i/N}, DUS's
+    levels) too; 'jys' (or 'jys-reference') reads the file that
     `python -m jys` wrote for this experiment, model, sampler and nfe; anything else is a path to a
-    JSON schedule file, whose `times` fix the NFE.
+    JSON schedule file, whose `times` fix the NFE. sampler=eb takes no grid: ('gamma<γ>', [1, eps], None, {}).
     """
+    if cfg.sampler == "eb":
+        return f"gamma{eb_gamma(cfg):g}", torch.tensor([1.0, float(cfg.eps)], dtype=torch.float64), None, {}
     spec = str(cfg.schedule)
+    if spec == "geometric":
+        process = build_process(cfg)
+        if process.kernel.mask is None:
+            raise ValueError("schedule=geometric counts unmasked tokens: it needs an absorbing kernel")
+        return spec, geometric(int(cfg.nfe), process, int(cfg.experiment.length)), int(cfg.nfe), {}
     if spec in BASELINES:
         return spec, BASELINES[spec](int(cfg.nfe), float(cfg.eps)), int(cfg.nfe), {}
     if spec.startswith("jys") and not spec.endswith(".json"):
@@ -71,6 +96,13 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
         keep.pop(k, None)
     if multi_jump(cfg) is None:
         keep.pop("multi_jump", None)  # only τ-leaping reads it
+    unmask = keep.pop("unmask", {})  # each key read by one sampler only
+    if cfg.sampler == "confidence":
+        keep["unmask"] = {"confidence": unmask["confidence"]}
+    if cfg.sampler == "eb":  # no grid: schedule and nfe draw nothing
+        keep["unmask"] = {"gamma": unmask["gamma"]}
+        for k in ("schedule", "nfe", "final_step"):
+            keep.pop(k, None)
     keep["model"].pop("chunk", None)
     keep["model"].pop("tokenizer", None)  # decodes samples for a metric; draws nothing
     for k in ("metrics", "models"):  # what is evaluated on the samples, and which models the experiment runs

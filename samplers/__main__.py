@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from pipeline import dist
 from pipeline.build import build_model, condition_prefix, condition_prefixes, setup_torch
 from pipeline.io import atomic_write_npz
-from pipeline.runs import FORMAT_VERSION, artifact_path, batch_seed, resolve_schedule, samples_key
+from pipeline.runs import FORMAT_VERSION, artifact_path, batch_seed, eb_gamma, resolve_schedule, samples_key
 from samplers.loop import run_sampler
 
 
@@ -70,20 +70,24 @@ def main(cfg: DictConfig) -> None:
         res = run_sampler(model, cfg.sampler, grid, size, int(cfg.experiment.length),
                           torch.Generator().manual_seed(batch_seed(int(cfg.seed), k)), batch_size=size,
                           final_step=cfg.final_step, progress=cfg.progress,
-                          prefix=None if prefix is None else prefix[first:first + size], multi_jump=str(cfg.multi_jump))
-        done[k] = (res.samples, res.calls_per_batch[0])
+                          prefix=None if prefix is None else prefix[first:first + size], multi_jump=str(cfg.multi_jump),
+                          confidence=str(cfg.unmask.confidence),
+                          gamma=eb_gamma(cfg) if cfg.sampler == "eb" else 1.0)
+        calls = res.sequence_calls if res.sequence_calls is not None else torch.full((size,), res.calls_per_batch[0])
+        done[k] = (res.samples, calls)
     parts = dist.gather_units(done, len(starts))
     if not dist.is_main():
         return
     samples = torch.cat([p[0] for p in parts])
-    calls = sum(p[1] for p in parts) / len(parts)  # model calls per batch: the NFE actually spent
+    sequence_calls = torch.cat([p[1] for p in parts]).double()  # each sequence's model calls
+    calls = float(sequence_calls.mean())  # the NFE actually spent, per sequence
     wall = time.time() - start
-    atomic_write_npz(path, samples=samples.numpy().astype("int32"), times=grid.numpy(), nfe=nfe,
-                     model_calls=calls, seed=int(cfg.seed), world_size=dist.world_size(), sampler=cfg.sampler, schedule=label,
+    atomic_write_npz(path, samples=samples.numpy().astype("int32"), times=grid.numpy(), nfe=-1 if nfe is None else nfe,
+                     model_calls=calls, sequence_calls=sequence_calls.numpy(), seed=int(cfg.seed), world_size=dist.world_size(), sampler=cfg.sampler, schedule=label,
                      wall_time=wall, config=json.dumps(key), model_identity=json.dumps(key["model_identity"]),
                      data_identity=json.dumps(key["data_identity"]), format_version=FORMAT_VERSION,
                      prefix=condition_prefix(cfg))
-    print(f"{cfg.sampler} / {label}: {samples.shape[0]} samples, grid of {nfe} steps, "
+    print(f"{cfg.sampler} / {label}: {samples.shape[0]} samples, grid of {nfe if nfe is not None else 'no'} steps, "
           f"{calls:g} model calls (NFE spent), {wall:.1f} s on {dist.world_size()} process(es) -> {path}")
 
 

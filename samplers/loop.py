@@ -11,9 +11,12 @@ from models.protocol import denoised_probs
 from samplers.schedules import check_grid, token_counts
 from samplers.steps import (STEPS, position_chunks, positions, rows, sample_by_positions, sample_categorical,
                             tau_leaping_step)
+from samplers.unmasking import confidence_step, dus_step, eb_sample
 
 F64 = torch.float64
-SAMPLERS = tuple(STEPS) + ("first_hitting",)
+COUNT_GRID = ("kgillespie", "confidence", "dus")  # reveal the grid's counts k(t_i) of tokens; no noise removal
+SAMPLERS = tuple(STEPS) + ("confidence", "dus", "eb", "first_hitting")
+ABSORBING_ONLY = ("kgillespie", "confidence", "dus", "eb", "first_hitting")
 
 
 class CountingModel:
@@ -32,7 +35,8 @@ class CountingModel:
 @dataclass
 class SampleResult:
     samples: torch.Tensor  # [N, L] long
-    calls_per_batch: list[int]  # model calls of each batch (the NFE actually spent)
+    calls_per_batch: list[float]  # model calls of each batch (the NFE actually spent); EB: its sequences' mean
+    sequence_calls: torch.Tensor | None = None  # EB-Sampler: the model calls each sequence took [N]
 
     @property
     def nfe(self) -> float:
@@ -44,14 +48,15 @@ NOISE_REMOVAL = ("euler", "tau_leaping", "tweedie")  # samplers that end with th
 
 def calls_per_sequence(sampler: str, steps: int, final_step: str = "sample") -> int:
     """NFE as every table counts it: model calls per sequence, the noise-removal call always counted
-    (SEDD's NFE = steps + 1) even where a batch with no mask left skips it. k-Gillespie: its steps."""
+    (SEDD's NFE = steps + 1) even where a batch with no mask left skips it. Count-grid samplers: their steps.
+    (EB-Sampler has no grid: its calls are counted per sequence as it runs.)"""
     return steps + (1 if sampler in NOISE_REMOVAL and final_step != "none" else 0)
 
 
 def check_sampler(name: str, process) -> None:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}")
-    if name in ("kgillespie", "first_hitting") and process.kernel.mask is None:
+    if name in ABSORBING_ONLY and process.kernel.mask is None:
         raise ValueError(f"sampler {name!r} needs an absorbing kernel, not {type(process.kernel).__name__}")
     if name == "tweedie" and process.kernel.ordinal:
         raise ValueError("sampler 'tweedie' needs an absorbing or uniform kernel")
@@ -121,7 +126,7 @@ def first_hitting(model, x: torch.Tensor, generator: torch.Generator, progress: 
 def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, length: int,
                 generator: torch.Generator, batch_size: int = 256, final_step: str = "sample",
                 progress: bool = True, prefix: torch.Tensor | None = None,
-                multi_jump: str = "reject") -> SampleResult:
+                multi_jump: str = "reject", confidence: str = "max", gamma: float = 1.0) -> SampleResult:
     """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
 
     final_step: 'sample' or 'argmax' (the noise-removal step at t_N), or 'none'.
@@ -131,22 +136,26 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     from the start, the model sees them at every call, and no step changes them: every step here moves
     each position given the current x, so holding the first K positions is drawing the others from the
     reverse process conditioned on them.
+    confidence: sampler=confidence's position score, 'max' or 'margin'; gamma: sampler=eb's entropy budget
+    per call (eb takes no grid and stops when no mask is left; see samplers.unmasking).
     """
     check_sampler(sampler, model.process)
     if prefix is not None:
         check_prefix(prefix, num_samples, length, model.process.data_states)
-        if sampler == "kgillespie":
-            raise ValueError("k-Gillespie counts its grid over all L tokens; conditional generation (a prefix) "
-                             "is not supported there yet: use euler, tau_leaping, tweedie or first_hitting")
+        if sampler in COUNT_GRID:
+            raise ValueError(f"{sampler} counts its grid over all L tokens; conditional generation (a prefix) is not "
+                             "supported there yet: use euler, tau_leaping, tweedie, eb or first_hitting")
     grid = check_grid(grid)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {num_samples} and {batch_size}")
     if final_step not in ("sample", "argmax", "none"):
         raise ValueError(f"final_step {final_step!r}; expected 'sample', 'argmax' or 'none'")
-    if sampler == "kgillespie":
+    if sampler in COUNT_GRID:
         token_counts(grid, model.process, length)  # fail before any model call on a grid it cannot follow
+    steps = {**STEPS, "tau_leaping": partial(tau_leaping_step, multi_jump=multi_jump),
+             "confidence": partial(confidence_step, confidence=confidence), "dus": dus_step}
     counter = CountingModel(model)
-    chunks, calls = [], []
+    chunks, calls, per_sequence = [], [], []
     times = grid.tolist()
     n_batches = -(-num_samples // batch_size)
     bar = tqdm(total=n_batches * (len(times) - 1), desc=f"{sampler} sampling", disable=not progress)
@@ -162,14 +171,17 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
         if sampler == "first_hitting":
             x = first_hitting(counter, x, generator, progress)
             bar.update(len(times) - 1)
+        elif sampler == "eb":
+            x, taken = eb_sample(counter, x, generator, gamma)  # the prefix is unmasked: never revealed again
+            per_sequence.append(taken)
+            bar.update(len(times) - 1)
         else:
-            step = partial(tau_leaping_step, multi_jump=multi_jump) if sampler == "tau_leaping" else STEPS[sampler]
             for t, s in zip(times[:-1], times[1:]):
-                x = held(step(counter, x, t, s, generator))
+                x = held(steps[sampler](counter, x, t, s, generator))
                 bar.update(1)
-            if final_step != "none" and sampler != "kgillespie":
+            if final_step != "none" and sampler not in COUNT_GRID:
                 x = held(denoise(counter, x, times[-1], generator, final_step))
         chunks.append(x)
-        calls.append(counter.calls)
+        calls.append(float(per_sequence[-1].double().mean()) if sampler == "eb" else counter.calls)
     bar.close()
-    return SampleResult(torch.cat(chunks), calls)
+    return SampleResult(torch.cat(chunks), calls, torch.cat(per_sequence) if per_sequence else None)

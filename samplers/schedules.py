@@ -96,6 +96,23 @@ def times_from_counts(counts, process, length: int) -> torch.Tensor:
     return torch.where(k == 0, 1.0, times) + 0.0  # + 0.0 turns −0.0 into 0.0
 
 
+def geometric_counts(nfe: int, length: int) -> list[int]:
+    """Unmasked-token counts that grow geometrically, k_0 = 0 and k_i = round(L^{i/N}), each at least one
+    above the last (and leaving one token per remaining step): DUS's dilation levels of base a = L^{1/N} when
+    that is an integer (L = 256: N = 8 is base 2, N = 4 base 4), its natural extension otherwise."""
+    if not isinstance(nfe, int) or not 1 <= nfe <= length:
+        raise ValueError(f"the geometric count grid needs 1 <= nfe <= length ({length}), got {nfe!r}")
+    counts = [0]
+    for i in range(1, nfe + 1):
+        counts.append(min(max(round(length ** (i / nfe)), counts[-1] + 1), length - (nfe - i)))
+    return counts
+
+
+def geometric(nfe: int, process, length: int) -> torch.Tensor:
+    """The time grid of geometric_counts (absorbing kernels): the grid DUS reveals its levels on."""
+    return check_grid(times_from_counts(geometric_counts(nfe, length), process, length))
+
+
 def load_schedule(path: str | Path) -> dict:
     """Read a schedule file; returns its dict with `times` checked (NFE = len(times) − 1)."""
     path = Path(path)

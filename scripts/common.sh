@@ -1,4 +1,4 @@
-# Sourced by the experiment scripts (count.sh, text.sh, cifar.sh, piano.sh, ablation_klub.sh): the preset
+# Sourced by the experiment scripts (count.sh, text.sh, cifar.sh, piano.sh, ablation_klub.sh, peers.sh): the preset
 # argument, the run directory, the stage timer and the cells of a sweep.
 #   parse_preset "$@"        sets PRESET (default | full | paper) from a preset=... argument
 #   start_run "$EXP"         sets EXPERIMENT and MODEL from "experiment=E model=M ...", OUT=runs/E, and
@@ -27,18 +27,19 @@ start_run() {
 }
 join() { echo "$*" | tr ' ' ','; }
 # NFE = model calls per sequence: Euler, Tweedie and τ-leaping take NFE − 1 grid steps and the noise-removal
-# call, k-Gillespie takes NFE steps and no such call (samplers.loop.calls_per_sequence). From 32 steps on, the
-# cosine grid's first step unmasks no token of the presets' 128 or 256 (L·(1 − cos(π/2N)) < 0.5), which
-# k-Gillespie refuses: those cells are skipped.
+# call, the count-grid samplers (k-Gillespie, confidence, DUS) take NFE steps and no such call
+# (samplers.loop.calls_per_sequence). From 32 steps on, the cosine grid's first step unmasks no token of the
+# presets' 128 or 256 (L·(1 − cos(π/2N)) < 0.5), which count-grid samplers refuse: those cells are skipped.
+count_grid() { [[ $1 == kgillespie || $1 == confidence || $1 == dus ]]; }
 grid_steps() {
   local sampler=$1 calls nfe
   shift
   steps=(); cosine=()
   for calls in "$@"; do
-    nfe=$calls; [[ $sampler == kgillespie ]] || nfe=$((calls - 1))
+    nfe=$calls; count_grid $sampler || nfe=$((calls - 1))
     steps+=("$nfe")
-    if [[ $sampler == kgillespie && $nfe -ge 32 ]]; then
-      echo "kgillespie / cosine / NFE $calls: skipped, the grid's first step unmasks no token"
+    if count_grid $sampler && ((nfe >= 32)); then
+      echo "$sampler / cosine / NFE $calls: skipped, the grid's first step unmasks no token"
     else
       cosine+=("$nfe")
     fi

@@ -1,0 +1,84 @@
+"""EB-Sampler's γ for target budgets of model calls: bisection in log γ on a pilot run.
+
+    python scripts/eb_tune.py experiment=count model=oracle [--budgets 4 8 16 32] [--pilot 64] [overrides]
+
+EB's calls per sequence fall as γ grows, but they are random and a step function of γ, so each budget gets the γ
+whose pilot (its own seed, --pilot-seed, never a sampling seed) spends the mean calls closest to it, in at most
+--iters bisection steps over [1e-4, 1e4]. Prints the γs on one line (a Hydra multirun list) and writes
+runs/<experiment>/<model>/eb_gamma.json, which a rerun with the same model and settings reuses.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.build import build_model, model_identity, setup_torch  # noqa: E402
+from pipeline.io import atomic_write_json  # noqa: E402
+from pipeline.runs import run_dir  # noqa: E402
+from samplers.loop import run_sampler  # noqa: E402
+from samplers.schedules import uniform  # noqa: E402
+
+
+def pilot_calls(model, gamma: float, num: int, length: int, seed: int, batch: int) -> float:
+    res = run_sampler(model, "eb", uniform(1), num, length, torch.Generator().manual_seed(seed), batch_size=batch,
+                      progress=False, gamma=gamma)
+    return float(res.sequence_calls.double().mean())
+
+
+def tune(model, budget: float, num: int, length: int, seed: int, batch: int, iters: int) -> dict:
+    lo, hi = math.log(1e-4), math.log(1e4)  # calls(e^lo) >= budget >= calls(e^hi), as far as the range allows
+    tried = {}
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        calls = pilot_calls(model, math.exp(mid), num, length, seed, batch)
+        tried[math.exp(mid)] = calls
+        if calls > budget:
+            lo = mid
+        else:
+            hi = mid
+        if abs(calls - budget) <= 0.02 * budget:
+            break
+    gamma, calls = min(tried.items(), key=lambda kv: (abs(kv[1] - budget), kv[0]))
+    return {"budget": budget, "gamma": float(f"{gamma:.4g}"), "pilot_calls": calls, "tried": len(tried)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budgets", type=float, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--pilot", type=int, default=64, help="sequences per pilot run")
+    p.add_argument("--pilot-seed", type=int, default=1000)
+    p.add_argument("--iters", type=int, default=12)
+    a, overrides = p.parse_known_args()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        cfg = compose("config", overrides=["sampler=eb", "progress=false", *overrides])
+    setup_torch(cfg)
+    model = build_model(cfg)
+    length, batch = int(cfg.experiment.length), int(cfg.batch_size)
+    key = {"model_identity": model_identity(model), "pilot": a.pilot, "pilot_seed": a.pilot_seed, "iters": a.iters,
+           "length": length, "eps": float(cfg.eps)}
+    path = run_dir(cfg) / "eb_gamma.json"
+    done = {}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            done = {float(r["budget"]): r for r in saved["budgets"]}
+    for budget in a.budgets:
+        if budget not in done:
+            done[budget] = tune(model, budget, a.pilot, length, a.pilot_seed, batch, a.iters)
+            atomic_write_json(path, {"key": key, "budgets": sorted(done.values(), key=lambda r: r["budget"])})
+        r = done[budget]
+        print(f"budget {budget:g}: gamma {r['gamma']:g}, pilot mean calls {r['pilot_calls']:.2f}", file=sys.stderr)
+    print(",".join(f"{done[b]['gamma']:g}" for b in a.budgets))
+
+
+if __name__ == "__main__":
+    main()

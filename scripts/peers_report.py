@@ -1,0 +1,158 @@
+"""The peers table at equal model calls: every sampler × schedule cell of scripts/peers.sh, with standard errors,
+the best cell at each budget, and JYS's best combination against the best peer alone; runs/peers/results.json
+and runs/peers/figures/error_vs_calls.png.
+
+    python scripts/peers_report.py --runs-of count:oracle count:count-sedd --samplers euler kgillespie confidence dus eb
+        --nfes 4 8 16 32
+
+CountDown's error is the share of broken transitions; its standard error is over sequences (each sequence's
+share, N of them). Text's generative perplexity is one corpus-level number per cell (no standard error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.io import atomic_write_json, save_figure  # noqa: E402
+
+OWN = {"confidence": ("uniform", "cosine"), "dus": ("geometric",)}  # the peers' own schedules (LLaDA, MaskGIT; DUS)
+METRIC = {"count": "countdown_error", "text": "gen_ppl"}
+
+
+def sequence_errors(samples_file: Path) -> np.ndarray:
+    """Each sequence's share of broken CountDown transitions (metrics.sequences.countdown_error per row)."""
+    with np.load(samples_file) as f:
+        x = f["samples"].astype(np.int64)
+    a, b = x[:, :-1], x[:, 1:]
+    return ((a > 0) & (b != a - 1)).mean(1)
+
+
+def collect(runs: Path, exp: str, model: str, samplers: list[str], nfes: list[int]) -> list[dict]:
+    metrics_dir = runs / exp / model / "metrics"
+    gammas = {}
+    tuned = runs / exp / model / "eb_gamma.json"
+    if "eb" in samplers and tuned.is_file():
+        gammas = {f"gamma{r['gamma']:g}": int(r["budget"]) for r in json.loads(tuned.read_text())["budgets"]}
+    records = []
+    for path in sorted(metrics_dir.glob("*.json")):
+        r = json.loads(path.read_text())
+        if r.get("sampler") not in samplers or r.get("seed") != 0 or "-seed" in path.stem or "-margin" in path.stem:
+            continue
+        if r["sampler"] == "eb":
+            if r["schedule"] not in gammas:
+                continue
+            r["budget"] = gammas[r["schedule"]]
+        elif r["schedule"] in ("uniform", "cosine", "jys", "geometric") and r["nfe_calls"] in nfes:
+            r["budget"] = r["nfe_calls"]
+        else:
+            continue
+        value = r["metrics"][METRIC[exp]]
+        r["value"] = value
+        r["value_se"] = None
+        if exp == "count":
+            errors = sequence_errors(ROOT / r["samples_file"] if not Path(r["samples_file"]).is_absolute()
+                                     else Path(r["samples_file"]))
+            if not math.isclose(errors.mean(), value, rel_tol=1e-9, abs_tol=1e-12):
+                sys.exit(f"{path}: its samples file gives error {errors.mean()} but the record says {value}: "
+                         "rerun the metrics stage")
+            r["value_se"] = float(errors.std(ddof=1) / math.sqrt(len(errors)))
+        records.append(r)
+    return records
+
+
+def row_name(r: dict) -> str:
+    return f"{r['sampler']} / {'γ tuned' if r['sampler'] == 'eb' else r['schedule']}"
+
+
+def fmt(r: dict | None, exp: str) -> str:
+    if r is None:
+        return "-"
+    v = f"{r['value']:.4f}" if exp == "count" else f"{r['value']:.1f}"
+    if r["value_se"] is not None:
+        v += f" ± {r['value_se']:.4f}"
+    if r["sampler"] == "eb":
+        v += f" ({r['model_calls']:.1f} calls)"
+    return v
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs-of", nargs="+", required=True, help="experiment:model pairs")
+    ap.add_argument("--samplers", nargs="+", required=True)
+    ap.add_argument("--nfes", nargs="+", type=int, required=True)
+    ap.add_argument("--runs", default=str(ROOT / "runs"))
+    a = ap.parse_args()
+    runs = Path(a.runs)
+    everything, panels = [], []
+    for pair in a.runs_of:
+        exp, model = pair.split(":")
+        records = collect(runs, exp, model, a.samplers, a.nfes)
+        if not records:
+            sys.exit(f"no metrics records under {runs / exp / model / 'metrics'}: run bash scripts/peers.sh first")
+        everything += records
+        panels.append((exp, model, records))
+        rows = {}
+        for r in records:
+            rows.setdefault(row_name(r), {})[r["budget"]] = r
+        what = "CountDown error ± s.e." if exp == "count" else "generative perplexity"
+        print(f"\n{exp} / {model}: {what} at equal model calls per sequence (EB: its mean calls in brackets)")
+        print("| sampler / schedule | " + " | ".join(f"{n} calls" for n in a.nfes) + " |")
+        print("|---|" + "---|" * len(a.nfes))
+        for name in sorted(rows):
+            print(f"| {name} | " + " | ".join(fmt(rows[name].get(n), exp) for n in a.nfes) + " |")
+        for n in a.nfes:
+            cells = [r for r in records if r["budget"] == n]
+            if not cells:
+                continue
+            best = min(cells, key=lambda r: r["value"])
+            jys = [r for r in cells if r["schedule"] == "jys"]
+            peers = [r for r in cells if r["sampler"] == "eb" or r["schedule"] in OWN.get(r["sampler"], ())]
+            line = f"{n} calls: best {row_name(best)} {fmt(best, exp)}"
+            if jys and peers:
+                bj, bp = min(jys, key=lambda r: r["value"]), min(peers, key=lambda r: r["value"])
+                line += (f"; best JYS combination {row_name(bj)} {fmt(bj, exp)} vs best peer alone {row_name(bp)} "
+                         f"{fmt(bp, exp)}: ratio peer/JYS {bp['value'] / bj['value']:.2f}")
+                if bj["value_se"] is not None:
+                    diff = bp["value"] - bj["value"]
+                    se = math.hypot(bj["value_se"], bp["value_se"])
+                    line += f", difference {diff:+.4f} ± {se:.4f} ({diff / se:+.1f} s.e.)"
+            print(line)
+    out = runs / "peers"
+    atomic_write_json(out / "results.json", everything)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False)
+    colors = {"euler": "tab:gray", "kgillespie": "tab:green", "confidence": "tab:red", "dus": "tab:purple",
+              "eb": "tab:blue"}
+    styles = {"uniform": "o-", "cosine": "s--", "jys": "^-", "geometric": "D:", "gamma": "v-."}
+    for ax, (exp, model, records) in zip(axes[0], panels):
+        lines = {}
+        for r in records:
+            lines.setdefault((r["sampler"], "gamma" if r["sampler"] == "eb" else r["schedule"]), []).append(r)
+        for (sampler, schedule), rs in sorted(lines.items()):
+            rs = sorted(rs, key=lambda r: r["model_calls"])
+            ax.plot([r["model_calls"] for r in rs], [max(r["value"], 1e-5) for r in rs], styles[schedule],
+                    color=colors.get(sampler, "k"), lw=2.2 if schedule == "jys" else 1.2, ms=4,
+                    label=f"{sampler} / {'γ tuned' if sampler == 'eb' else schedule}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("model calls per sequence")
+        ax.set_ylabel("CountDown error" if exp == "count" else "generative perplexity")
+        ax.set_title(f"{exp}, {model}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6.5, ncol=2)
+    save_figure(fig, out / "figures" / "error_vs_calls.png")
+    print(f"\n{len(everything)} records -> {out / 'results.json'}; figure -> {out / 'figures' / 'error_vs_calls.png'}")
+
+
+if __name__ == "__main__":
+    main()
