@@ -99,15 +99,16 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     unmask = keep.pop("unmask", {})  # each key read by one sampler only
     if cfg.sampler == "confidence":
         keep["unmask"] = {"confidence": unmask["confidence"]}
-    if cfg.sampler == "eb":  # no grid: schedule and nfe draw nothing
-        keep["unmask"] = {"gamma": unmask["gamma"]}
-        for k in ("schedule", "nfe", "final_step"):
+    if cfg.sampler == "eb":  # no grid: schedule, nfe and eps draw nothing
+        keep["unmask"] = {"gamma": eb_gamma(cfg)}
+        for k in ("schedule", "nfe", "final_step", "eps"):
             keep.pop(k, None)
     keep["model"].pop("chunk", None)
     keep["model"].pop("tokenizer", None)  # decodes samples for a metric; draws nothing
     for k in ("metrics", "models"):  # what is evaluated on the samples, and which models the experiment runs
         keep["experiment"].pop(k, None)
-    keep["grid"] = grid.tolist()
+    if cfg.sampler != "eb":
+        keep["grid"] = grid.tolist()
     return keep
 
 

@@ -11,7 +11,7 @@ from models.protocol import denoised_probs
 from samplers.schedules import check_grid, token_counts
 from samplers.steps import (STEPS, position_chunks, positions, rows, sample_by_positions, sample_categorical,
                             tau_leaping_step)
-from samplers.unmasking import confidence_step, dus_step, eb_sample
+from samplers.unmasking import CONFIDENCES, confidence_step, dus_step, eb_sample
 
 F64 = torch.float64
 COUNT_GRID = ("kgillespie", "confidence", "dus")  # reveal the grid's counts k(t_i) of tokens; no noise removal
@@ -40,6 +40,9 @@ class SampleResult:
 
     @property
     def nfe(self) -> float:
+        """Model calls per sequence."""
+        if self.sequence_calls is not None:
+            return float(self.sequence_calls.double().mean())
         return sum(self.calls_per_batch) / len(self.calls_per_batch)
 
 
@@ -152,6 +155,10 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
         raise ValueError(f"final_step {final_step!r}; expected 'sample', 'argmax' or 'none'")
     if sampler in COUNT_GRID:
         token_counts(grid, model.process, length)  # fail before any model call on a grid it cannot follow
+    if sampler == "confidence" and confidence not in CONFIDENCES:
+        raise ValueError(f"unknown unmask.confidence {confidence!r}; expected one of {CONFIDENCES}")
+    if sampler == "eb" and not gamma >= 0:
+        raise ValueError(f"unmask.gamma must be a number >= 0, got {gamma}")
     steps = {**STEPS, "tau_leaping": partial(tau_leaping_step, multi_jump=multi_jump),
              "confidence": partial(confidence_step, confidence=confidence), "dus": dus_step}
     counter = CountingModel(model)

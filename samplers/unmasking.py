@@ -106,7 +106,8 @@ def dus_step(model, x, t, s, generator):
 
 
 def tie_break(scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Scores [B, L] made distinct: scores equal to 1e-9 count as ties, broken at random. Under an exact
+    """Scores [B, L] made distinct: scores within 1e-9 of each other (after rounding to 1e-9) count as ties,
+    broken at random. Under an exact
     denoiser all masked positions start with the same score (and many stay tied), so a fixed order would
     reveal neighbouring positions together; the paper's LLMs rarely tie. −inf stays −inf."""
     u = torch.rand(scores.shape, generator=generator, dtype=F64)

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.build import build_model, model_identity, setup_torch  # noqa: E402
+from pipeline.build import build_model, condition_prefix, model_identity, setup_torch  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.runs import run_dir  # noqa: E402
 from samplers.loop import run_sampler  # noqa: E402
@@ -63,8 +63,10 @@ def main() -> None:
     setup_torch(cfg)
     model = build_model(cfg)
     length, batch = int(cfg.experiment.length), int(cfg.batch_size)
+    if condition_prefix(cfg):
+        raise ValueError("eb_tune draws unconditional pilots; experiment.condition.prefix is not supported here yet")
     key = {"model_identity": model_identity(model), "pilot": a.pilot, "pilot_seed": a.pilot_seed, "iters": a.iters,
-           "length": length, "eps": float(cfg.eps)}
+           "length": length, "batch_size": batch}
     path = run_dir(cfg) / "eb_gamma.json"
     done = {}
     if path.is_file():

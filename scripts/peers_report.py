@@ -7,6 +7,8 @@ and runs/peers/figures/error_vs_calls.png.
 
 CountDown's error is the share of broken transitions; its standard error is over sequences (each sequence's
 share, N of them). Text's generative perplexity is one corpus-level number per cell (no standard error).
+The "best" lines compare minima over cells, so their ± (of the two cells alone) understates the selection.
+EB's cells stand under the budget their γ was tuned to and show the calls they spent.
 """
 from __future__ import annotations
 
@@ -40,10 +42,12 @@ def sequence_errors(samples_file: Path) -> np.ndarray:
 
 def collect(runs: Path, exp: str, model: str, samplers: list[str], nfes: list[int]) -> list[dict]:
     metrics_dir = runs / exp / model / "metrics"
-    gammas = {}
+    gammas = {}  # EB's label → the budgets its γ was tuned to (two budgets can land on one γ)
     tuned = runs / exp / model / "eb_gamma.json"
     if "eb" in samplers and tuned.is_file():
-        gammas = {f"gamma{r['gamma']:g}": int(r["budget"]) for r in json.loads(tuned.read_text())["budgets"]}
+        for r in json.loads(tuned.read_text())["budgets"]:
+            if int(r["budget"]) in nfes:
+                gammas.setdefault(f"gamma{r['gamma']:g}", []).append(int(r["budget"]))
     records = []
     for path in sorted(metrics_dir.glob("*.json")):
         r = json.loads(path.read_text())
@@ -52,23 +56,34 @@ def collect(runs: Path, exp: str, model: str, samplers: list[str], nfes: list[in
         if r["sampler"] == "eb":
             if r["schedule"] not in gammas:
                 continue
-            r["budget"] = gammas[r["schedule"]]
+            for budget in gammas[r["schedule"]][1:]:
+                records.append(with_value(exp, {**r, "budget": budget}, path))
+            r["budget"] = gammas[r["schedule"]][0]
         elif r["schedule"] in ("uniform", "cosine", "jys", "geometric") and r["nfe_calls"] in nfes:
             r["budget"] = r["nfe_calls"]
         else:
             continue
-        value = r["metrics"][METRIC[exp]]
-        r["value"] = value
-        r["value_se"] = None
-        if exp == "count":
-            errors = sequence_errors(ROOT / r["samples_file"] if not Path(r["samples_file"]).is_absolute()
-                                     else Path(r["samples_file"]))
-            if not math.isclose(errors.mean(), value, rel_tol=1e-9, abs_tol=1e-12):
-                sys.exit(f"{path}: its samples file gives error {errors.mean()} but the record says {value}: "
-                         "rerun the metrics stage")
-            r["value_se"] = float(errors.std(ddof=1) / math.sqrt(len(errors)))
-        records.append(r)
+        records.append(with_value(exp, r, path))
+    for r in records:
+        if r["sampler"] == "eb" and abs(r["model_calls"] - r["budget"]) > 0.05 * r["budget"]:
+            print(f"warning: {exp} / {model} / eb {r['schedule']} spent {r['model_calls']:.2f} calls, more than 5% "
+                  f"from its budget {r['budget']}: rerun scripts/eb_tune.py with a larger --pilot", file=sys.stderr)
     return records
+
+
+def with_value(exp: str, r: dict, path: Path) -> dict:
+    """The record with its metric value and, for CountDown, the standard error over sequences."""
+    value = r["metrics"][METRIC[exp]]
+    r["value"] = value
+    r["value_se"] = None
+    if exp == "count":
+        samples = Path(r["samples_file"])
+        errors = sequence_errors(samples if samples.is_absolute() else ROOT / samples)
+        if not math.isclose(errors.mean(), value, rel_tol=1e-9, abs_tol=1e-12):
+            sys.exit(f"{path}: its samples file gives error {errors.mean()} but the record says {value}: "
+                     "rerun the metrics stage")
+        r["value_se"] = float(errors.std(ddof=1) / math.sqrt(len(errors)))
+    return r
 
 
 def row_name(r: dict) -> str:
@@ -121,12 +136,13 @@ def main() -> None:
             line = f"{n} calls: best {row_name(best)} {fmt(best, exp)}"
             if jys and peers:
                 bj, bp = min(jys, key=lambda r: r["value"]), min(peers, key=lambda r: r["value"])
-                line += (f"; best JYS combination {row_name(bj)} {fmt(bj, exp)} vs best peer alone {row_name(bp)} "
-                         f"{fmt(bp, exp)}: ratio peer/JYS {bp['value'] / bj['value']:.2f}")
+                line += f"; best JYS combination {row_name(bj)} {fmt(bj, exp)} vs best peer alone {row_name(bp)} {fmt(bp, exp)}"
+                if bj["value"] > 0:
+                    line += f": ratio peer/JYS {bp['value'] / bj['value']:.2f}"
                 if bj["value_se"] is not None:
                     diff = bp["value"] - bj["value"]
                     se = math.hypot(bj["value_se"], bp["value_se"])
-                    line += f", difference {diff:+.4f} ± {se:.4f} ({diff / se:+.1f} s.e.)"
+                    line += f", difference {diff:+.4f} ± {se:.4f}" + (f" ({diff / se:+.1f} s.e.)" if se > 0 else "")
             print(line)
     out = runs / "peers"
     atomic_write_json(out / "results.json", everything)

@@ -142,7 +142,7 @@ def test_eb_counts_calls_per_sequence_and_never_changes_revealed_tokens():
                                             ("eb", None)])
 def test_one_token_per_call_reproduces_the_chain(sampler, option):
     """With the exact denoiser and one token per call, any rule that picks positions from what is revealed
-    draws the exact law (EB with γ = 0 reveals one token per call)."""
+    draws the exact law (EB with γ = 0 reveals one token per call here: no position has zero entropy)."""
     proc = ForwardProcess(LogLinear(), Absorbing(S0))
     oracle = OracleModel(tiny_chain(), proc, floor=0.05)
     grid = times_from_counts(range(L + 1), proc, L)
@@ -229,3 +229,37 @@ def test_eb_times_where_the_first_counts_are_reached_at_no_time_below_one():
     times = count_times(torch.tensor([0, 1, 2, 700, 2000]), proc, 2000)
     assert times[0] == 1.0 and times[1] == times[2] < 1.0 and times[2] > times[3] > times[4]
     assert unmasked_counts(times[2:].tolist(), proc, 2000) == [2, 700, 2000]
+
+
+def test_confidence_reveals_the_most_confident_positions_by_its_score():
+    # max probability orders the rows E A B C F D; the margin (top − second) orders them C E B F A|D
+    table = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.45, 0.1, 0.1, 0.35], [0.42, 0.2, 0.19, 0.19], [0.3, 0.3, 0.2, 0.2],
+                          [0.6, 0.4, 0.0, 0.0], [0.35, 0.05, 0.3, 0.3]], dtype=F64)
+    for score, top in (("max", [0, 4]), ("margin", [2, 4])):
+        model = TableModel(table)
+        grid = times_from_counts([0, 2, 6], model.process, 6)
+        run_sampler(model, "confidence", grid, 4, 6, torch.Generator().manual_seed(0), progress=False,
+                    confidence=score)
+        revealed = model.inputs[1] != 4
+        assert (revealed.nonzero()[:, 1].reshape(4, 2) == torch.tensor(top)).all(), score
+
+
+class TimeRecording(OracleModel):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.calls = []
+
+    def __call__(self, x, t):
+        self.calls.append((x.clone(), t.clone()))
+        return super().__call__(x, t)
+
+
+def test_eb_reads_each_sequence_at_the_time_of_its_own_count():
+    model = countdown_oracle(TimeRecording)
+    run_sampler(model, "eb", uniform(1), 6, 64, torch.Generator().manual_seed(2), progress=False, gamma=2.0)
+    differ = 0
+    for x, t in model.calls:
+        counts = (x != 32).sum(1)
+        assert torch.equal(t, count_times(counts, model.process, 64))
+        differ += len(counts.unique()) > 1
+    assert differ > 0  # the sequences' counts, and so their times, differed within a call
