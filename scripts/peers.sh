@@ -6,8 +6,10 @@
 # default: CountDown, oracle and count-sedd; Euler, k-Gillespie, confidence and DUS on uniform, cosine and JYS
 #          grids (DUS also on its own geometric levels), EB-Sampler with γ tuned to each budget; model calls
 #          4 8 16 32, 256 samples per cell, 32 KLUB samples.
-# full:    + the text model (text-sedd, generative perplexity under SmolLM2-135M, 48 samples per cell, EB's
-#          pilot 16 sequences).
+# full:    + the text model (text-sedd, generative perplexity under SmolLM2-135M, 48 samples per cell in one
+#          batch of 64 and 16 KLUB samples, as text.sh, whose Euler cells and search it reuses; EB's pilot 16
+#          sequences).
+# RUNS="experiment:model ..." picks the runs of a preset's list, e.g. RUNS=text:text-sedd.
 # Every stage reuses what an earlier run made for the same model and config (count.sh's Euler cells too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,18 +17,18 @@ PY=${PY:-.venv/bin/python}
 source scripts/common.sh
 parse_preset "$@"
 case $PRESET in
-  default) RUNS="count:oracle count:count-sedd" ;;
-  full) RUNS="count:oracle count:count-sedd text:text-sedd" ;;
+  default) RUNS=${RUNS:-"count:oracle count:count-sedd"} ;;
+  full) RUNS=${RUNS:-"count:oracle count:count-sedd text:text-sedd"} ;;
   *) echo "unknown preset $PRESET; expected default or full" >&2; exit 2 ;;
 esac
-NFES="4 8 16 32"; KLUB=32
+NFES="4 8 16 32"
 SAMPLERS="euler kgillespie confidence dus"
 mkdir -p runs/peers
 TIMES=runs/peers/stage_seconds.txt
 : > "$TIMES"
 for run in $RUNS; do
   exp=${run%%:*}; model=${run#*:}
-  if [[ $exp == text ]]; then NUM=48; BATCH=48; PILOT=16; else NUM=256; BATCH=256; PILOT=64; fi
+  if [[ $exp == text ]]; then NUM=48; BATCH=64; PILOT=16; KLUB=16; else NUM=256; BATCH=256; PILOT=64; KLUB=32; fi
   cell="experiment=$exp model=$model seed=0"
   for sampler in $SAMPLERS; do
     grid_steps $sampler $NFES
