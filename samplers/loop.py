@@ -146,7 +146,8 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     if prefix is not None:
         check_prefix(prefix, num_samples, length, model.process.data_states)
         if sampler in COUNT_GRID:
-            raise ValueError(f"{sampler} counts its grid over all L tokens; conditional generation (a prefix) is not "
+            name = {"kgillespie": "k-Gillespie", "dus": "DUS"}.get(sampler, sampler)
+            raise ValueError(f"{name} counts its grid over all L tokens; conditional generation (a prefix) is not "
                              "supported there yet: use euler, tau_leaping, tweedie, eb or first_hitting")
     grid = check_grid(grid)
     if num_samples < 1 or batch_size < 1:
