@@ -146,7 +146,7 @@ def main() -> None:
             print(line)
     out = runs / "peers"
     atomic_write_json(out / "results.json", everything)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 2, 4.6), squeeze=False)
     colors = {"euler": "tab:gray", "kgillespie": "tab:green", "confidence": "tab:red", "dus": "tab:purple",
               "eb": "tab:blue"}
     styles = {"uniform": "o-", "cosine": "s--", "jys": "^-", "geometric": "D:", "gamma": "v-."}
@@ -165,7 +165,8 @@ def main() -> None:
         ax.set_ylabel("CountDown error" if exp == "count" else "generative perplexity")
         ax.set_title(f"{exp}, {model}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6.5, ncol=2)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: lines fill the axes
+    fig.tight_layout()
     save_figure(fig, out / "figures" / "error_vs_calls.png")
     print(f"\n{len(everything)} records -> {out / 'results.json'}; figure -> {out / 'figures' / 'error_vs_calls.png'}")
 
