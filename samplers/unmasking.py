@@ -20,16 +20,17 @@ import torch
 
 from models.protocol import concrete_ratios
 from samplers.schedules import first_count, times_from_counts, unmasked_counts
-from samplers.steps import F64, position_chunks, rows, sample_by_positions
+from samplers.steps import F64, position_chunks, sample_by_positions
 
 CONFIDENCES = ("max", "margin")
 
 
-def data_probs(out, x: torch.Tensor, t: float, b: torch.Tensor, l: torch.Tensor, process) -> torch.Tensor:
+def data_probs(out, x: torch.Tensor, times: torch.Tensor, b: torch.Tensor, l: torch.Tensor, process) -> torch.Tensor:
     """p(x_0,l | x_t) at masked positions (b[i], l[i]), normalized, [m, S0] float64: the absorbing kernel's
-    ratios to the data states are proportional to it (what k-Gillespie draws from)."""
-    o, xs, ts = rows(out, x, t, b, l)
-    p = concrete_ratios(o, xs, ts, process)[0, :, : process.kernel.mask]
+    ratios to the data states are proportional to it (what k-Gillespie draws from). times: [B], each
+    sequence's time; the positions are read as m sequences of one position."""
+    o = type(out)(out.kind, out.values[b, l].unsqueeze(1))
+    p = concrete_ratios(o, x[b, l].unsqueeze(1), times[b], process)[:, 0, : process.kernel.mask]
     return p / p.sum(-1, keepdim=True)
 
 
@@ -82,7 +83,7 @@ def reveal(model, x: torch.Tensor, t: float, s: float, generator: torch.Generato
     tb = torch.full((B,), float(t), dtype=F64)
     out = model(x, tb)
     chosen = torch.zeros_like(x, dtype=torch.bool).scatter_(1, rank(out, x, tb).topk(n, dim=1).indices, True)
-    return sample_by_positions(lambda b, l: data_probs(out, x, t, b, l, proc), x, proc.data_states, generator,
+    return sample_by_positions(lambda b, l: data_probs(out, x, tb, b, l, proc), x, proc.data_states, generator,
                                chosen)
 
 
@@ -157,12 +158,5 @@ def eb_sample(model, x: torch.Tensor, generator: torch.Generator, gamma: float) 
         n = entropy_bounded_counts(-neg_entropy.gather(1, order), gamma)
         first = torch.arange(L).expand_as(xa) < n.unsqueeze(1)  # the first n of each sequence's order
         chosen = torch.zeros_like(first).scatter_(1, order, first)
-        x[active] = sample_by_positions(lambda b, l: _rows_at(out, xa, times, b, l, proc), xa, proc.data_states,
+        x[active] = sample_by_positions(lambda b, l: data_probs(out, xa, times, b, l, proc), xa, proc.data_states,
                                         generator, chosen)
-
-
-def _rows_at(out, x, times, b, l, process):
-    """data_probs where each sequence has its own time."""
-    o = type(out)(out.kind, out.values[b, l].unsqueeze(1))  # m sequences of one position, each at its time
-    p = concrete_ratios(o, x[b, l].unsqueeze(1), times[b], process)[:, 0, : process.kernel.mask]
-    return p / p.sum(-1, keepdim=True)
