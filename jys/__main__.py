@@ -1,11 +1,15 @@
 """python -m jys experiment=count model=oracle sampler=euler nfe=16 [jys.objective=reference jys.num_samples=256 ...]
+python -m jys evaluate experiment=count model=oracle sampler=euler schedule=uniform nfe=16: the grid objective J of
+any schedule (jys.evaluate), written beside the schedules.
 
 Several processes: torchrun --nproc_per_node=P -m jys ... (the same schedule; rank 0 writes it)."""
 import json
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from jys.evaluate import evaluate_schedule
 from jys.run import optimize
 from pipeline import dist
 from pipeline.build import setup_torch
@@ -16,6 +20,13 @@ from pipeline.build import setup_torch
 def main(cfg: DictConfig) -> None:
     dist.init()
     setup_torch(cfg)
+    if EVALUATE:
+        path = evaluate_schedule(cfg)
+        if dist.is_main():
+            r = json.loads(path.read_text())
+            print(f"{r['label']} grid, {r['nfe']} steps: J = {r['J']:.6g} ± {r['J_se']:.2g} (weight {r['weight']}, "
+                  f"{r['lattice_samples']} sequences, {r['lattice_points']} lattice points) -> {path}")
+        return
     path = optimize(cfg)
     if not dist.is_main():
         return
@@ -24,6 +35,10 @@ def main(cfg: DictConfig) -> None:
     print(f"{record['label']} schedule, {record['nfe']} steps, {record['sample_forwards']:,} sample-forwards in "
           f"{record['model_calls']} model calls: [{times}] -> {path}")
 
+
+EVALUATE = len(sys.argv) > 1 and sys.argv[1] == "evaluate"
+if EVALUATE:
+    del sys.argv[1]  # the rest are Hydra overrides
 
 if __name__ == "__main__":
     try:

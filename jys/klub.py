@@ -7,6 +7,13 @@ frozen at t1) and λ2 (fine), so by Girsanov
 
   girsanov:  KLUB(t2) = (t2 − t3) · E Σ_marks [ λ2 log(λ2/λ1) − λ2 + λ1 ]
   reference: KLUB(t2) = (t2 − t3) · E Σ_marks λ2 log(λ2/λ1)        (the published code)
+  destination: girsanov with each position's coarse intensities rescaled to the fine total,
+             λ1' = λ1 · Σλ2/Σλ1, so that per position the integrand is Λ2 · KL(π2 ‖ π1) (Λ the total rate,
+             π = λ/Λ where a jump goes): the divergence of where tokens jump, without that of when they jump.
+             Girsanov's integrand splits exactly into these two parts, [Λ2 log(Λ2/Λ1) − Λ2 + Λ1] + Λ2 KL(π2‖π1).
+             Under absorbing kernels the "when" part is an artefact of the frozen-rate model: Euler and Tweedie
+             unmask each token with the exact probability of the step (README, "Euler and Tweedie give identical
+             samples"), k-Gillespie with exact counts, so only the "where" part reaches the samples.
 
 the expectation over x_0 from the data and the forward joint (x_{t1}, x_{t2}), with common random
 numbers across the t2 of one search.
@@ -50,7 +57,7 @@ from models.protocol import ModelOutput, concrete_ratios
 from pipeline import dist
 
 F64 = torch.float64
-OBJECTIVES = ("girsanov", "reference")
+OBJECTIVES = ("girsanov", "reference", "destination")
 COARSE_STATES = ("auto", "start", "current")
 CHUNK_BYTES = 64 * 2**20  # float64 work per chunk of positions
 
@@ -125,6 +132,9 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse
     if (coarse_state == "current" or kernel.mask is None) and changed.any():
         fill = _marks(_current_state_rates(process, ratio1, x1, x2, t1), x2, kernel.ordinal)
         lam1 = torch.where(changed if coarse_state == "current" else changed & (lam1 <= 0) & (lam2 > 0), fill, lam1)
+    if objective == "destination":  # the coarse marks with the fine total rate of each position
+        tot1, tot2 = lam1.sum(-1, keepdim=True), lam2.sum(-1, keepdim=True)
+        lam1 = torch.where(tot1 > 0, lam1 * (tot2 / torch.where(tot1 > 0, tot1, 1.0)), lam1)
     bad = (lam2 > 0) & ~(lam1 > 0)
     if bad.any():
         b, l, _ = torch.nonzero(bad)[0].tolist()

@@ -1,0 +1,274 @@
+"""The grid objective J(grid) of any schedule, and its exact minimum over the grids on a lattice.
+
+A sampler takes each step t_i → t_{i+1} of a grid with the rates read at (x_{t_i}, t_i) and frozen. On that
+interval its path is a Poisson process over the marks it applies (jys.klub) with intensities λ_i, the
+continuous-time reverse process one with intensities λ_t read at (x_t, t), so by Girsanov
+
+  D(t_i, t_{i+1}) = ∫_{t_{i+1}}^{t_i} w(t) · E Σ_marks [λ_t log(λ_t/λ_i) − λ_t + λ_i] dt,     J = Σ_i D(t_i, t_{i+1}).
+
+With w ≡ 1 (`weight=none`) J is the path KL of the frozen-rate sampler from the process, summed by the chain
+rule: an upper bound of the KL of the samples' law. It is the quantity whose gains the hierarchical search
+estimates one point at a time: KLUB(t2) = (t2 − t3)·E f_{t1}(t2) ≈ D(t1, t3) − D(t1, t2) − D(t2, t3).
+`weight=survival` discounts a divergence made at time t by how much of it can still reach the sample
+(`survival`, below); it replaces the hand-set step 1 → t_mix.
+
+Estimation, on common random numbers for every grid scored on one lattice: M sequences x_0 from the data;
+one forward path per sequence read at every lattice point (a valid joint law for every pair of points:
+absorbing kernels through one uniform per position, so masks nest; other kernels by forward steps between
+consecutive points); the model read once per point (log ratios, float32); the integrand of each pair
+(coarse point p, fine point q) from the two reads (jys.klub.klub_terms); D by the trapezoid rule over the
+lattice points inside the interval (the integrand is 0 at its start). Standard errors are over the M
+sequences. The count family (k-Gillespie and the other count-grid samplers) takes points as unmasked-token
+counts: x_k masks the L − k positions with the smallest uniforms, at each sequence's own time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from jys.klub import Coarse, coarse_read, klub_terms
+from models.protocol import ModelOutput
+
+F64 = torch.float64
+WEIGHTS = ("none", "survival")
+
+
+def survival(process, t: torch.Tensor, unigram: torch.Tensor) -> torch.Tensor:
+    """w(t) [T]: how much a wrong mark at time t can still change the sample, per token.
+
+    A mark sets a token to a data value y at time t; after t the token follows the reverse process, whose law
+    of x_0 given x_t = y is the posterior p(x_0 | x_t = y) ∝ π0(x_0) P_t[x_0, y] (π0 the data's token law; per
+    token, as the forward process acts on each token alone). Setting y where y' was due changes the sample's
+    law by TV(p(·|y), p(·|y')). w(t) is its mean over two distinct values drawn from the marginal p_t:
+
+      w(t) = Σ_{y≠y'} p_t(y) p_t(y') TV(p(·|y), p(·|y')) / Σ_{y≠y'} p_t(y) p_t(y').
+
+    Closed forms: 1 for absorbing kernels (an unmasked token is the sample's: p(·|y) = δ_y); e^{−σ̄(t)} for
+    the uniform kernel with a uniform π0 (p(·|y) = e^{−σ̄}δ_y + (1 − e^{−σ̄})/S). Where a kernel has mixed the
+    posteriors all equal π0 and w → 0: one step through there costs nothing, and no threshold is needed."""
+    t = torch.as_tensor(t, dtype=F64).reshape(-1)
+    if process.kernel.mask is not None:
+        return torch.ones_like(t)
+    S = process.data_states
+    pi0 = torch.as_tensor(unigram, dtype=F64)
+    if pi0.shape != (S,) or (pi0 < 0).any() or not math.isclose(float(pi0.sum()), 1.0, rel_tol=1e-6):
+        raise ValueError(f"survival needs the data's token law over {S} states summing to 1, got shape "
+                         f"{tuple(pi0.shape)} summing to {float(pi0.sum()):.6g}")
+    pi0 = pi0 / pi0.sum()
+    out = torch.empty_like(t)
+    for i, P in enumerate(process.transition(t)):  # [S, S]: P[x0, y]
+        joint = pi0[:, None] * P[:, :S]  # [x0, y]
+        p_y = joint.sum(0)  # [S]
+        post = (joint / p_y.clamp_min(1e-300)).T  # [y, x0]
+        tv = 0.5 * (post[:, None, :] - post[None, :, :]).abs().sum(-1)  # [y, y']
+        pair = p_y[:, None] * p_y[None, :]
+        pair.fill_diagonal_(0.0)
+        out[i] = (pair * tv).sum() / pair.sum().clamp_min(1e-300)
+    return out
+
+
+def check_weight(weight: str) -> None:
+    if weight not in WEIGHTS:
+        raise ValueError(f"unknown jys.weight {weight!r}; expected one of {WEIGHTS}")
+
+
+def base_lattice(points: int, eps: float) -> list[float]:
+    """Lattice times, decreasing from 1 to ε: `points` uniform in t, and points/2 each uniform in log t and in
+    log(1 − t) (down to 1e-3 from either end), so both the ends where grids crowd are resolved."""
+    if points < 2:
+        raise ValueError(f"the lattice needs at least 2 points, got {points}")
+    lo = max(eps, 1e-3)
+    ts = set(torch.linspace(1.0, eps, points, dtype=F64).tolist())
+    half = max(2, points // 2)
+    ts |= set(torch.logspace(math.log10(lo), 0.0, half, dtype=F64).tolist())
+    ts |= set((1 - torch.logspace(-3.0, 0.0, half, dtype=F64)).tolist())
+    return sorted({round(t, 12) for t in ts if eps <= t <= 1.0} | {1.0, eps}, reverse=True)
+
+
+@dataclass
+class GridValue:
+    value: float  # J, the mean over the M sequences
+    se: float  # its standard error over them
+    terms: list[float]  # D of each interval
+
+
+class PathLattice:
+    """Forward paths of M data sequences read at every lattice point; D of any interval between two points.
+
+    points: decreasing times from 1 to ε (family 'tau'), or increasing unmasked counts from 0 to L (family
+    'count'). x0 [M, L] the data; prefix K: the first K tokens are data in every state and not summed."""
+
+    def __init__(self, model, x0: torch.Tensor, points: list[float], family: str, seed: int, objective: str,
+                 coarse_state: str = "auto", weight: str = "none", prefix: int = 0, batch_size: int = 512,
+                 progress: bool = False, base_points: int = 32):
+        check_weight(weight)
+        if family not in ("tau", "count"):
+            raise ValueError(f"unknown search family {family!r}; expected 'tau' or 'count'")
+        self.model, self.process = model, model.process
+        self.points, self.family = list(points), family
+        self.objective, self.coarse_state, self.prefix = objective, coarse_state, int(prefix)
+        self.batch_size, self.progress, self.base_points = batch_size, progress, base_points
+        self.index = {p: i for i, p in enumerate(self.points)}
+        if len(self.index) != len(self.points):
+            raise ValueError("lattice points must be distinct")
+        g = torch.Generator().manual_seed(seed)
+        self.x, self.t = self._states(x0, g)  # [P, M, L], [P, M]
+        data = x0[:, self.prefix:]
+        pi0 = torch.bincount(data.reshape(-1), minlength=self.process.data_states).to(F64)
+        self.w = survival(self.process, self.t.reshape(-1), pi0 / pi0.sum()).reshape(self.t.shape) \
+            if weight == "survival" else torch.ones_like(self.t)
+        self.reads: dict[int, Coarse] = {}
+        self.pairs: dict[tuple[int, int], torch.Tensor] = {}
+        self.calls = 0
+
+    def _states(self, x0: torch.Tensor, g: torch.Generator):
+        M, L = x0.shape
+        K = self.prefix
+        if self.family == "count":
+            u = torch.rand(x0.shape, generator=g, dtype=F64)
+            if K:
+                u[:, :K] = 2.0  # never masked
+            order = u.argsort(1)
+            xs, ts = [], []
+            for k in self.points:
+                k = int(k)
+                masked = torch.zeros_like(x0, dtype=torch.bool).scatter_(1, order[:, : L - k], True)
+                xs.append(torch.where(masked, self.process.kernel.mask, x0))
+                if k == L:
+                    ts.append(torch.zeros(M, dtype=F64))
+                else:
+                    u_max = u.gather(1, order[:, L - k - 1: L - k]).squeeze(1)  # the largest masked uniform
+                    ts.append(self.process.noise.inverse(-torch.log1p(-u_max)).clamp(max=1.0))
+            return torch.stack(xs), torch.stack(ts)
+        times = torch.tensor(self.points, dtype=F64)
+        if not (times[:-1] > times[1:]).all():
+            raise ValueError("lattice times must decrease")
+        if self.process.kernel.mask is not None:  # one uniform per position: masks nest at every time
+            u = torch.rand(x0.shape, generator=g, dtype=F64)
+            xs = [self.process.sample(x0, torch.full((M,), float(t), dtype=F64), u=u) for t in times]
+        else:
+            xs = self._path(x0, times, g)
+        if K:
+            xs = [torch.cat([x0[:, :K], x[:, K:]], 1) for x in xs]
+        return torch.stack(xs), times[:, None].expand(len(times), M).contiguous()
+
+    def _path(self, x0: torch.Tensor, times: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+        """The forward chain at every time (decreasing), non-absorbing kernels. Drawn on the base lattice first
+        (forward steps from ε up, x_{t'} ~ P_{σ̄(t') − σ̄(t)}[x_t, ·]), then the other points by the forward
+        bridge between their base neighbours, with uniforms seeded by the gap: so a grid scored alone meets the
+        same base path, and nearly the same states, as any other grid (common random numbers)."""
+        M = x0.shape[0]
+        base = base_lattice(self.base_points, float(times[-1]))
+        on_base = {float(t) for t in base}
+        kernel = self.process.kernel
+
+        def sig(t: float) -> torch.Tensor:
+            return self.process.sigma(torch.full((M,), t, dtype=F64))
+
+        def draw(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            cdf = weights.cumsum(-1)
+            return torch.searchsorted(cdf, (u * cdf[..., -1]).unsqueeze(-1)).squeeze(-1).clamp_(max=weights.shape[-1] - 1)
+
+        states, x, s_prev = {}, x0, torch.zeros(M, dtype=F64)
+        for t in sorted(on_base):
+            s = sig(t)
+            x = draw(kernel.transition_rows(x, s - s_prev), torch.rand(x0.shape, generator=g, dtype=F64))
+            states[t], s_prev = x, s
+        ups = sorted(on_base)
+        seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        extra = sorted(float(t) for t in times if float(t) not in on_base)
+        prev_gap, lo_t, gen = None, None, None
+        for t in extra:
+            gap = next(i for i, b in enumerate(ups) if b > t)  # ups[gap - 1] < t < ups[gap]
+            if gap != prev_gap:
+                prev_gap, lo_t = gap, ups[gap - 1]
+                gen = torch.Generator().manual_seed((seed + 7919 * gap) % 2**62)
+            hi_t = ups[gap]
+            w = kernel.transition_rows(states[lo_t], sig(t) - sig(lo_t)) * kernel.transition_cols(states[hi_t], sig(hi_t) - sig(t))
+            states[t] = draw(w, torch.rand(x0.shape, generator=gen, dtype=F64))
+            lo_t = t
+        return [states[float(t)] for t in times]
+
+    def read(self, p: int) -> Coarse:
+        if p not in self.reads:
+            self.calls += -(-self.x.shape[1] // self.batch_size)
+            self.reads[p] = coarse_read(self.model, self.x[p], self.t[p], self.batch_size)
+        return self.reads[p]
+
+    def pair(self, p: int, q: int) -> torch.Tensor:
+        """Σ_{positions, marks} of the integrand per sequence, coarse read at point p, fine at q (p before q). [M]"""
+        if p == q:
+            return torch.zeros(self.x.shape[1], dtype=F64)
+        if (p, q) not in self.pairs:
+            fine = self.read(q)
+            self.pairs[(p, q)] = klub_terms(self.process, self.read(p), ModelOutput("score", fine.log_ratio), fine.x,
+                                            fine.t, self.objective, self.coarse_state, first=self.prefix)
+        return self.pairs[(p, q)]
+
+    def interval(self, p: int, r: int) -> torch.Tensor:
+        """D per sequence of the step from point p to point r > p (trapezoid over the points between). [M]"""
+        if not 0 <= p < r < len(self.points):
+            raise ValueError(f"an interval runs from a lattice point to a later one, got {p} → {r}")
+        total = torch.zeros(self.x.shape[1], dtype=F64)
+        prev = self.w[p] * self.pair(p, p)
+        for q in range(p + 1, r + 1):
+            cur = self.w[q] * self.pair(p, q)
+            total += (self.t[q - 1] - self.t[q]).abs() * (prev + cur) / 2
+            prev = cur
+        return total
+
+    def grid_value(self, grid: list[float]) -> GridValue:
+        """J of a grid whose points all lie on the lattice, with its standard error over the sequences."""
+        missing = [g for g in grid if g not in self.index]
+        if missing:
+            raise ValueError(f"grid points {missing[:4]} are not lattice points")
+        idx = [self.index[g] for g in grid]
+        parts = [self.interval(a, b) for a, b in zip(idx, idx[1:])]
+        per_seq = torch.stack(parts).sum(0)
+        M = per_seq.numel()
+        se = float(per_seq.std(unbiased=True) / math.sqrt(M)) if M > 1 else math.nan
+        return GridValue(float(per_seq.mean()), se, [float(d.mean()) for d in parts])
+
+    def table(self, indices: list[int] | None = None) -> torch.Tensor:
+        """D[a, b] (mean over sequences) of the step from the a-th to the b-th of `indices` (lattice points,
+        in order; default all), by the trapezoid over those points only; inf where b <= a. [n, n]"""
+        idx = list(range(len(self.points))) if indices is None else list(indices)
+        n = len(idx)
+        D = torch.full((n, n), math.inf, dtype=F64)
+        bar = tqdm(total=n * (n - 1) // 2, desc="JYS lattice pairs", leave=False, disable=not self.progress)
+        for a in range(n - 1):
+            p, acc = idx[a], torch.zeros((), dtype=F64)
+            for b in range(a + 1, n):
+                q, q0 = idx[b], idx[b - 1]
+                cur = (self.w[q] * self.pair(p, q) + self.w[q0] * self.pair(p, q0)) / 2
+                acc = acc + ((self.t[q0] - self.t[q]).abs() * cur).mean()
+                D[a, b] = acc
+                bar.update(1)
+            self.reads.pop(p, None)  # later pairs never read p as coarse, nor as fine (fine follows coarse)
+        bar.close()
+        return D
+
+
+def optimal_grids(D: torch.Tensor, max_steps: int) -> dict[int, tuple[list[int], float]]:
+    """For each N = 1 … max_steps, the path 0 → P−1 of N steps through the lattice that minimizes the summed
+    D (dynamic programming over points), with its value: {N: (indices, J)}."""
+    P = D.shape[0]
+    best = torch.full((max_steps + 1, P), math.inf, dtype=F64)
+    back = torch.full((max_steps + 1, P), -1, dtype=torch.long)
+    best[0, 0] = 0.0
+    for n in range(1, max_steps + 1):
+        cand = best[n - 1][:, None] + D  # [from, to]
+        best[n], back[n] = cand.min(0)
+    out = {}
+    for n in range(1, max_steps + 1):
+        if not math.isfinite(float(best[n, P - 1])):
+            continue
+        path, j = [P - 1], P - 1
+        for m in range(n, 0, -1):
+            j = int(back[m, j])
+            path.append(j)
+        out[n] = (path[::-1], float(best[n, P - 1]))
+    return out

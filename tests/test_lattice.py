@@ -1,0 +1,156 @@
+"""The grid objective J (jys.lattice): hand computations, nesting, the DP against brute force, the survival weight."""
+import itertools
+
+import pytest
+import torch
+
+from jys.klub import klub_terms
+from jys.lattice import PathLattice, base_lattice, optimal_grids, survival
+from models.chains import MarkovChain, countdown_chain
+from models.oracle import OracleModel
+from models.process import make_process
+
+F64 = torch.float64
+
+
+def _oracle(kernel: dict, noise: dict, chain: MarkovChain) -> OracleModel:
+    process = make_process({"noise": noise, "kernel": {**kernel, "num_states": chain.num_states}})
+    return OracleModel(chain, process, floor=1e-3)
+
+
+def _tiny_uniform():
+    chain = MarkovChain(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([[0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.7, 0.2, 0.1]]))
+    return _oracle({"name": "uniform"}, {"name": "loglinear"}, chain), chain
+
+
+def test_grid_value_is_the_trapezoid_of_the_pair_terms_by_hand():
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(64, 5, torch.Generator().manual_seed(0))
+    pts = [1.0, 0.8, 0.5, 0.3, 0.1, 1e-3]
+    lat = PathLattice(model, x0, pts, "tau", seed=3, objective="girsanov")
+    grid = [1.0, 0.5, 1e-3]
+    v = lat.grid_value(grid)
+    # D(1, 0.5): points 1, 0.8, 0.5; D(0.5, 1e-3): points 0.5, 0.3, 0.1, 1e-3; the integrand is 0 at the start
+    d1 = (0.2 * (0 + lat.pair(0, 1)) / 2 + 0.3 * (lat.pair(0, 1) + lat.pair(0, 2)) / 2).mean()
+    d2 = (0.2 * (0 + lat.pair(2, 3)) / 2 + 0.2 * (lat.pair(2, 3) + lat.pair(2, 4)) / 2
+          + (0.1 - 1e-3) * (lat.pair(2, 4) + lat.pair(2, 5)) / 2).mean()
+    assert v.terms == pytest.approx([float(d1), float(d2)], rel=1e-12)
+    assert v.value == pytest.approx(sum(v.terms), rel=1e-12)
+    assert v.se > 0
+    # the table's D agrees with grid_value's intervals
+    D = lat.table()
+    assert float(D[0, 2]) == pytest.approx(v.terms[0], rel=1e-12) and float(D[2, 5]) == pytest.approx(v.terms[1], rel=1e-12)
+
+
+def test_pair_term_is_the_klub_integrand_of_the_forward_pair():
+    """pair(p, q) is klub_terms on the lattice's own states; its one-point rectangle (t_q − t_r)·E pair is the
+    hierarchical search's KLUB for the same states (here checked against klub_terms on draw_pair's states)."""
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(32, 4, torch.Generator().manual_seed(1))
+    lat = PathLattice(model, x0, [1.0, 0.6, 0.2], "tau", seed=0, objective="girsanov")
+    c = lat.read(0)
+    fine = model(lat.x[1], lat.t[1])
+    direct = klub_terms(model.process, c, fine, lat.x[1], lat.t[1], "girsanov")
+    assert torch.allclose(lat.pair(0, 1), direct, rtol=1e-5)  # float32 storage of the fine log ratios
+    assert (lat.pair(0, 1) >= -1e-12).all()  # a KL integrand
+
+
+def test_finer_nested_grid_scores_lower():
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(256, 6, torch.Generator().manual_seed(2))
+    pts = base_lattice(12, 1e-3)
+    lat = PathLattice(model, x0, pts, "tau", seed=0, objective="girsanov")
+    coarse = [pts[0], pts[len(pts) // 2], pts[-1]]
+    fine = sorted(set(coarse) | {pts[len(pts) // 4], pts[3 * len(pts) // 4]}, reverse=True)
+    assert lat.grid_value(fine).value < lat.grid_value(coarse).value
+    assert lat.grid_value(pts).value < lat.grid_value(fine).value
+
+
+def test_dp_optimum_equals_brute_force_over_all_grids():
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(64, 5, torch.Generator().manual_seed(4))
+    pts = [1.0, 0.9, 0.7, 0.5, 0.35, 0.2, 0.1, 1e-3]
+    lat = PathLattice(model, x0, pts, "tau", seed=0, objective="girsanov")
+    D = lat.table()
+    best = optimal_grids(D, 5)
+    P = len(pts)
+    for steps in range(1, 6):
+        brute = min((sum(float(D[a, b]) for a, b in zip((0, *inner), (*inner, P - 1))), (0, *inner, P - 1))
+                    for inner in itertools.combinations(range(1, P - 1), steps - 1))
+        assert best[steps][1] == pytest.approx(brute[0], rel=1e-12)
+        assert tuple(best[steps][0]) == brute[1]
+        assert lat.grid_value([pts[i] for i in best[steps][0]]).value == pytest.approx(best[steps][1], rel=1e-12)
+
+
+def test_count_family_lattice_nests_masks_and_times():
+    chain = countdown_chain(4)
+    model = _oracle({"name": "absorbing"}, {"name": "loglinear"}, chain)
+    x0 = chain.sample(16, 8, torch.Generator().manual_seed(0))
+    lat = PathLattice(model, x0, [0, 2, 5, 8], "count", seed=0, objective="girsanov")
+    mask = model.process.kernel.mask
+    unmasked = (lat.x != mask).sum(-1)  # [P, M]
+    assert unmasked.tolist() == [[k] * 16 for k in (0, 2, 5, 8)]
+    assert ((lat.x[1] != mask) <= (lat.x[2] != mask)).all()  # nested
+    assert (lat.t[:-1] >= lat.t[1:]).all() and (lat.t[-1] == 0).all()
+    assert lat.grid_value([0, 5, 8]).value > lat.grid_value([0, 2, 5, 8]).value > 0
+
+
+def test_survival_closed_forms():
+    t = torch.tensor([0.05, 0.3, 0.7, 1.0], dtype=F64)
+    absorbing = make_process({"noise": {"name": "loglinear"}, "kernel": {"name": "absorbing", "num_states": 5}})
+    assert survival(absorbing, t, torch.full((5,), 0.2)).tolist() == [1.0] * 4
+    uni = make_process({"noise": {"name": "geometric"}, "kernel": {"name": "uniform", "num_states": 6}})
+    w = survival(uni, t, torch.full((6,), 1 / 6))
+    assert torch.allclose(w, torch.exp(-uni.sigma(t)), rtol=1e-10)
+
+
+def test_survival_gaussian_against_bayes_by_loops():
+    proc = make_process({"noise": {"name": "exponential", "time_base": 3.0, "time_exponential": 100.0},
+                         "kernel": {"name": "gaussian", "num_states": 5, "rate_sigma": 1.5, "Q_sigma": 8.0}})
+    pi0 = torch.tensor([0.1, 0.3, 0.2, 0.25, 0.15], dtype=F64)
+    for t in (0.05, 0.2, 0.6):
+        P = proc.transition(torch.tensor([t], dtype=F64))[0]
+        p_y = [sum(pi0[a] * P[a, y] for a in range(5)) for y in range(5)]
+        post = [[pi0[a] * P[a, y] / p_y[y] for a in range(5)] for y in range(5)]
+        num = den = 0.0
+        for y in range(5):
+            for z in range(5):
+                if y != z:
+                    tv = 0.5 * sum(abs(post[y][a] - post[z][a]) for a in range(5))
+                    num += p_y[y] * p_y[z] * tv
+                    den += p_y[y] * p_y[z]
+        assert float(survival(proc, torch.tensor([t], dtype=F64), pi0)[0]) == pytest.approx(float(num / den), rel=1e-9)
+    w = survival(proc, torch.tensor([0.05, 0.2, 0.6, 1.0]), pi0)
+    assert (w[:-1] >= w[1:]).all() and float(w[0]) > 0.1 and float(w[-1]) < 1e-3  # falls as the kernel mixes
+
+
+def test_bad_input():
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(4, 3, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="jys.weight"):
+        PathLattice(model, x0, [1.0, 0.1], "tau", 0, "girsanov", weight="bogus")
+    with pytest.raises(ValueError, match="decrease"):
+        PathLattice(model, x0, [0.1, 1.0], "tau", 0, "girsanov")
+    lat = PathLattice(model, x0, [1.0, 0.5, 0.1], "tau", 0, "girsanov")
+    with pytest.raises(ValueError, match="not lattice points"):
+        lat.grid_value([1.0, 0.3, 0.1])
+
+
+def test_destination_objective_is_girsanov_less_the_timing_part():
+    """Girsanov's integrand splits per position into [Λ2 log(Λ2/Λ1) − Λ2 + Λ1] + Λ2 KL(π2 ‖ π1); `destination`
+    keeps the second: check the difference against the first, from the oracle's reverse rates by hand."""
+    from models.protocol import reverse_rates
+    chain = countdown_chain(5)
+    model = _oracle({"name": "absorbing"}, {"name": "loglinear"}, chain)
+    x0 = chain.sample(64, 6, torch.Generator().manual_seed(5))
+    pts = [0.9, 0.6, 0.3]
+    g = PathLattice(model, x0, pts, "tau", seed=1, objective="girsanov")
+    d = PathLattice(model, x0, pts, "tau", seed=1, objective="destination")
+    assert torch.equal(g.x, d.x)
+    x1, x2, t1, t2 = g.x[0], g.x[2], g.t[0], g.t[2]
+    R1 = reverse_rates(model(x1, t1), x1, t1, model.process)
+    R2 = reverse_rates(model(x2, t2), x2, t2, model.process)
+    L1, L2 = R1.sum(-1), R2.sum(-1)
+    timing = torch.where(L2 > 0, L2 * torch.log(L2 / torch.where(L1 > 0, L1, 1.0)), 0.0) - L2 + L1
+    assert torch.allclose(g.pair(0, 2) - d.pair(0, 2), timing.sum(-1), rtol=1e-5, atol=1e-8)
+    assert (d.pair(0, 2) > 1e-6).any() and (d.pair(0, 2) >= -1e-10).all() and (timing >= -1e-10).all()
