@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from metrics.fid import frechet_distance, load_extractor
 from metrics.music import hellinger_to, mean_and_se
-from metrics.sequences import chain_invalid_rate, chain_nll, countdown_error, countdown_error_published
+from metrics.sequences import (bigram_tv, chain_invalid_rate, chain_nll, chain_reference, countdown_error,
+                               countdown_error_published, token_entropy_gap, unigram_tv)
 from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, token_entropy
 from models.chains import MarkovChain
 from pipeline.build import (build_chain, build_model, condition_prefix, condition_rows, data_vocab, load_data,
@@ -35,6 +36,29 @@ class MetricContext:
         if self._chain is None:
             self._chain = build_chain(self.cfg, need=f"metric {metric!r}")
         return self._chain
+
+    def exact_chain(self, metric: str) -> MarkovChain:
+        """The law the oracle is exact for: the experiment's chain mixed with oracle.floor."""
+        if "exact_chain" not in self._memo:
+            self._memo["exact_chain"] = self.chain(metric).mixed(float(self.cfg.oracle.floor))
+        return self._memo["exact_chain"]
+
+    def chain_reference(self, samples: torch.Tensor, metric: str) -> torch.Tensor:
+        """Sequences of exact_chain continuing the samples' own prefixes (metrics/sequences.py chain_reference:
+        at least 4096, rows 0..N−1 paired with the samples), seed metrics.reference_seed; drawn once."""
+        key = ("chain_reference", id(samples))
+        if key not in self._memo:
+            g = torch.Generator().manual_seed(int(self.cfg.metrics.reference_seed))
+            self._memo[key] = chain_reference(samples, self.exact_chain(metric), condition_prefix(self.cfg), g)
+        return self._memo[key]
+
+    def truth(self) -> str:
+        """experiment.truth: where the true sequences come from: data (the held-out split, the default) or
+        chain (the experiment's chain with the oracle's floor: an oracle twin of a real-data experiment)."""
+        truth = str(self.cfg.experiment.get("truth") or "data")
+        if truth not in ("data", "chain"):
+            raise ValueError(f"experiment.truth={truth!r}; expected data or chain")
+        return truth
 
     def tokenizer(self) -> TextTokenizer:
         """The model's tokenizer: `tokenizer.path`, else the model config's `tokenizer`; checked against the vocabulary."""
@@ -74,12 +98,16 @@ class MetricContext:
     def hellinger(self, samples: torch.Tensor, against: str) -> tuple[float, float]:
         """Mean and standard error over sequences of the note-histogram Hellinger distance of the generated
         part (metrics/music.py) against the true continuations ('true': row i mod N of the condition split,
-        whose prefix sample i continues) or the reference samples ('ref': same sampler, uniform grid of
-        metrics.reference_nfe steps, seed metrics.reference_seed, from the same prefixes)."""
+        whose prefix sample i continues; with experiment.truth=chain, a continuation of sample i's prefix drawn
+        from the chain with the oracle's floor, the law the oracle is exact for) or the reference samples
+        ('ref': same sampler, uniform grid of metrics.reference_nfe steps, seed metrics.reference_seed, from
+        the same prefixes)."""
         key = ("hellinger", against, id(samples))
         if key not in self._memo:
             K = condition_prefix(self.cfg)
-            if against == "true":
+            if against == "true" and self.truth() == "chain":
+                reference = self.chain_reference(samples, f"hellinger_{against}")[: samples.shape[0]]
+            elif against == "true":
                 reference = condition_rows(self.cfg, samples.shape[0])
             else:
                 reference = self._reference_samples(samples.shape[0])
@@ -125,7 +153,7 @@ METRICS: dict[str, Metric] = {
     "countdown_error_published": lambda x, ctx: countdown_error_published(x),
     "gen_ppl": lambda x, ctx: generative_perplexity(ctx.judge(), ctx.texts(x), int(ctx.cfg.metrics.judge_batch),
                                                     progress=bool(ctx.cfg.progress)),
-    "entropy": lambda x, ctx: token_entropy(x),
+    "entropy": lambda x, ctx: token_entropy(x[:, condition_prefix(ctx.cfg):]),  # of the generated part
     "judge": lambda x, ctx: ctx.judge().name,
     "digits_fid": lambda x, ctx: ctx.fid(x, "digits"),  # digits-FID: the digits classifier's features
     "fid": lambda x, ctx: ctx.fid(x, "inception"),      # Inception FID (needs metrics.inception_path)
@@ -134,11 +162,17 @@ METRICS: dict[str, Metric] = {
     "hellinger_ref_se": lambda x, ctx: ctx.hellinger(x, "ref")[1],
     "hellinger_true": lambda x, ctx: ctx.hellinger(x, "true")[0],    # against the true continuations
     "hellinger_true_se": lambda x, ctx: ctx.hellinger(x, "true")[1],
+    # against the chain the oracle is exact for (metrics/sequences.py), on the generated positions
+    "unigram_tv": lambda x, ctx: unigram_tv(x, ctx.exact_chain("unigram_tv"), condition_prefix(ctx.cfg)),
+    "bigram_tv": lambda x, ctx: bigram_tv(x, ctx.exact_chain("bigram_tv"), condition_prefix(ctx.cfg)),
+    "token_entropy_gap": lambda x, ctx: token_entropy_gap(x, ctx.chain_reference(x, "token_entropy_gap"),
+                                                          condition_prefix(ctx.cfg)),
 }
 
 
 # Metrics that score only the generated positions after a condition prefix (the others score whole sequences).
-PREFIX_AWARE = {"hellinger_ref", "hellinger_ref_se", "hellinger_true", "hellinger_true_se"}
+PREFIX_AWARE = {"hellinger_ref", "hellinger_ref_se", "hellinger_true", "hellinger_true_se", "entropy", "unigram_tv",
+                "bigram_tv", "token_entropy_gap"}
 
 
 def register_metric(name: str, fn: Metric) -> None:

@@ -1,6 +1,7 @@
 """First-order Markov chains over S0 tokens: the data law of every oracle experiment."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,41 @@ class MarkovChain:
             x[:, l] = torch.searchsorted(rows, (u[:, l] * rows[:, -1]).unsqueeze(1)).squeeze(1).clamp_(max=self.num_states - 1)
         return x
 
+    def sample_continuations(self, prefix: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+        """Continue each row of `prefix` [N, K] to `length` tokens by the chain: x_K ~ T[x_{K-1}], ... (x_0 ~ initial
+        when K = 0, where it is the same draw as sample(N, length) for the same generator state). [N, length] long
+
+        The same inverse-CDF draw as sample(), searched in two levels (blocks of B ≈ √S columns, then within the
+        block): the first index with cdf ≥ v either way, but reading N·(S/B + B) numbers per step, not N·S."""
+        if prefix.ndim != 2:
+            raise ValueError(f"prefix must be [N, K], got shape {tuple(prefix.shape)}")
+        N, K = prefix.shape
+        S = self.num_states
+        if N < 1 or length < max(K, 1):
+            raise ValueError(f"need N >= 1 prefixes and length >= max(K, 1); got N={N}, K={K}, length={length}")
+        if K and (int(prefix.min()) < 0 or int(prefix.max()) >= S):
+            raise ValueError(f"prefix holds tokens in [{int(prefix.min())}, {int(prefix.max())}], expected [0, {S})")
+        u = torch.rand(N, length - K, generator=generator, dtype=F64)
+        x = torch.empty(N, length, dtype=torch.long)
+        x[:, :K] = prefix
+        if K == 0:
+            cdf0 = self.initial.cumsum(0)
+            x[:, 0] = torch.searchsorted(cdf0, u[:, 0] * cdf0[-1]).clamp_(max=S - 1)
+        cdf = self.transition.cumsum(1)  # [S, S], non-decreasing rows
+        total = cdf[:, -1].clone()  # [S]
+        B = max(1, math.isqrt(S - 1) + 1)  # ⌈√S⌉
+        nb = -(-S // B)
+        # +inf padding is never the first entry >= v unless no real entry is; the clamp maps that to S − 1, as sample()
+        padded = torch.cat([cdf, torch.full((S, nb * B - S), math.inf, dtype=F64)], 1).view(S, nb, B)  # [S, nb, B]
+        last = padded[:, :, -1].contiguous()  # [S, nb]: each block's largest entry
+        for l in range(max(K, 1), length):
+            a = x[:, l - 1]
+            v = (u[:, l - K] * total[a]).unsqueeze(1)  # [N, 1]
+            j = torch.searchsorted(last[a], v).clamp_(max=nb - 1)  # [N, 1]: the first block reaching v
+            within = torch.searchsorted(padded[a, j.squeeze(1)], v)  # [N, 1]
+            x[:, l] = (j * B + within).squeeze(1).clamp_(max=S - 1)
+        return x
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log P(sequence) for x [N, L]. [N] float64"""
         lp = self.initial.log()[x[:, 0]]
@@ -61,6 +97,59 @@ class MarkovChain:
 
     def save(self, path: str | Path) -> None:
         np.savez(path, initial=self.initial.numpy(), transition=self.transition.numpy())
+
+
+def fit_chain(sequences: torch.Tensor | np.ndarray, num_states: int, smoothing: float = 0.5,
+              chunk: int = 1 << 24) -> MarkovChain:
+    """The first-order chain of integer sequences [N, L] by counting, with additive (Laplace) smoothing
+    `smoothing` (default 0.5, Jeffreys/Krichevsky–Trofimov) among the used states U (tokens that occur anywhere):
+
+      initial[s]   = (#{rows starting with s} + α·[s ∈ U]) / (N + α|U|)
+      T[a, b]      = (#{(x_l, x_{l+1}) = (a, b) within a row} + α·[b ∈ U]) / (#{x_l = a, l < L−1} + α|U|)
+
+    States outside U get probability 0 in `initial` and in every row (only the oracle's uniform floor,
+    `mixed`, reaches them). A state never seen as a source (outside U, or only ever a row's last token) has
+    no row of its own: it gets the smoothed unigram law of U, (#{x_l = b} + α·[b ∈ U]) / (N·L + α|U|).
+    With α = 0 the result is the exact frequencies. Rows are counted `chunk` tokens at a time, so a view
+    of overlapping windows (text) is never copied whole."""
+    x = torch.as_tensor(sequences)
+    if x.ndim != 2:
+        raise ValueError(f"sequences must be [N, L], got shape {tuple(x.shape)}")
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise ValueError(f"sequences must hold integer tokens, got dtype {x.dtype}")
+    N, L = x.shape
+    if N < 1 or L < 2:
+        raise ValueError(f"need at least 1 sequence of at least 2 tokens to count transitions, got shape {(N, L)}")
+    if isinstance(num_states, bool) or int(num_states) != num_states or num_states < 1:
+        raise ValueError(f"num_states must be a positive integer, got {num_states!r}")
+    S = int(num_states)
+    alpha = float(smoothing)
+    if not np.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi >= S:
+        raise ValueError(f"sequences hold tokens in [{lo}, {hi}], expected [0, {S}) (num_states={S})")
+    first = torch.bincount(x[:, 0].long(), minlength=S)  # [S]
+    unigram = torch.zeros(S, dtype=torch.long)  # [S]
+    pairs = torch.zeros(S * S, dtype=torch.long)  # [S·S], index a·S + b
+    step = max(1, chunk // L)
+    for i in range(0, N, step):
+        rows = x[i:i + step].long()  # [n, L], a copy of this chunk only
+        unigram += torch.bincount(rows.reshape(-1), minlength=S)
+        pairs += torch.bincount((rows[:, :-1] * S + rows[:, 1:]).reshape(-1), minlength=S * S)
+    pairs = pairs.view(S, S)
+    used = (unigram > 0).to(F64)  # [S]
+
+    def smoothed(counts: torch.Tensor) -> torch.Tensor:  # [..., S] counts -> laws over U
+        c = counts.to(F64) + alpha * used
+        return c / c.sum(-1, keepdim=True)
+
+    initial, uni = smoothed(first), smoothed(unigram)
+    # Every used state's smoothed row is a law over U (α > 0 or counts > 0); non-sources take the unigram.
+    source = pairs.sum(1) > 0  # [S]
+    # (With α = 0 a non-source row of smoothed(pairs) is 0/0; where() never reads it.)
+    transition = torch.where(source[:, None], smoothed(pairs), uni[None, :])
+    return MarkovChain(initial, transition)
 
 
 def countdown_chain(num_states: int = 32) -> MarkovChain:
@@ -104,13 +193,103 @@ def smooth_chain(num_states: int = 17, persistence: float = 0.8, spread: float =
 CHAIN_PRESETS = {"countdown": countdown_chain, "smooth": smooth_chain}
 
 
-if __name__ == "__main__":  # python -m models.chains smooth OUT.npz [num_states]: write a preset chain to a file
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _nll_per_token(chain: MarkovChain, x: torch.Tensor, chunk: int = 1 << 24) -> float:
+    """−Σ log P(x) / (N·L) over sequences [N, L], `chunk` tokens at a time (inf if a sequence has probability 0)."""
+    log_init, log_T = chain.initial.log(), chain.transition.log()
+    N, L = x.shape
+    total = 0.0
+    step = max(1, chunk // L)
+    for i in range(0, N, step):
+        rows = x[i:i + step]  # [n, L]
+        total -= float(log_init[rows[:, 0]].sum() + log_T[rows[:, :-1], rows[:, 1:]].sum())
+    return total / (N * L)
+
+
+def fit_experiment(experiment: str, out: str | Path, smoothing: float = 0.5) -> dict:
+    """Fit the chain of an experiment's training split (fit_chain), write it to `out` (.npz, atomically) and
+    return what the command line prints: states, used states, sequences, length, the per-token NLL of the
+    valid split under the chain and under the chain mixed with `oracle.floor` (the oracle's law)."""
+    names = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+    if experiment not in names:
+        raise ValueError(f"unknown experiment {experiment!r}; expected one of {names} (configs/experiment/*.yaml)")
+    # The composition root's pieces, imported here only: models/ sits below pipeline/ and hydra.
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.build import data_spec, dataset_vocab, load_data
+    from pipeline.io import atomic_write_npz
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose("config", overrides=[f"experiment={experiment}"])
+    if data_spec(cfg) is None:
+        raise ValueError(f"experiment {experiment!r} has no dataset files (experiment.data is null): nothing to fit "
+                         "a chain to; choose an experiment with data, e.g. folk, digits or text")
+    num_states = dataset_vocab(cfg)
+    try:
+        train = load_data(cfg, "train")
+    except (ValueError, FileNotFoundError) as err:
+        raise ValueError(f"experiment {experiment!r}: cannot load its training split ({err})") from None
+    chain = fit_chain(train, num_states, smoothing)
+    atomic_write_npz(out, initial=chain.initial.numpy(), transition=chain.transition.numpy())
+    floor = float(cfg.oracle.floor)
+    stats = {"experiment": experiment, "out": str(out), "states": num_states, "smoothing": float(smoothing),
+             # a used state starts a row or follows some state; an unused one has 0 everywhere (fit_chain)
+             "used_states": int(((chain.initial > 0) | (chain.transition.sum(0) > 0)).sum()),
+             "sequences": int(train.shape[0]), "length": int(train.shape[1]), "floor": floor}
+    try:
+        valid = load_data(cfg, "valid")
+    except (ValueError, FileNotFoundError) as err:
+        stats["valid_error"] = str(err)
+        return stats
+    stats["valid_sequences"] = int(valid.shape[0])
+    stats["valid_nll"] = _nll_per_token(chain, valid)
+    stats["valid_nll_floor"] = _nll_per_token(chain.mixed(floor), valid)
+    return stats
+
+
+USAGE = (f"usage: python -m models.chains {{{','.join(CHAIN_PRESETS)}}} OUT.npz [num_states]   (a preset chain)\n"
+         "       python -m models.chains fit EXPERIMENT OUT.npz [--smoothing A]   (fitted to the experiment's "
+         "training split)")
+
+
+def _main(argv: list[str]) -> None:
+    import argparse
     import sys
 
-    if len(sys.argv) not in (3, 4) or sys.argv[1] not in CHAIN_PRESETS:
-        sys.exit(f"usage: python -m models.chains {{{','.join(CHAIN_PRESETS)}}} OUT.npz [num_states]")
-    out = Path(sys.argv[2])
+    if argv[:1] == ["fit"]:
+        p = argparse.ArgumentParser(prog="python -m models.chains fit",
+                                    description="Fit a first-order Markov chain to an experiment's training split.")
+        p.add_argument("experiment", help="a name of configs/experiment/*.yaml with dataset files")
+        p.add_argument("out", help="the .npz to write (arrays initial [S], transition [S, S])")
+        p.add_argument("--smoothing", type=float, default=0.5, help="additive smoothing among used states (0.5)")
+        a = p.parse_args(argv[1:])
+        try:
+            st = fit_experiment(a.experiment, a.out, a.smoothing)
+        except ValueError as err:
+            sys.exit(f"error: {err}")
+        print(f"{st['experiment']}: S = {st['states']} states, {st['used_states']} used; {st['sequences']} training "
+              f"sequences of {st['length']} tokens; smoothing {st['smoothing']:g} -> {st['out']}")
+        if "valid_error" in st:
+            print(f"no valid split to score: {st['valid_error']}")
+        else:
+            print(f"valid NLL per token ({st['valid_sequences']} sequences): {st['valid_nll']:.4f} nats under the chain, "
+                  f"{st['valid_nll_floor']:.4f} mixed with oracle.floor = {st['floor']:g} (the oracle's law)")
+            if st["valid_nll"] == float("inf"):
+                print("(inf: the valid split holds tokens or transitions the fitted chain gives probability 0, e.g. "
+                      "states the training split never uses; the oracle's floor covers them)")
+        return
+    if len(argv) not in (2, 3) or argv[0] not in CHAIN_PRESETS:
+        sys.exit(USAGE)
+    out = Path(argv[1])
     out.parent.mkdir(parents=True, exist_ok=True)
-    chain = CHAIN_PRESETS[sys.argv[1]](*(int(a) for a in sys.argv[3:]))
+    chain = CHAIN_PRESETS[argv[0]](*(int(a) for a in argv[2:]))
     chain.save(out)
-    print(f"{sys.argv[1]} chain with {chain.num_states} states -> {out}")
+    print(f"{argv[0]} chain with {chain.num_states} states -> {out}")
+
+
+if __name__ == "__main__":  # python -m models.chains smooth OUT.npz [num_states] | fit EXPERIMENT OUT.npz
+    import sys
+
+    _main(sys.argv[1:])

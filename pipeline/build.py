@@ -30,15 +30,22 @@ def has_chain(cfg: DictConfig) -> bool:
 
 
 def build_chain(cfg: DictConfig, need: str = "this stage") -> MarkovChain:
-    """The Markov chain the experiment's data come from (a preset, or `oracle.chain_file`)."""
+    """The Markov chain the experiment's data come from (a preset, or a file: `oracle.chain_file` when set,
+    else `experiment.chain_file`, as an oracle twin of a real-data experiment names its fitted chain)."""
     name = cfg.experiment.get("chain")
     if not name:
         raise ValueError(f"experiment {cfg.experiment.name!r} has no Markov chain (experiment.chain is unset), "
                          f"but {need} needs one")
     if name == "file":
-        if not cfg.oracle.chain_file:
-            raise ValueError(f"experiment {cfg.experiment.name!r} reads its chain from a file: set oracle.chain_file=PATH.npz")
-        return load_chain(cfg.oracle.chain_file)
+        path = cfg.oracle.chain_file or cfg.experiment.get("chain_file")  # the command line's, else the experiment's
+        if not path:
+            raise ValueError(f"experiment {cfg.experiment.name!r} reads its chain from a file: set oracle.chain_file=PATH.npz "
+                             "(or experiment.chain_file)")
+        if not cfg.oracle.chain_file and not Path(path).is_file():
+            raise FileNotFoundError(f"experiment {cfg.experiment.name!r} reads its chain from {str(path)!r} "
+                                    "(experiment.chain_file), which does not exist; fit it to a real experiment's "
+                                    f"training split: python -m models.chains fit <experiment> {path}")
+        return load_chain(path)
     if name not in CHAIN_PRESETS:
         raise ValueError(f"unknown chain preset {name!r}; expected one of {sorted(CHAIN_PRESETS)} or 'file'")
     return CHAIN_PRESETS[name](cfg.experiment.vocab)
@@ -72,10 +79,16 @@ def _dataset(cfg: DictConfig, spec: dict):
     return module
 
 
+def dataset_vocab(cfg: DictConfig) -> int | None:
+    """Tokens of the experiment's dataset files (experiment.data), never reading its chain; None without files."""
+    spec = data_spec(cfg)
+    return _dataset(cfg, spec).vocab(spec) if spec else None
+
+
 def data_vocab(cfg: DictConfig, chain: MarkovChain | None = None) -> int:
     """States of x_0: the chain's when the experiment has one (its dataset must agree), else its dataset's."""
     spec = data_spec(cfg)
-    from_data = _dataset(cfg, spec).vocab(spec) if spec else None
+    from_data = dataset_vocab(cfg)
     if has_chain(cfg):
         states = (chain if chain is not None else build_chain(cfg)).num_states
         if from_data is not None and from_data != states:

@@ -80,7 +80,7 @@ def test_unknown_names_are_clear_errors(make_cfg, tmp_path):
                                          r"\['oracle', 'sedd', 'tauldr'\]"):
         build_model(make_cfg("model.kind=nope"))
     with pytest.raises(ValueError, match=r"unknown metric 'nope' in experiment.metrics of 'count'; expected names from "
-                                         r"\['chain_invalid_rate', 'chain_nll', 'countdown_error', 'countdown_error_published', 'digits_fid', 'entropy'"):
+                                         r"\['bigram_tv', 'chain_invalid_rate', 'chain_nll', 'countdown_error', 'countdown_error_published', 'digits_fid', 'entropy'"):
         evaluate(make_cfg("experiment.metrics=[countdown_error,nope]"), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"model 'count-sedd' is not among experiment 'chain'.s models \['oracle'\]"):
         build_model(make_cfg("experiment=chain", "model=count-sedd"))
@@ -92,7 +92,8 @@ def test_unknown_names_are_clear_errors(make_cfg, tmp_path):
 def test_metrics_come_from_the_experiment_config(make_cfg, tmp_path):
     x = torch.tensor([[3, 2, 1, 0, 5, 4], [3, 1, 0, 0, 2, 2]])
     out = evaluate(make_cfg("experiment=count"), x)
-    assert list(out) == ["chain_invalid_rate", "chain_nll", "countdown_error", "countdown_error_published"]
+    assert list(out) == ["chain_invalid_rate", "chain_nll", "countdown_error", "countdown_error_published", "unigram_tv",
+                         "bigram_tv", "token_entropy_gap"]
     assert out["countdown_error"] == pytest.approx(2 / 10)  # (3,1), (2,2) broken; (0, ·) free
     chain_file = tmp_path / "chain.npz"
     np.savez(chain_file, initial=np.full(6, 1 / 6), transition=np.full((6, 6), 1 / 6))
