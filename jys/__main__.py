@@ -32,8 +32,10 @@ def main(cfg: DictConfig) -> None:
         return
     record = json.loads(path.read_text())
     times = ", ".join(f"{t:.4f}" for t in record["times"])
-    print(f"{record['label']} schedule, {record['nfe']} steps, {record['sample_forwards']:,} sample-forwards in "
-          f"{record['model_calls']} model calls: [{times}] -> {path}")
+    cost = (f"{record['sample_forwards']:,} sample-forwards in {record['model_calls']} model calls" if "sample_forwards"
+            in record else f"J = {record['J']:.6g} on a lattice of {record['lattice_points']} points, "
+                           f"{record['model_calls']} model calls")
+    print(f"{record['label']} schedule, {record['nfe']} steps, {cost}: [{times}] -> {path}")
 
 
 EVALUATE = len(sys.argv) > 1 and sys.argv[1] == "evaluate"

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from jys.klub import check_coarse_state, check_objective
+from jys.lattice import PathLattice, base_lattice, optimal_grids
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from pipeline import dist
@@ -19,9 +20,10 @@ from pipeline.build import build_model, condition_prefix, data_identity, sample_
 from pipeline.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
 from samplers.loop import COUNT_GRID, check_sampler
-from samplers.schedules import check_grid, times_from_counts
+from samplers.schedules import check_grid, first_count, times_from_counts
 
 TIME_FAMILY = ("euler", "tau_leaping", "tweedie")  # one KLUB, one schedule for all three
+SEARCHES = ("hierarchy", "lattice")  # the published hierarchical golden-section search | the exact optimum of J on a lattice
 
 
 def settings_from(cfg: DictConfig) -> SearchSettings:
@@ -89,6 +91,11 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     if family == "kgillespie" and prefix:
         raise ValueError("the count search counts all L tokens; conditional generation "
                          f"(experiment.condition.prefix={prefix}) is not supported there yet")
+    search = str(cfg.jys.get("search", "hierarchy"))
+    if search not in SEARCHES:
+        raise ValueError(f"unknown jys.search {search!r}; expected one of {SEARCHES}")
+    if search == "lattice":
+        return _optimize_lattice(cfg, model, s, family, prefix)
     t_mix = 1.0 if family == "kgillespie" else resolve_t_mix(cfg, model.process, s)
     searcher = (CountSearch(model, checked_data_fn(cfg, model.process), s, length) if family == "kgillespie"
                 else TimeSearch(model, checked_data_fn(cfg, model.process), s, length, t_mix, prefix))
@@ -133,7 +140,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
         grid = new_grid
     points = state.grid(start, nfe)
     used = _levels_used(state, start, nfe)
-    record = {"label": jys_label(s.objective), "times": None, "nfe": nfe, "sampler": cfg.sampler,
+    record = {"label": jys_label(s.objective, "hierarchy"), "times": None, "nfe": nfe, "sampler": cfg.sampler,
               "objective": s.objective, "process": key["experiment"]["process"], "experiment": cfg.experiment.name,
               "model": identity, "num_samples": s.num_samples, "seed": s.seed,
               "search": key["settings"], "state_file": str(state_file),
@@ -153,6 +160,74 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     if dist.is_main():
         atomic_write_json(path, record)
     dist.barrier()  # no rank reads a state file before rank 0 has written it
+    return path
+
+
+def lattice_points(cfg: DictConfig, process, family: str, eps: float) -> list[float]:
+    """The lattice of the grid objective: times (base_lattice of jys.lattice points), or for the count family
+    every count 1/(2·jys.lattice) of L apart that some t < 1 reaches, with 0 and L."""
+    n = int(cfg.jys.get("lattice", 32))
+    if n < 2:
+        raise ValueError(f"jys.lattice must be >= 2, got {n}")
+    if family == "kgillespie":
+        L = int(cfg.experiment.length)
+        low = first_count(process, L)
+        return sorted({0, L} | {k for k in range(0, L + 1, max(1, L // (2 * n))) if k >= low})
+    return base_lattice(n, eps)
+
+
+def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, prefix: int) -> Path:
+    """jys.search=lattice: the grid of `nfe` steps that minimizes J (jys.lattice, weight jys.weight) exactly over
+    the lattice's points, by dynamic programming. The table of D over all pairs of points is cached and serves
+    every NFE."""
+    nfe = int(cfg.nfe)
+    M, weight = int(cfg.jys.get("lattice_samples", 128)), str(cfg.jys.get("weight", "none"))
+    points = lattice_points(cfg, model.process, family, s.eps)
+    if nfe > len(points) - 1:
+        raise ValueError(f"nfe={nfe} needs more points than the lattice's {len(points)}; raise jys.lattice")
+    identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
+    key = {"search": "lattice", "family": family, "model": identity,
+           "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
+                          if k not in ("metrics", "models")},
+           "objective": s.objective, "coarse_state": s.coarse_state, "seed": s.seed, "weight": weight,
+           "lattice_samples": M, "points": points, "data": data_identity(cfg), "format_version": FORMAT_VERSION}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    table_file = run_dir(cfg) / "schedules" / "search" / f"lattice-{family}-{s.objective}-{digest}.json"
+    saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
+    if saved.get("key") == key:
+        print(f"reusing the lattice table {table_file}")
+        D = torch.tensor([[math.inf if v is None else v for v in row] for row in saved["D"]], dtype=torch.float64)
+        calls, wall = saved["model_calls"], saved["wall_time"]
+    else:
+        t0 = time.time()
+        x0 = checked_data_fn(cfg, model.process)(M, torch.Generator().manual_seed(s.seed))
+        lat = PathLattice(model, x0, points, "count" if family == "kgillespie" else "tau", s.seed + 1, s.objective,
+                          s.coarse_state, weight, prefix=prefix, batch_size=s.batch_size, progress=s.progress,
+                          base_points=int(cfg.jys.get("lattice", 32)))
+        D = lat.table()
+        calls, wall = lat.calls, time.time() - t0
+        if dist.is_main():
+            atomic_write_json(table_file, {"key": key, "D": [[v if math.isfinite(v) else None for v in row]
+                                                             for row in D.tolist()],
+                                           "model_calls": calls, "wall_time": wall})
+        dist.barrier()
+    path_idx, J = optimal_grids(D, nfe)[nfe]
+    chosen = [points[i] for i in path_idx]
+    record = {"label": jys_label(s.objective, "lattice"), "times": None, "nfe": nfe, "sampler": cfg.sampler,
+              "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
+              "process": key["experiment"]["process"], "experiment": cfg.experiment.name, "model": identity,
+              "num_samples": M, "seed": s.seed, "lattice_points": len(points), "table_file": str(table_file),
+              "model_calls": calls, "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
+    if family == "kgillespie":
+        record["counts"] = [int(k) for k in chosen]
+        record["times"] = times_from_counts(chosen, model.process, int(cfg.experiment.length)).tolist()
+    else:
+        record["times"] = chosen
+    record["times"] = check_grid(torch.tensor(record["times"], dtype=torch.float64)).tolist()
+    path = artifact_path(cfg, "schedules", record["label"], nfe, "json")
+    if dist.is_main():
+        atomic_write_json(path, record)
+    dist.barrier()
     return path
 
 

@@ -53,9 +53,11 @@ def eb_gamma(cfg: DictConfig) -> float:
     return float(gamma)
 
 
-def jys_label(objective: str) -> str:
-    """The label of a JYS schedule: 'jys' for the default objective, 'jys-<objective>' otherwise."""
-    return "jys" if objective == "girsanov" else f"jys-{objective}"
+def jys_label(objective: str, search: str = "hierarchy") -> str:
+    """The label of a JYS schedule: 'jys' for the hierarchical search with the default objective, then
+    '-<objective>' for another objective and '-lattice' for the lattice optimum (jys.search=lattice)."""
+    label = "jys" if objective == "girsanov" else f"jys-{objective}"
+    return label if search == "hierarchy" else f"{label}-lattice"
 
 
 def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:

@@ -1,5 +1,6 @@
 """The grid objective J (jys.lattice): hand computations, nesting, the DP against brute force, the survival weight."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -154,3 +155,46 @@ def test_destination_objective_is_girsanov_less_the_timing_part():
     timing = torch.where(L2 > 0, L2 * torch.log(L2 / torch.where(L1 > 0, L1, 1.0)), 0.0) - L2 + L1
     assert torch.allclose(g.pair(0, 2) - d.pair(0, 2), timing.sum(-1), rtol=1e-5, atol=1e-8)
     assert (d.pair(0, 2) > 1e-6).any() and (d.pair(0, 2) >= -1e-10).all() and (timing >= -1e-10).all()
+
+
+LATTICE = ["experiment.length=24", "experiment.data=null", "jys.search=lattice", "jys.lattice=6",
+           "jys.lattice_samples=16"]
+
+
+def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
+    import json
+
+    from jys.run import optimize
+    from jys.evaluate import evaluate_schedule
+    from pipeline.build import build_model
+    cfg = make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3", "jys.objective=destination", *LATTICE)
+    model = build_model(cfg)
+    rec = json.loads(optimize(cfg, model).read_text())
+    assert rec["label"] == "jys-destination-lattice" and rec["search"] == "lattice" and len(rec["times"]) == 4
+    table = json.loads(open(rec["table_file"]).read())
+    D = torch.tensor([[math.inf if v is None else v for v in row] for row in table["D"]], dtype=F64)
+    pts = table["key"]["points"]
+    brute = min(float(D[0, i] + D[i, j] + D[j, len(pts) - 1])
+                for i in range(1, len(pts) - 1) for j in range(i + 1, len(pts) - 1))
+    assert rec["J"] == pytest.approx(brute, rel=1e-12)
+    # another NFE reuses the table; J falls with more steps
+    rec5 = json.loads(optimize(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=5",
+                                        "jys.objective=destination", *LATTICE), model).read_text())
+    assert rec5["table_file"] == rec["table_file"] and rec5["J"] < rec["J"]
+    # the evaluator scores the written schedule by the same J (its lattice: the base plus the grid's points)
+    ev = json.loads(evaluate_schedule(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3",
+                                               "schedule=jys-destination-lattice", "jys.objective=destination",
+                                               *LATTICE), model).read_text())
+    assert ev["J"] == pytest.approx(rec["J"], rel=1e-9) and ev["J_se"] > 0
+    uni = json.loads(evaluate_schedule(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3",
+                                                "schedule=uniform", "jys.objective=destination", *LATTICE),
+                                       model).read_text())
+    assert uni["J"] > ev["J"]
+
+
+def test_lattice_search_bad_input(make_cfg):
+    from jys.run import optimize
+    with pytest.raises(ValueError, match="jys.search"):
+        optimize(make_cfg("experiment=count", "model=oracle", "nfe=3", "jys.search=golden", *LATTICE[:2]))
+    with pytest.raises(ValueError, match="raise jys.lattice"):
+        optimize(make_cfg("experiment=count", "model=oracle", "nfe=40", *LATTICE))
