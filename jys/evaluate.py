@@ -48,7 +48,7 @@ def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
         if prefix:
             raise ValueError(f"{cfg.sampler} counts all L tokens; a condition prefix is not supported there")
         counts = token_counts(grid, model.process, length)
-        step = max(1, length // ls["lattice"])
+        step = max(1, length // (2 * max(ls["lattice"], 2 * nfe)))
         points = sorted(set(counts) | set(range(0, length + 1, step)) | {length})
         lat = PathLattice(model, x0, points, "count", s.seed + 1, s.objective, s.coarse_state, ls["weight"],
                           batch_size=s.batch_size, progress=s.progress)
@@ -56,9 +56,10 @@ def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
         scored = {"counts": counts}
     else:
         times = [round(float(t), 12) for t in grid]
-        points = sorted(set(base_lattice(ls["lattice"], times[-1])) | set(times), reverse=True)
+        n = max(ls["lattice"], 2 * nfe)  # the lattice jys.search=lattice uses for this NFE
+        points = sorted(set(base_lattice(n, times[-1])) | set(times), reverse=True)
         lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, ls["weight"],
-                          prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=ls["lattice"])
+                          prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n)
         value = lat.grid_value(times)
         scored = {}
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}

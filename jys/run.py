@@ -163,12 +163,14 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     return path
 
 
-def lattice_points(cfg: DictConfig, process, family: str, eps: float) -> list[float]:
-    """The lattice of the grid objective: times (base_lattice of jys.lattice points), or for the count family
-    every count 1/(2·jys.lattice) of L apart that some t < 1 reaches, with 0 and L."""
+def lattice_points(cfg: DictConfig, process, family: str, eps: float, nfe: int) -> list[float]:
+    """The lattice of the grid objective: times (base_lattice of n uniform points), or for the count family every
+    count L/(2n) apart that some t < 1 reaches, with 0 and L; n = max(jys.lattice, 2·nfe), so that a grid of
+    many steps still has lattice points to choose between."""
     n = int(cfg.jys.get("lattice", 32))
     if n < 2:
         raise ValueError(f"jys.lattice must be >= 2, got {n}")
+    n = max(n, 2 * nfe)
     if family == "kgillespie":
         L = int(cfg.experiment.length)
         low = first_count(process, L)
@@ -182,9 +184,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
     every NFE."""
     nfe = int(cfg.nfe)
     M, weight = int(cfg.jys.get("lattice_samples", 128)), str(cfg.jys.get("weight", "none"))
-    points = lattice_points(cfg, model.process, family, s.eps)
-    if nfe > len(points) - 1:
-        raise ValueError(f"nfe={nfe} needs more points than the lattice's {len(points)}; raise jys.lattice")
+    points = lattice_points(cfg, model.process, family, s.eps, nfe)
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
     key = {"search": "lattice", "family": family, "model": identity,
            "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
@@ -203,7 +203,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
         x0 = checked_data_fn(cfg, model.process)(M, torch.Generator().manual_seed(s.seed))
         lat = PathLattice(model, x0, points, "count" if family == "kgillespie" else "tau", s.seed + 1, s.objective,
                           s.coarse_state, weight, prefix=prefix, batch_size=s.batch_size, progress=s.progress,
-                          base_points=int(cfg.jys.get("lattice", 32)))
+                          base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe))
         D = lat.table()
         calls, wall = lat.calls, time.time() - t0
         if dist.is_main():

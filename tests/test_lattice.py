@@ -177,10 +177,10 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
     brute = min(float(D[0, i] + D[i, j] + D[j, len(pts) - 1])
                 for i in range(1, len(pts) - 1) for j in range(i + 1, len(pts) - 1))
     assert rec["J"] == pytest.approx(brute, rel=1e-12)
-    # another NFE reuses the table; J falls with more steps
-    rec5 = json.loads(optimize(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=5",
+    # another NFE on the same lattice reuses the table; J falls with more steps
+    rec2 = json.loads(optimize(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=2",
                                         "jys.objective=destination", *LATTICE), model).read_text())
-    assert rec5["table_file"] == rec["table_file"] and rec5["J"] < rec["J"]
+    assert rec2["table_file"] == rec["table_file"] and rec2["J"] > rec["J"]
     # the evaluator scores the written schedule by the same J (its lattice: the base plus the grid's points)
     ev = json.loads(evaluate_schedule(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3",
                                                "schedule=jys-destination-lattice", "jys.objective=destination",
@@ -196,5 +196,5 @@ def test_lattice_search_bad_input(make_cfg):
     from jys.run import optimize
     with pytest.raises(ValueError, match="jys.search"):
         optimize(make_cfg("experiment=count", "model=oracle", "nfe=3", "jys.search=golden", *LATTICE[:2]))
-    with pytest.raises(ValueError, match="raise jys.lattice"):
-        optimize(make_cfg("experiment=count", "model=oracle", "nfe=40", *LATTICE))
+    with pytest.raises(ValueError, match="jys.lattice must be"):
+        optimize(make_cfg("experiment=count", "model=oracle", "nfe=3", *LATTICE, "jys.lattice=1"))
