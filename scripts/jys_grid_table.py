@@ -11,7 +11,11 @@ defaults and the overrides given), and the grid that minimizes J exactly over th
 programming, jys.lattice.optimal_grids). Each grid gets J ± s.e. on one lattice (common random numbers;
 each grid on the base lattice plus its own points, so that every grid meets the same forward path on the
 base), and the true metrics of `--num` samples (sampling
-seed 0 for all): countdown error (absorbing CountDown) or chain NLL, and the bigram TV to the chain.
+seed 0 for all): countdown error (absorbing CountDown) or chain NLL, and the bigram TV to the chain. With a
+condition prefix (an oracle twin of the music experiment) the paper's music protocol instead: every sample
+continues a held-out prefix, and `hellinger_ref` is the note-histogram Hellinger distance to the same
+sampler's NFE-512 continuations of the same prefixes (uniform grid, seed 100); beside it the bigram TV to the
+chain given the prefixes and the token-entropy gap to the chain's own continuations.
 Prints a table per budget with Spearman's rank correlation between J and each metric over the grids, and
 writes runs/<experiment>/oracle/grids-<sampler>[-<tag>].json; the samples' metrics of each grid are kept in
 runs/<experiment>/oracle/grid-samples.json and reused by any rerun (they depend on the grid alone).
@@ -24,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from scipy.stats import spearmanr
@@ -33,9 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from jys.lattice import PathLattice, base_lattice, optimal_grids  # noqa: E402
 from jys.run import optimize, settings_from  # noqa: E402
-from metrics.sequences import bigram_tv, chain_nll, countdown_error  # noqa: E402
-from pipeline.build import build_model, sample_data, setup_torch  # noqa: E402
-from pipeline.io import atomic_write_json  # noqa: E402
+from metrics.music import hellinger_to, mean_and_se  # noqa: E402
+from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap  # noqa: E402
+from pipeline.build import build_model, condition_prefix, condition_prefixes, sample_data, setup_torch  # noqa: E402
+from pipeline.io import atomic_write_json, atomic_write_npz  # noqa: E402
 from samplers.loop import COUNT_GRID, run_sampler  # noqa: E402
 from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform  # noqa: E402
 
@@ -70,6 +76,7 @@ def main() -> None:
     p.add_argument("--count-stride", type=int, default=1, help="count-grid samplers: the count lattice's spacing")
     p.add_argument("--tag", default="")
     a, overrides = p.parse_known_args()
+    overrides = [o for o in overrides if o != "--"]  # "--" ends a list option before the Hydra overrides
     base = [f"experiment={a.experiment}", "model=oracle", f"sampler={a.sampler}", "progress=false", *overrides]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=base)
@@ -78,7 +85,9 @@ def main() -> None:
     chain = model.data_chain.mixed(float(cfg.oracle.floor))
     eps, L = float(cfg.eps), int(cfg.experiment.length)
     use_error = cfg.experiment.get("chain") == "countdown" and model.process.kernel.mask is not None
-    primary = "countdown_error" if use_error else "chain_nll"
+    K = condition_prefix(cfg)
+    primary = "hellinger_ref" if K else "countdown_error" if use_error else "chain_nll"
+    prefixes = condition_prefixes(cfg, a.num)
     s = settings_from(cfg)
     out = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"grids-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
     settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,
@@ -109,21 +118,49 @@ def main() -> None:
 
     t0 = time.time()
     x0 = sample_data(cfg, a.klub_samples, torch.Generator().manual_seed(s.seed))
-    if family == "count":
-        lattice_base = sorted(set(range(0, L + 1, a.count_stride)) | {L})
-    else:
-        lattice_base = base_lattice(a.lattice, eps)
     objective = a.objective or s.objective
 
-    def lattice(points):  # one lattice per grid: the base, where every grid meets the same path, and its points
-        order = sorted(set(points) | set(lattice_base), reverse=family == "tau")
-        return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=0,
-                           batch_size=s.batch_size, base_points=a.lattice)
+    def lattice_base(steps: int) -> list:  # the lattice jys.search=lattice uses for this many steps (jys.run)
+        n = max(a.lattice, 2 * steps)
+        if family == "count":
+            return sorted(set(range(0, L + 1, a.count_stride)) | {L})
+        return base_lattice(n, eps)
 
-    D = lattice([]).table()
-    best = optimal_grids(D, max(a.calls))
-    print(f"lattice of {len(lattice_base)} points, {a.klub_samples} sequences, objective {objective}: "
-          f"{time.time() - t0:.0f} s", flush=True)
+    def lattice(points, steps):  # the base lattice, where every grid meets the same path, and the grid's points
+        base_points = lattice_base(steps)
+        order = sorted(set(points) | set(base_points), reverse=family == "tau")
+        return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
+                           batch_size=s.batch_size, base_points=max(a.lattice, 2 * steps))
+
+    tables = {}
+    for calls in a.calls:
+        steps = calls if family == "count" else calls - 1
+        base_points = lattice_base(steps)
+        if len(base_points) not in tables:
+            tables[len(base_points)] = optimal_grids(lattice([], steps).table(), max(a.calls))
+        grids[calls]["dp"] = [base_points[i] for i in tables[len(base_points)][steps][0]]
+        print(f"lattice of {len(base_points)} points for {steps} steps, {a.klub_samples} sequences, objective "
+              f"{objective}: {time.time() - t0:.0f} s", flush=True)
+
+    vocab = model.process.data_states
+
+    def draw(grid: torch.Tensor, seed: int) -> torch.Tensor:
+        return run_sampler(model, a.sampler, grid, a.num, L, torch.Generator().manual_seed(seed), batch_size=512,
+                           final_step=str(cfg.final_step), progress=False, prefix=prefixes,
+                           multi_jump=str(cfg.multi_jump)).samples
+
+    def reference() -> torch.Tensor:  # the music protocol's NFE-512 continuations, kept beside the cache
+        path = out.parent / f"reference-{a.sampler}-{a.num}.npz"
+        if path.is_file():
+            with np.load(path) as f:
+                if str(f["key"]) == json.dumps(model.identity(), sort_keys=True):
+                    return torch.from_numpy(f["samples"].astype(np.int64))
+        x = draw(uniform(511, eps), 100)
+        atomic_write_npz(path, samples=x.numpy(), key=np.array(json.dumps(model.identity(), sort_keys=True)))
+        return x
+
+    def chain_ref(x: torch.Tensor) -> torch.Tensor:
+        return chain_reference(x, chain, K, torch.Generator().manual_seed(100))
 
     def snap(grid):
         return list(grid) if family == "count" else [round(t, 12) for t in grid]
@@ -134,29 +171,30 @@ def main() -> None:
     for calls in a.calls:
         steps = calls if family == "count" else calls - 1
         g = grids[calls]
-        g["dp"] = [lattice_base[i] for i in best[steps][0]]
         print(f"\n{a.experiment}, {a.sampler}, {calls} model calls ({steps} steps), {a.num} samples; J weight={a.weight}")
-        print(f"{'grid':>10}{'J':>12}{'± se':>9}{primary:>17}{'bigram_tv':>11}")
+        print(f"{'grid':>10}{'J':>12}{'± se':>9}{primary:>17}{'bigram_tv':>11}" + (f"{'entropy_gap':>13}" if K else ""))
         rows = []
         for name, grid in g.items():
             gkey = json.dumps([a.sampler, str(cfg.final_step), str(cfg.multi_jump), a.num, grid])
             if gkey not in sampled:  # the samples' metrics depend on the grid alone: shared by every tag and weight
-                res = run_sampler(model, a.sampler, sampling_grid(grid), a.num, L,
-                                  torch.Generator().manual_seed(0), batch_size=512, final_step=str(cfg.final_step),
-                                  progress=False, multi_jump=str(cfg.multi_jump))
-                x = res.samples
-                sampled[gkey] = {primary: countdown_error(x) if use_error else chain_nll(x, model.data_chain,
-                                                                                         float(cfg.oracle.floor)),
-                                 "bigram_tv": bigram_tv(x, chain), "model_calls": res.nfe}
+                x = draw(sampling_grid(grid), 0)
+                if K:
+                    sampled[gkey] = {"hellinger_ref": mean_and_se(hellinger_to(x, reference(), K, vocab))[0],
+                                     "bigram_tv": bigram_tv(x, chain, K),
+                                     "entropy_gap": token_entropy_gap(x, chain_ref(x), K)}
+                else:
+                    sampled[gkey] = {primary: countdown_error(x) if use_error else chain_nll(x, model.data_chain,
+                                                                                             float(cfg.oracle.floor)),
+                                     "bigram_tv": bigram_tv(x, chain)}
                 atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
             cell = {"times": grid, **sampled[gkey]}
-            jv = lattice(snap(grid)).grid_value(snap(grid))
+            jv = lattice(snap(grid), steps).grid_value(snap(grid))
             cell.update({"J": jv.value, "J_se": jv.se, "J_terms": jv.terms})
             table["cells"][f"{name}@{calls}"] = cell
             atomic_write_json(out, table)
             rows.append((name, cell))
-            print(f"{name:>10}{cell['J']:>12.4g}{cell['J_se']:>9.2g}{cell[primary]:>17.4f}{cell['bigram_tv']:>11.4f}",
-                  flush=True)
+            print(f"{name:>10}{cell['J']:>12.4g}{cell['J_se']:>9.2g}{cell[primary]:>17.4f}{cell['bigram_tv']:>11.4f}"
+                  + (f"{cell['entropy_gap']:>13.4f}" if K else ""), flush=True)
         Js = [c["J"] for _, c in rows]
         rho_p = spearmanr(Js, [c[primary] for _, c in rows]).statistic
         rho_b = spearmanr(Js, [c["bigram_tv"] for _, c in rows]).statistic
