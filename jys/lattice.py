@@ -103,7 +103,7 @@ class PathLattice:
 
     def __init__(self, model, x0: torch.Tensor, points: list[float], family: str, seed: int, objective: str,
                  coarse_state: str = "auto", weight: str = "none", prefix: int = 0, batch_size: int = 512,
-                 progress: bool = False, base_points: int = 32):
+                 progress: bool = False, base_points: int = 32, read_cache: dict | None = None):
         check_weight(weight)
         if family not in ("tau", "count"):
             raise ValueError(f"unknown search family {family!r}; expected 'tau' or 'count'")
@@ -121,6 +121,7 @@ class PathLattice:
         self.w = survival(self.process, self.t.reshape(-1), pi0 / pi0.sum()).reshape(self.t.shape) \
             if weight == "survival" else torch.ones_like(self.t)
         self.reads: dict[int, Coarse] = {}
+        self.shared = read_cache  # reads by point, shared with other lattices on the same x_0 (used when the state matches)
         self.pairs: dict[tuple[int, int], torch.Tensor] = {}
         self.calls = 0
 
@@ -194,8 +195,14 @@ class PathLattice:
 
     def read(self, p: int) -> Coarse:
         if p not in self.reads:
-            self.calls += -(-self.x.shape[1] // self.batch_size)
-            self.reads[p] = coarse_read(self.model, self.x[p], self.t[p], self.batch_size)
+            hit = self.shared.get(self.points[p]) if self.shared is not None else None
+            if hit is not None and torch.equal(hit.x, self.x[p]) and torch.equal(hit.t, self.t[p]):
+                self.reads[p] = hit
+            else:
+                self.calls += -(-self.x.shape[1] // self.batch_size)
+                self.reads[p] = coarse_read(self.model, self.x[p], self.t[p], self.batch_size)
+                if self.shared is not None:
+                    self.shared[self.points[p]] = self.reads[p]
         return self.reads[p]
 
     def pair(self, p: int, q: int) -> torch.Tensor:

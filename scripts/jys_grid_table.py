@@ -5,7 +5,7 @@
 
 Grids per budget of model calls (grid steps + the noise-removal call, as `make demo` counts; count-grid
 samplers such as k-Gillespie take one call per step and no noise removal, and their grids are unmasked-token
-counts, on a lattice of every count `--count-stride` apart): uniform,
+counts, on a lattice of counts L/(2·max(lattice, 2·steps)) apart): uniform,
 cosine, the power grids t_i = 1 − (1 − ε)(i/N)^q, the hierarchical JYS search (`python -m jys`, its
 defaults and the overrides given), and the grid that minimizes J exactly over the lattice (dynamic
 programming, jys.lattice.optimal_grids). Each grid gets J ± s.e. on one lattice (common random numbers;
@@ -36,8 +36,8 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jys.lattice import PathLattice, base_lattice, optimal_grids  # noqa: E402
-from jys.run import optimize, settings_from  # noqa: E402
+from jys.lattice import PathLattice  # noqa: E402
+from jys.run import lattice_points, optimize, settings_from  # noqa: E402
 from metrics.music import hellinger_to, mean_and_se  # noqa: E402
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap  # noqa: E402
 from pipeline.build import build_model, condition_prefix, condition_prefixes, sample_data, setup_torch  # noqa: E402
@@ -73,11 +73,11 @@ def main() -> None:
     p.add_argument("--objective", default=None, help="J's integrand (jys.klub OBJECTIVES); default jys.objective, "
                    "which also sets the hierarchical search's")
     p.add_argument("--powers", type=float, nargs="*", default=list(POWERS))
-    p.add_argument("--count-stride", type=int, default=1, help="count-grid samplers: the count lattice's spacing")
     p.add_argument("--tag", default="")
     a, overrides = p.parse_known_args()
     overrides = [o for o in overrides if o != "--"]  # "--" ends a list option before the Hydra overrides
-    base = [f"experiment={a.experiment}", "model=oracle", f"sampler={a.sampler}", "progress=false", *overrides]
+    base = [f"experiment={a.experiment}", "model=oracle", f"sampler={a.sampler}", "progress=false",
+            f"jys.lattice={a.lattice}", *overrides]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=base)
     setup_torch(cfg)
@@ -120,26 +120,25 @@ def main() -> None:
     x0 = sample_data(cfg, a.klub_samples, torch.Generator().manual_seed(s.seed))
     objective = a.objective or s.objective
 
-    def lattice_base(steps: int) -> list:  # the lattice jys.search=lattice uses for this many steps (jys.run)
-        n = max(a.lattice, 2 * steps)
-        if family == "count":
-            return sorted(set(range(0, L + 1, a.count_stride)) | {L})
-        return base_lattice(n, eps)
+    def lattice_base(steps: int) -> list:  # the lattice jys.search=lattice uses for this many steps
+        return lattice_points(cfg, model.process, "kgillespie" if family == "count" else "tau", eps, steps)
 
     def lattice(points, steps):  # the base lattice, where every grid meets the same path, and the grid's points
         base_points = lattice_base(steps)
         order = sorted(set(points) | set(base_points), reverse=family == "tau")
         return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
-                           batch_size=s.batch_size, base_points=max(a.lattice, 2 * steps))
+                           batch_size=s.batch_size, base_points=max(a.lattice, 2 * steps), read_cache=reads)
 
-    tables = {}
-    for calls in a.calls:
+    reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
+
+    for calls in a.calls:  # the J optimum: jys.search=lattice with the same settings (its table cached in runs/)
         steps = calls if family == "count" else calls - 1
-        base_points = lattice_base(steps)
-        if len(base_points) not in tables:
-            tables[len(base_points)] = optimal_grids(lattice([], steps).table(), max(a.calls))
-        grids[calls]["dp"] = [base_points[i] for i in tables[len(base_points)][steps][0]]
-        print(f"lattice of {len(base_points)} points for {steps} steps, {a.klub_samples} sequences, objective "
+        lat_cfg = base + [f"nfe={steps}", "jys.search=lattice", f"jys.objective={objective}", f"jys.weight={a.weight}",
+                          f"jys.lattice={a.lattice}", f"jys.lattice_samples={a.klub_samples}"]
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+            rec = json.loads(optimize(compose("config", overrides=lat_cfg), model).read_text())
+        grids[calls]["dp"] = rec["counts"] if family == "count" else rec["times"]
+        print(f"J optimum for {steps} steps on {rec['lattice_points']} points, {a.klub_samples} sequences, objective "
               f"{objective}: {time.time() - t0:.0f} s", flush=True)
 
     vocab = model.process.data_states

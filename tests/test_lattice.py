@@ -198,3 +198,28 @@ def test_lattice_search_bad_input(make_cfg):
         optimize(make_cfg("experiment=count", "model=oracle", "nfe=3", "jys.search=golden", *LATTICE[:2]))
     with pytest.raises(ValueError, match="jys.lattice must be"):
         optimize(make_cfg("experiment=count", "model=oracle", "nfe=3", *LATTICE, "jys.lattice=1"))
+
+
+def test_grids_scored_apart_meet_the_same_base_path_and_share_its_reads():
+    """Two grids, each on the base lattice plus its own points: the base states agree (common random numbers), so
+    reads shared through read_cache give the J of lattices that read everything themselves."""
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(32, 5, torch.Generator().manual_seed(6))
+    base = base_lattice(6, 1e-3)
+    grids = [[1.0, 0.45, 1e-3], [1.0, 0.62, 0.2, 1e-3]]
+    cache: dict = {}
+    shared, alone = [], []
+    for g in grids:
+        pts = sorted(set(base) | set(g), reverse=True)
+        a = PathLattice(model, x0, pts, "tau", seed=2, objective="girsanov", base_points=6, read_cache=cache)
+        b = PathLattice(model, x0, pts, "tau", seed=2, objective="girsanov", base_points=6)
+        assert all(torch.equal(a.x[a.index[t]], b.x[b.index[t]]) for t in base)
+        shared.append(a.grid_value(g).value)
+        alone.append(b.grid_value(g).value)
+    first = PathLattice(model, x0, sorted(set(base) | set(grids[0]), reverse=True), "tau", seed=2, objective="girsanov",
+                        base_points=6)
+    second = PathLattice(model, x0, sorted(set(base) | set(grids[1]), reverse=True), "tau", seed=2, objective="girsanov",
+                         base_points=6)
+    assert all(torch.equal(first.x[first.index[t]], second.x[second.index[t]]) for t in base)
+    assert shared == pytest.approx(alone, rel=1e-12)
+    assert len(cache) > len(base)  # the grids' own points were read too
