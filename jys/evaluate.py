@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from jys.klub import resolve_objective
 from jys.lattice import PathLattice, base_lattice
 from jys.run import checked_data_fn, settings_from
 from pipeline import dist
@@ -24,7 +25,7 @@ from samplers.schedules import token_counts
 
 def lattice_settings(cfg: DictConfig) -> dict:
     j = cfg.jys
-    out = {"weight": str(j.get("weight", "none")), "lattice": int(j.get("lattice", 32)),
+    out = {"weight": str(j.get("weight", "survival")), "lattice": int(j.get("lattice", 32)),
            "lattice_samples": int(j.get("lattice_samples", 128))}
     if out["lattice"] < 2 or out["lattice_samples"] < 2:
         raise ValueError(f"jys.lattice and jys.lattice_samples must be >= 2, got {out['lattice']}, "
@@ -40,6 +41,7 @@ def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
     check_sampler(cfg.sampler, model.process)
     if cfg.sampler in ("first_hitting", "eb"):
         raise ValueError(f"{cfg.sampler} has no grid to evaluate")
+    s.objective = resolve_objective(s.objective, model.process.kernel)
     label, grid, nfe, _ = resolve_schedule(cfg)
     length = int(cfg.experiment.length)
     prefix = condition_prefix(cfg)

@@ -57,7 +57,7 @@ from models.protocol import ModelOutput, concrete_ratios
 from pipeline import dist
 
 F64 = torch.float64
-OBJECTIVES = ("girsanov", "reference", "destination")
+OBJECTIVES = ("auto", "girsanov", "reference", "destination")
 COARSE_STATES = ("auto", "start", "current")
 CHUNK_BYTES = 64 * 2**20  # float64 work per chunk of positions
 
@@ -196,6 +196,15 @@ def resolve_coarse_state(coarse_state: str, kernel) -> str:
 def check_coarse_state(coarse_state: str) -> None:
     if coarse_state not in COARSE_STATES:
         raise ValueError(f"unknown jys.coarse_state {coarse_state!r}; expected one of {COARSE_STATES}")
+
+
+def resolve_objective(objective: str, kernel) -> str:
+    """auto: 'destination' for absorbing kernels (their samplers time the unmasking exactly, so only where tokens
+    land reaches the samples), 'girsanov' for the others (τ-leaping's frozen rates mistime the jumps too)."""
+    check_objective(objective)
+    if objective == "auto":
+        return "destination" if kernel.mask is not None else "girsanov"
+    return objective
 
 
 def check_objective(objective: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from jys.klub import check_coarse_state, check_objective
+from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import PathLattice, base_lattice, optimal_grids
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
@@ -23,7 +23,17 @@ from samplers.loop import COUNT_GRID, check_sampler
 from samplers.schedules import check_grid, first_count, times_from_counts
 
 TIME_FAMILY = ("euler", "tau_leaping", "tweedie")  # one KLUB, one schedule for all three
-SEARCHES = ("hierarchy", "lattice")  # the published hierarchical golden-section search | the exact optimum of J on a lattice
+SEARCHES = ("auto", "hierarchy", "lattice")  # auto | the published golden-section levels | J's exact optimum on a lattice
+
+
+def resolve_search(search: str, kernel) -> str:
+    """auto: 'lattice' for absorbing kernels, where J ranks grids as the samples do (README, "The grid objective
+    J"); 'hierarchy' for the others, where it does not yet."""
+    if search not in SEARCHES:
+        raise ValueError(f"unknown jys.search {search!r}; expected one of {SEARCHES}")
+    if search == "auto":
+        return "lattice" if kernel.mask is not None else "hierarchy"
+    return search
 
 
 def settings_from(cfg: DictConfig) -> SearchSettings:
@@ -91,11 +101,11 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     if family == "kgillespie" and prefix:
         raise ValueError("the count search counts all L tokens; conditional generation "
                          f"(experiment.condition.prefix={prefix}) is not supported there yet")
-    search = str(cfg.jys.get("search", "hierarchy"))
-    if search not in SEARCHES:
-        raise ValueError(f"unknown jys.search {search!r}; expected one of {SEARCHES}")
+    label = jys_label(s.objective, str(cfg.jys.get("search", "auto")), str(cfg.jys.get("weight", "survival")))
+    search = resolve_search(str(cfg.jys.get("search", "auto")), model.process.kernel)
+    s.objective = resolve_objective(s.objective, model.process.kernel)
     if search == "lattice":
-        return _optimize_lattice(cfg, model, s, family, prefix)
+        return _optimize_lattice(cfg, model, s, family, prefix, label)
     t_mix = 1.0 if family == "kgillespie" else resolve_t_mix(cfg, model.process, s)
     searcher = (CountSearch(model, checked_data_fn(cfg, model.process), s, length) if family == "kgillespie"
                 else TimeSearch(model, checked_data_fn(cfg, model.process), s, length, t_mix, prefix))
@@ -140,7 +150,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
         grid = new_grid
     points = state.grid(start, nfe)
     used = _levels_used(state, start, nfe)
-    record = {"label": jys_label(s.objective, "hierarchy"), "times": None, "nfe": nfe, "sampler": cfg.sampler,
+    record = {"label": label, "times": None, "nfe": nfe, "sampler": cfg.sampler,
               "objective": s.objective, "process": key["experiment"]["process"], "experiment": cfg.experiment.name,
               "model": identity, "num_samples": s.num_samples, "seed": s.seed,
               "search": key["settings"], "state_file": str(state_file),
@@ -178,19 +188,23 @@ def lattice_points(cfg: DictConfig, process, family: str, eps: float, nfe: int) 
     return base_lattice(n, eps)
 
 
-def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, prefix: int) -> Path:
+def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, prefix: int, label: str) -> Path:
     """jys.search=lattice: the grid of `nfe` steps that minimizes J (jys.lattice, weight jys.weight) exactly over
     the lattice's points, by dynamic programming. The table of D over all pairs of points is cached and serves
     every NFE."""
     nfe = int(cfg.nfe)
-    M, weight = int(cfg.jys.get("lattice_samples", 128)), str(cfg.jys.get("weight", "none"))
+    M, weight = int(cfg.jys.get("lattice_samples", 128)), str(cfg.jys.get("weight", "survival"))
     points = lattice_points(cfg, model.process, family, s.eps, nfe)
+    # A lattice grown for this NFE (2·nfe > jys.lattice) serves it alone: its steps span a few points, so pairs
+    # farther apart than 4 steps' worth are not computed (the last step may not be longer than that either).
+    span = None if 2 * nfe <= int(cfg.jys.get("lattice", 32)) else math.ceil(4 * len(points) / nfe)
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
     key = {"search": "lattice", "family": family, "model": identity,
            "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
                           if k not in ("metrics", "models")},
            "objective": s.objective, "coarse_state": s.coarse_state, "seed": s.seed, "weight": weight,
-           "lattice_samples": M, "points": points, "data": data_identity(cfg), "format_version": FORMAT_VERSION}
+           "lattice_samples": M, "points": points, "data": data_identity(cfg), "format_version": FORMAT_VERSION,
+           **({"max_span": span} if span else {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     table_file = run_dir(cfg) / "schedules" / "search" / f"lattice-{family}-{s.objective}-{digest}.json"
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
@@ -204,7 +218,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
         lat = PathLattice(model, x0, points, "count" if family == "kgillespie" else "tau", s.seed + 1, s.objective,
                           s.coarse_state, weight, prefix=prefix, batch_size=s.batch_size, progress=s.progress,
                           base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe))
-        D = lat.table()
+        D = lat.table(max_span=span)
         calls, wall = lat.calls, time.time() - t0
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": [[v if math.isfinite(v) else None for v in row]
@@ -213,7 +227,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
         dist.barrier()
     path_idx, J = optimal_grids(D, nfe)[nfe]
     chosen = [points[i] for i in path_idx]
-    record = {"label": jys_label(s.objective, "lattice"), "times": None, "nfe": nfe, "sampler": cfg.sampler,
+    record = {"label": label, "times": None, "nfe": nfe, "sampler": cfg.sampler,
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
               "process": key["experiment"]["process"], "experiment": cfg.experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "table_file": str(table_file),

@@ -53,11 +53,12 @@ def eb_gamma(cfg: DictConfig) -> float:
     return float(gamma)
 
 
-def jys_label(objective: str, search: str = "hierarchy") -> str:
-    """The label of a JYS schedule: 'jys' for the hierarchical search with the default objective, then
-    '-<objective>' for another objective and '-lattice' for the lattice optimum (jys.search=lattice)."""
-    label = "jys" if objective == "girsanov" else f"jys-{objective}"
-    return label if search == "hierarchy" else f"{label}-lattice"
+def jys_label(objective: str, search: str = "auto", weight: str = "survival") -> str:
+    """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=survival),
+    with '-<objective>', '-<search>' and '-w<weight>' for each setting given otherwise (e.g. jys-girsanov-hierarchy,
+    the published search with today's KLUB; jys-reference, the published KLUB)."""
+    parts = ["jys"] + [objective] * (objective != "auto") + [search] * (search != "auto")
+    return "-".join(parts) + (f"-w{weight}" if weight != "survival" else "")
 
 
 def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:

@@ -29,6 +29,9 @@ mkdir -p "$OUT"
 TIMES=$OUT/stage_seconds.txt
 : > "$TIMES"
 grid_steps euler $NFES   # Euler: NFE − 1 steps + the final call
+# The paper's Fig. 10 is about the hierarchical search's KLUB samples: that search with the girsanov KLUB (the
+# default before the grid objective J), whose schedules are labelled jys-girsanov-hierarchy.
+HIER="jys.search=hierarchy jys.objective=girsanov"; LABEL=jys-girsanov-hierarchy
 for model in $MODELS; do
   common="experiment=count model=$model sampler=euler seed=0 num_samples=$NUM batch_size=256"
   echo "== $model: the uniform grid at NFE $NFES"
@@ -39,11 +42,11 @@ for model in $MODELS; do
     for s in $SEEDS; do
       tree=$OUT/k$k-s$s
       echo "== $model: $k KLUB samples, search seed $s"
-      stage jys $PY -m jys -m $common nfe=$(join "${steps[@]}") jys.num_samples=$k jys.seed=$s runs_dir=$tree \
+      stage jys $PY -m jys -m $common nfe=$(join "${steps[@]}") $HIER jys.num_samples=$k jys.seed=$s runs_dir=$tree \
         | grep -E "schedule,"
-      stage sample $PY -m samplers -m $common schedule=jys nfe=$(join "${steps[@]}") runs_dir=$tree \
+      stage sample $PY -m samplers -m $common schedule=$LABEL nfe=$(join "${steps[@]}") runs_dir=$tree \
         | grep -E "samples, grid|already holds"
-      stage metrics $PY -m metrics -m $common schedule=jys nfe=$(join "${steps[@]}") runs_dir=$tree > /dev/null
+      stage metrics $PY -m metrics -m $common schedule=$LABEL nfe=$(join "${steps[@]}") runs_dir=$tree > /dev/null
     done
   done
 done

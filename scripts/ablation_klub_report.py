@@ -30,7 +30,7 @@ def main():
     records = []
     for tree in sorted(out.glob("k*-s*")):  # every (K, search seed) that a run of the script made, for any model
         for nfe in args.nfes:
-            for path in sorted(tree.glob(f"count/*/metrics/euler-jys-nfe{nfe - 1}.json")):
+            for path in sorted(tree.glob(f"count/*/metrics/euler-jys-girsanov-hierarchy-nfe{nfe - 1}.json")):
                 r = read(path)
                 schedule = read(path.parents[1] / "schedules" / path.name)
                 if f"k{schedule['num_samples']}-s{schedule['seed']}" != tree.name:

@@ -49,7 +49,7 @@ grid_steps() {
 sweep_cells() {
   local name=$1 common=$2 sample_args=$3
   echo "== $name: JYS schedules for NFE $NFES"
-  stage jys $PY -m jys -m $common nfe=$(join "${steps[@]}") jys.num_samples=$KLUB | grep -E "schedule,"
+  stage jys $PY -m jys -m $common nfe=$(join "${steps[@]}") jys.num_samples=$KLUB jys.lattice_samples=$KLUB | grep -E "schedule,"
   echo "== $name: samples"
   stage sample $PY -m samplers -m $common schedule=uniform,jys nfe=$(join "${steps[@]}") $sample_args \
     | grep -E "samples, grid|already holds"

@@ -6,8 +6,8 @@
 Grids per budget of model calls (grid steps + the noise-removal call, as `make demo` counts; count-grid
 samplers such as k-Gillespie take one call per step and no noise removal, and their grids are unmasked-token
 counts, on a lattice of counts L/(2·max(lattice, 2·steps)) apart): uniform,
-cosine, the power grids t_i = 1 − (1 − ε)(i/N)^q, the hierarchical JYS search (`python -m jys`, its
-defaults and the overrides given), and the grid that minimizes J exactly over the lattice (dynamic
+cosine, the power grids t_i = 1 − (1 − ε)(i/N)^q, the hierarchical JYS search (`python -m jys
+jys.search=hierarchy jys.objective=girsanov`, the default before the grid objective, and the overrides given), and the grid that minimizes J exactly over the lattice (dynamic
 programming, jys.lattice.optimal_grids). Each grid gets J ± s.e. on one lattice (common random numbers;
 each grid on the base lattice plus its own points, so that every grid meets the same forward path on the
 base), and the true metrics of `--num` samples (sampling
@@ -45,6 +45,7 @@ from pipeline.io import atomic_write_json, atomic_write_npz  # noqa: E402
 from samplers.loop import COUNT_GRID, run_sampler  # noqa: E402
 from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform  # noqa: E402
 
+HIERARCHY = ["jys.search=hierarchy", "jys.objective=girsanov"]  # the JYS of the published search with today's KLUB
 POWERS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)
 
 
@@ -105,7 +106,7 @@ def main() -> None:
         g = {"uniform": uniform(steps, eps).tolist(), "cosine": cosine(steps, eps).tolist()}
         g.update({f"power{q:g}": power(steps, q, eps) for q in a.powers})
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-            rec = json.loads(optimize(compose("config", overrides=base + [f"nfe={steps}"]), model).read_text())
+            rec = json.loads(optimize(compose("config", overrides=base + [f"nfe={steps}"] + HIERARCHY), model).read_text())
         if family == "count":
             g = {name: _counts(grid, model.process, L) for name, grid in g.items()}
             g = {name: c for name, c in g.items() if c is not None}

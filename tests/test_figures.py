@@ -31,7 +31,7 @@ def make_count_runs(make_cfg, runs) -> None:
     """What bash scripts/count.sh makes for the oracle, at 32 tokens, 64 samples and 8 KLUB samples."""
     tiny = ("experiment=count", "model=oracle", "sampler=euler", "seed=0", "experiment.length=32",
             f"experiment.data.dir={runs / 'datasets'}", "experiment.data.num_train=64", "experiment.data.num_valid=16",
-            "jys.num_samples=8", "num_samples=64")
+            "jys.num_samples=8", "jys.lattice_samples=8", "num_samples=64")
     for calls in CALLS:
         optimize(make_cfg(*tiny, f"nfe={calls - 1}"))
         for schedule in figures.SCHEDULES:

@@ -20,7 +20,8 @@ from pipeline.build import build_model
 from samplers.loop import run_sampler
 from samplers.schedules import check_grid, cosine, uniform
 
-FAST = ["experiment.length=32", "experiment.data=null", "jys.num_samples=16", "jys.max_iter=12"]
+FAST = ["experiment.length=32", "experiment.data=null", "jys.num_samples=16", "jys.max_iter=12", "jys.search=hierarchy",
+        "jys.objective=girsanov"]
 
 
 def times(path):
