@@ -44,7 +44,7 @@ def test_samples_are_redone_when_weights_or_data_change(make_cfg, tmp_path, samp
     cfg = make_cfg("experiment=count", "model=count-sedd", f"model.path={weights}", "model.precision=fp32",
                    "device=cpu", "experiment.length=8", f"experiment.data.dir={tmp_path / 'data'}",
                    "experiment.data.num_train=16", "experiment.data.num_valid=4", "nfe=2", "num_samples=4",
-                   "jys.num_samples=8", "jys.max_iter=4")
+                   "jys.num_samples=8", "jys.max_iter=4", "jys.lattice_samples=8", "jys.lattice=4")
     search = tmp_path / "count" / "count-sedd" / "schedules" / "search"
     samples = tmp_path / "count" / "count-sedd" / "samples" / "euler-uniform-nfe2.npz"
     write_weights(weights, 0)

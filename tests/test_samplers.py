@@ -128,11 +128,13 @@ def test_count_time_map_is_exact_at_both_ends_for_long_sequences(L):
             times_from_counts([0, 1, L], proc, L)
 
 
-def test_kgillespie_jys_search_at_length_1024_gives_a_grid_the_sampler_follows(make_cfg):
+@pytest.mark.parametrize("search", ["hierarchy", "lattice"])
+def test_kgillespie_jys_search_at_length_1024_gives_a_grid_the_sampler_follows(make_cfg, search):
     from jys.run import optimize
     from pipeline.build import build_model
     cfg = make_cfg("experiment.length=1024", "experiment.data=null", "sampler=kgillespie", "nfe=3",
-                   "jys.num_samples=2", "jys.max_iter=4")
+                   "jys.num_samples=2", "jys.max_iter=4", f"jys.search={search}", "jys.lattice=4",
+                   "jys.lattice_samples=2")
     rec = json.loads(optimize(cfg).read_text())
     assert rec["counts"][0] == 0 and rec["counts"][-1] == 1024 and len(rec["counts"]) == 4
     res = run_sampler(build_model(cfg), "kgillespie", torch.tensor(rec["times"], dtype=torch.float64), 2, 1024,
