@@ -230,7 +230,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
     record = {"label": label, "times": None, "nfe": nfe, "sampler": cfg.sampler,
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
               "process": key["experiment"]["process"], "experiment": cfg.experiment.name, "model": identity,
-              "num_samples": M, "seed": s.seed, "lattice_points": len(points), "table_file": str(table_file),
+              "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
               "model_calls": calls, "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
     if family == "kgillespie":
         record["counts"] = [int(k) for k in chosen]

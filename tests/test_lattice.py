@@ -171,7 +171,7 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
     model = build_model(cfg)
     rec = json.loads(optimize(cfg, model).read_text())
     assert rec["label"] == "jys-destination-lattice" and rec["search"] == "lattice" and len(rec["times"]) == 4
-    table = json.loads(open(rec["table_file"]).read())
+    table = json.loads(open(rec["state_file"]).read())
     D = torch.tensor([[math.inf if v is None else v for v in row] for row in table["D"]], dtype=F64)
     pts = table["key"]["points"]
     brute = min(float(D[0, i] + D[i, j] + D[j, len(pts) - 1])
@@ -180,7 +180,7 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
     # another NFE on the same lattice reuses the table; J falls with more steps
     rec2 = json.loads(optimize(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=2",
                                         "jys.objective=destination", *LATTICE), model).read_text())
-    assert rec2["table_file"] == rec["table_file"] and rec2["J"] > rec["J"]
+    assert rec2["state_file"] == rec["state_file"] and rec2["J"] > rec["J"]
     # the evaluator scores the written schedule by the same J (its lattice: the base plus the grid's points)
     ev = json.loads(evaluate_schedule(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3",
                                                "schedule=jys-destination-lattice", "jys.objective=destination",
