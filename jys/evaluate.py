@@ -13,8 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from jys.klub import resolve_objective
-from jys.lattice import PathLattice, base_lattice
-from jys.run import checked_data_fn, settings_from
+from jys.lattice import PathLattice
+from jys.run import checked_data_fn, lattice_points, settings_from
 from pipeline import dist
 from pipeline.build import build_model, condition_prefix
 from pipeline.io import atomic_write_json
@@ -50,8 +50,7 @@ def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
         if prefix:
             raise ValueError(f"{cfg.sampler} counts all L tokens; a condition prefix is not supported there")
         counts = token_counts(grid, model.process, length)
-        step = max(1, length // (2 * max(ls["lattice"], 2 * nfe)))
-        points = sorted(set(counts) | set(range(0, length + 1, step)) | {length})
+        points = sorted(set(counts) | set(lattice_points(cfg, model.process, "kgillespie", s.eps, nfe)))
         lat = PathLattice(model, x0, points, "count", s.seed + 1, s.objective, s.coarse_state, ls["weight"],
                           batch_size=s.batch_size, progress=s.progress)
         value = lat.grid_value(counts)
@@ -59,7 +58,7 @@ def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
     else:
         times = [round(float(t), 12) for t in grid]
         n = max(ls["lattice"], 2 * nfe)  # the lattice jys.search=lattice uses for this NFE
-        points = sorted(set(base_lattice(n, times[-1])) | set(times), reverse=True)
+        points = sorted(set(lattice_points(cfg, model.process, "tau", times[-1], nfe)) | set(times), reverse=True)
         lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, ls["weight"],
                           prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n)
         value = lat.grid_value(times)

@@ -160,13 +160,16 @@ def optimize(cfg: DictConfig, model=None) -> Path:
               "evaluations": sum(lv.evaluations for lv in state.levels[:used]), "t_mix": t_mix, "prefix": prefix,
               "format_version": FORMAT_VERSION,
               "wall_time": state.wall_time}
+    return _write_schedule(cfg, model, record, family, points)
+
+
+def _write_schedule(cfg: DictConfig, model, record: dict, family: str, points: list) -> Path:
+    """Add the grid (times; for the count family its counts too) to the record and write the schedule file."""
     if family == "kgillespie":
         record["counts"] = [int(k) for k in points]
-        record["times"] = times_from_counts(points, model.process, length).tolist()
-    else:
-        record["times"] = points
-    record["times"] = check_grid(torch.tensor(record["times"], dtype=torch.float64)).tolist()
-    path = artifact_path(cfg, "schedules", record["label"], nfe, "json")
+        points = times_from_counts(points, model.process, int(cfg.experiment.length)).tolist()
+    record["times"] = check_grid(torch.tensor(points, dtype=torch.float64)).tolist()
+    path = artifact_path(cfg, "schedules", record["label"], int(cfg.nfe), "json")
     if dist.is_main():
         atomic_write_json(path, record)
     dist.barrier()  # no rank reads a state file before rank 0 has written it
@@ -232,17 +235,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
               "process": key["experiment"]["process"], "experiment": cfg.experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
               "model_calls": calls, "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
-    if family == "kgillespie":
-        record["counts"] = [int(k) for k in chosen]
-        record["times"] = times_from_counts(chosen, model.process, int(cfg.experiment.length)).tolist()
-    else:
-        record["times"] = chosen
-    record["times"] = check_grid(torch.tensor(record["times"], dtype=torch.float64)).tolist()
-    path = artifact_path(cfg, "schedules", record["label"], nfe, "json")
-    if dist.is_main():
-        atomic_write_json(path, record)
-    dist.barrier()
-    return path
+    return _write_schedule(cfg, model, record, family, chosen)
 
 
 def _levels_used(state: SearchState, start, nfe: int) -> int:
