@@ -12,7 +12,7 @@ frozen at t1) and λ2 (fine), so by Girsanov
              π = λ/Λ where a jump goes): the divergence of where tokens jump, without that of when they jump.
              Girsanov's integrand splits exactly into these two parts, [Λ2 log(Λ2/Λ1) − Λ2 + Λ1] + Λ2 KL(π2‖π1).
              Under absorbing kernels the "when" part is an artefact of the frozen-rate model: Euler and Tweedie
-             unmask each token with the exact probability of the step (README, "Euler and Tweedie give identical
+             unmask each token with the exact probability of the step (docs/results/count.md, "Euler and Tweedie give identical
              samples"), k-Gillespie with exact counts, so only the "where" part reaches the samples.
 
 the expectation over x_0 from the data and the forward joint (x_{t1}, x_{t2}), with common random
@@ -39,7 +39,7 @@ for tokens that changed between t1 and t2 (x_{t2,l} ≠ x_{t1,l}):
   same value, so destination and displacement pair alike. Where the forward chain churns among data
   states, 'start' counts every stale move as divergence; 'current' counts only what the frozen read gets
   wrong. For an absorbing kernel a changed token is unmasked and has no moves in either path.
-- 'auto' (default): 'start' for absorbing kernels, 'current' for the others; the README's oracle tables
+- 'auto' (default): 'start' for absorbing kernels, 'current' for the others; the oracle tables of docs/results/jys.md
   compare the two.
 0·log 0 = 0; a zero coarse rate against a positive fine one in any other mark is a model error.
 
@@ -186,7 +186,7 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
 
 
 def resolve_coarse_state(coarse_state: str, kernel) -> str:
-    """auto: 'start' for absorbing kernels, 'current' for the others (README, "Where the coarse path reads its rates")."""
+    """auto: 'start' for absorbing kernels, 'current' for the others (docs/results/jys.md, "Where the coarse path reads its rates")."""
     check_coarse_state(coarse_state)
     if coarse_state == "auto":
         return "start" if kernel.mask is not None else "current"

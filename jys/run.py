@@ -27,7 +27,7 @@ SEARCHES = ("auto", "hierarchy", "lattice")  # auto | the published golden-secti
 
 
 def resolve_search(search: str, kernel) -> str:
-    """auto: 'lattice' for absorbing kernels, where J ranks grids as the samples do (README, "The grid objective
+    """auto: 'lattice' for absorbing kernels, where J ranks grids as the samples do (docs/results/jys.md, "The grid objective
     J"); 'hierarchy' for the others, where it does not yet."""
     if search not in SEARCHES:
         raise ValueError(f"unknown jys.search {search!r}; expected one of {SEARCHES}")
@@ -93,7 +93,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
                          f"JYS serves euler, tau_leaping, tweedie and the count-grid samplers {', '.join(COUNT_GRID)}")
     length = int(cfg.experiment.length)
     # Count-grid samplers share k-Gillespie's search over unmasked-token counts (the KLUB of uniformly chosen
-    # positions; see README, "Peers"): one search state serves all three.
+    # positions; see docs/results/peers.md): one search state serves all three.
     family = "kgillespie" if cfg.sampler in COUNT_GRID else "tau"
     if family == "kgillespie" and nfe > length:
         raise ValueError(f"{cfg.sampler} unmasks at least one token per step: nfe={nfe} exceeds length {length}")
