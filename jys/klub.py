@@ -57,8 +57,8 @@ from models.protocol import ModelOutput, concrete_ratios
 from pipeline import dist
 
 F64 = torch.float64
-OBJECTIVES = ("auto", "girsanov", "reference", "destination")
-COARSE_STATES = ("auto", "start", "current")
+OBJECTIVES = ("auto", "girsanov", "reference", "destination", "reverse")
+COARSE_STATES = ("auto", "start", "current", "denoiser")
 CHUNK_BYTES = 64 * 2**20  # float64 work per chunk of positions
 
 
@@ -118,6 +118,18 @@ def _current_state_rates(process, ratio1: torch.Tensor, x1: torch.Tensor, x2: to
     return rates.scatter(-1, x2.unsqueeze(-1), 0.0)
 
 
+def _denoiser_rates(process, ratio1: torch.Tensor, x2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    """The rates at (x_{t2,l}, t2) of the frozen-denoiser process: each token moves alone under the exact reverse
+    dynamics of its marginal at t1 (the coarse read, other tokens frozen at x_{t1}), carried to t2 by the kernel,
+    m_{t2} ∝ expm(−(σ̄(t1) − σ̄(t2))Q)ᵀ r1 (the Tweedie step's numerator). Its path is the Tweedie sampler's, so the
+    Girsanov integrand against it counts only the change of context, never a mistimed rate. [b, l, S]"""
+    m = process.kernel.staggered(ratio1, process.sigma(t1) - process.sigma(t2)).clamp_min(0.0)
+    m_z = m.gather(-1, x2.unsqueeze(-1))
+    ratio = torch.where(m_z > 0, m / torch.where(m_z > 0, m_z, 1.0), 0.0)
+    rates = process.sigma_rate(t2).reshape(-1, 1, 1) * process.kernel.rate_cols(x2) * ratio
+    return rates.scatter(-1, x2.unsqueeze(-1), 0.0)
+
+
 def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse_state: str) -> torch.Tensor:
     """Σ over the chunk's positions and marks of the integrand, per sequence. [b] float64"""
     kernel = process.kernel
@@ -126,15 +138,26 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse
     R2 = process.sigma_rate(t2).reshape(-1, 1, 1) * kernel.rate_cols(x2) * ratio2
     R2 = R2.scatter(-1, x2.unsqueeze(-1), 0.0)
     changed = (x1 != x2).unsqueeze(-1)  # [b, l, 1]
-    if kernel.mask is None and not kernel.ordinal:
+    if coarse_state == "denoiser":
+        R1 = _denoiser_rates(process, ratio1, x2, t1, t2)
+    elif kernel.mask is None and not kernel.ordinal:
         R1 = torch.where(changed, R1.scatter(-1, x2.unsqueeze(-1), 0.0), R1)  # no-op marks have no intensity
-    lam1, lam2 = _marks(R1, x1, kernel.ordinal), _marks(R2, x2, kernel.ordinal)
-    if (coarse_state == "current" or kernel.mask is None) and changed.any():
+    lam1, lam2 = _marks(R1, x2 if coarse_state == "denoiser" else x1, kernel.ordinal), _marks(R2, x2, kernel.ordinal)
+    if coarse_state != "denoiser" and (coarse_state == "current" or kernel.mask is None) and changed.any():
         fill = _marks(_current_state_rates(process, ratio1, x1, x2, t1), x2, kernel.ordinal)
         lam1 = torch.where(changed if coarse_state == "current" else changed & (lam1 <= 0) & (lam2 > 0), fill, lam1)
     if objective == "destination":  # the coarse marks with the fine total rate of each position
         tot1, tot2 = lam1.sum(-1, keepdim=True), lam2.sum(-1, keepdim=True)
         lam1 = torch.where(tot1 > 0, lam1 * (tot2 / torch.where(tot1 > 0, tot1, 1.0)), lam1)
+    if objective == "reverse":  # KL(coarse ‖ fine): the sampler's path against the process's
+        bad = (lam1 > 0) & ~(lam2 > 0)
+        if bad.any():
+            raise ValueError(f"the model gives {int(bad.sum())} reverse rates that are positive at t1={float(t1.max()):.4g} "
+                             f"but 0 at t2={float(t2.max()):.4g}: the reverse objective needs positive fine rates")
+        pos = lam1 > 0
+        log_term = torch.where(pos, lam1 * (torch.log(torch.where(pos, lam1, 1.0)) - torch.log(torch.where(pos, lam2, 1.0))),
+                               0.0)
+        return (log_term - lam1 + lam2).sum((1, 2))
     bad = (lam2 > 0) & ~(lam1 > 0)
     if bad.any():
         b, l, _ = torch.nonzero(bad)[0].tolist()
@@ -182,6 +205,58 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
         r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[:, sl]), x2c, t2, process)
         out += _chunk_terms(process, coarse.log_ratio[:, sl].to(F64).exp(), x1c, t1, r2, x2c, t2, objective,
                             coarse_state)
+    return out
+
+
+STEP_RULES = ("none", "euler", "tau_leaping", "tau_leaping_last", "tweedie")
+
+
+def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor, s: torch.Tensor, rule: str):
+    """(q, P) per position [b, l, S]: the sampler's one-step law from (x_{t1}, t1) to s, and the exact one-step
+    marginal given x_{t1} (the Tweedie step's law, normalized)."""
+    kernel = process.kernel
+    dsig = process.sigma(t1) - process.sigma(s)
+    P = (kernel.staggered(ratio1, dsig) * kernel.transition_cols(x1, dsig)).clamp_min(0.0)
+    P = P / P.sum(-1, keepdim=True)
+    h = (t1 - s).reshape(-1, 1, 1)
+    R = (process.sigma_rate(t1).reshape(-1, 1, 1) * kernel.rate_cols(x1) * ratio1).scatter(-1, x1.unsqueeze(-1), 0.0)
+    lam = h * R
+    total = lam.sum(-1, keepdim=True)
+    if rule == "euler":  # stay takes the rest, clipped at 0; the draw normalizes
+        q = lam.scatter(-1, x1.unsqueeze(-1), (1 - total).clamp_min(0.0))
+    elif rule in ("tau_leaping", "tau_leaping_last"):  # N ~ Poisson(Λ) jumps to a destination ∝ λ
+        pi = torch.where(total > 0, lam / torch.where(total > 0, total, 1.0), 0.0)
+        move = total * torch.exp(-total) if rule == "tau_leaping" else -torch.expm1(-total)  # reject: N = 1 only
+        q = (move * pi).scatter(-1, x1.unsqueeze(-1), 1 - move)
+    else:
+        q = P
+    return q / q.sum(-1, keepdim=True), P
+
+
+def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int = 0) -> torch.Tensor:
+    """Σ_{l >= first} KL(q_l ‖ P_l) per sequence for the step t1 → s: how far the sampler's one-step law of each
+    token lies from the exact one (given x_{t1}). With the frozen-denoiser path KL (coarse_state='denoiser'), which
+    bounds the part every factorized step shares (the tokens' dependence), it makes the step's divergence:
+    KL(p(x_s | x_t) ‖ Π_l q_l) = KL(p ‖ Π_l P_l) + Σ_l KL(P_l ‖ q_l) exactly (here in the sampler's direction,
+    finite where Euler's clipped step stays nowhere). 0 for 'tweedie' and 'none'. [M] float64"""
+    if rule not in STEP_RULES:
+        raise ValueError(f"unknown step rule {rule!r}; expected one of {STEP_RULES}")
+    M, L = coarse.x.shape
+    out = torch.zeros(M, dtype=F64)
+    if rule in ("none", "tweedie"):
+        return out
+    if process.kernel.ordinal:
+        raise ValueError("the step rule term needs a categorical kernel (absorbing or uniform); ordinal kernels have "
+                         "no Tweedie step here")
+    S = process.num_states
+    t1 = coarse.t.to(F64)
+    s = torch.as_tensor(s, dtype=F64).expand(M)
+    step = max(1, CHUNK_BYTES // (M * S * 8 * 4))
+    for i in range(first, L, step):
+        sl = slice(i, i + step)
+        q, P = _step_law(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.x[:, sl], t1, s, rule)
+        pos = q > 0
+        out += torch.where(pos, q * (torch.log(torch.where(pos, q, 1.0)) - torch.log(P.clamp_min(1e-300))), 0.0).sum((1, 2))
     return out
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from jys.klub import Coarse, coarse_read, klub_terms
+from jys.klub import Coarse, coarse_read, klub_terms, step_terms
 from models.protocol import ModelOutput
 
 F64 = torch.float64
@@ -103,7 +103,7 @@ class PathLattice:
 
     def __init__(self, model, x0: torch.Tensor, points: list[float], family: str, seed: int, objective: str,
                  coarse_state: str = "auto", weight: str = "none", prefix: int = 0, batch_size: int = 512,
-                 progress: bool = False, base_points: int = 32, read_cache: dict | None = None):
+                 progress: bool = False, base_points: int = 32, read_cache: dict | None = None, rule: str = "none"):
         check_weight(weight)
         if family not in ("tau", "count"):
             raise ValueError(f"unknown search family {family!r}; expected 'tau' or 'count'")
@@ -123,6 +123,7 @@ class PathLattice:
         self.reads: dict[int, Coarse] = {}
         self.shared = read_cache  # reads by point, shared with other lattices on the same x_0 (used when the state matches)
         self.pairs: dict[tuple[int, int], torch.Tensor] = {}
+        self.rule, self.rules = rule, {}  # the sampler's one-step term of each step (jys.klub.step_terms)
         self.calls = 0
 
     def _states(self, x0: torch.Tensor, g: torch.Generator):
@@ -215,6 +216,14 @@ class PathLattice:
                                             fine.t, self.objective, self.coarse_state, first=self.prefix)
         return self.pairs[(p, q)]
 
+    def step_rule(self, p: int, r: int) -> torch.Tensor:
+        """w(t_r) · Σ_l KL(q_l ‖ P_l) per sequence: the sampler's own error of the step p → r, landing at t_r. [M]"""
+        if self.rule == "none":
+            return torch.zeros(self.x.shape[1], dtype=F64)
+        if (p, r) not in self.rules:
+            self.rules[(p, r)] = self.w[r] * step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix)
+        return self.rules[(p, r)]
+
     def interval(self, p: int, r: int) -> torch.Tensor:
         """D per sequence of the step from point p to point r > p (trapezoid over the points between). [M]"""
         if not 0 <= p < r < len(self.points):
@@ -225,7 +234,7 @@ class PathLattice:
             cur = self.w[q] * self.pair(p, q)
             total += (self.t[q - 1] - self.t[q]).abs() * (prev + cur) / 2
             prev = cur
-        return total
+        return total + self.step_rule(p, r)
 
     def grid_value(self, grid: list[float]) -> GridValue:
         """J of a grid whose points all lie on the lattice, with its standard error over the sequences."""
@@ -254,7 +263,7 @@ class PathLattice:
                 q, q0 = idx[b], idx[b - 1]
                 cur = (self.w[q] * self.pair(p, q) + self.w[q0] * self.pair(p, q0)) / 2
                 acc = acc + ((self.t[q0] - self.t[q]).abs() * cur).mean()
-                D[a, b] = acc
+                D[a, b] = acc + self.step_rule(p, q).mean()
                 bar.update(1)
             self.reads.pop(p, None)  # later pairs never read p as coarse, nor as fine (fine follows coarse)
         bar.close()

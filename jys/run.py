@@ -191,6 +191,19 @@ def lattice_points(cfg: DictConfig, process, family: str, eps: float, nfe: int) 
     return base_lattice(n, eps)
 
 
+def step_rule(cfg: DictConfig) -> str:
+    """jys.rule: 'sampler' gives J the one-step term of the sampler the schedule is for (jys.klub.step_terms),
+    'none' leaves it out. Count-grid samplers time their steps exactly: none."""
+    rule = str(cfg.jys.get("rule", "none"))
+    if rule not in ("none", "sampler"):
+        raise ValueError(f"unknown jys.rule {rule!r}; expected 'none' or 'sampler'")
+    if rule == "none" or cfg.sampler not in ("euler", "tau_leaping", "tweedie"):
+        return "none"
+    if cfg.sampler == "tau_leaping":
+        return "tau_leaping_last" if str(cfg.get("multi_jump", "reject")) == "last" else "tau_leaping"
+    return str(cfg.sampler)
+
+
 def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, prefix: int, label: str) -> Path:
     """jys.search=lattice: the grid of `nfe` steps that minimizes J (jys.lattice, weight jys.weight) exactly over
     the lattice's points, by dynamic programming. The table of D over all pairs of points is cached and serves
@@ -206,6 +219,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
            "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
                           if k not in ("metrics", "models")},
            "objective": s.objective, "coarse_state": s.coarse_state, "seed": s.seed, "weight": weight,
+           **({"rule": step_rule(cfg)} if step_rule(cfg) != "none" else {}),
            "lattice_samples": M, "points": points, "data": data_identity(cfg), "format_version": FORMAT_VERSION,
            **({"max_span": span} if span else {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -220,7 +234,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
         x0 = checked_data_fn(cfg, model.process)(M, torch.Generator().manual_seed(s.seed))
         lat = PathLattice(model, x0, points, "count" if family == "kgillespie" else "tau", s.seed + 1, s.objective,
                           s.coarse_state, weight, prefix=prefix, batch_size=s.batch_size, progress=s.progress,
-                          base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe))
+                          base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe), rule=step_rule(cfg))
         D = lat.table(max_span=span)
         calls, wall = lat.calls, time.time() - t0
         if dist.is_main():

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jys.lattice import PathLattice  # noqa: E402
-from jys.run import lattice_points, optimize, settings_from  # noqa: E402
+from jys.run import lattice_points, optimize, settings_from, step_rule  # noqa: E402
 from metrics.music import hellinger_to, mean_and_se  # noqa: E402
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap  # noqa: E402
 from pipeline.build import build_model, condition_prefix, condition_prefixes, sample_data, setup_torch  # noqa: E402
@@ -128,7 +128,8 @@ def main() -> None:
         base_points = lattice_base(steps)
         order = sorted(set(points) | set(base_points), reverse=family == "tau")
         return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
-                           batch_size=s.batch_size, base_points=max(a.lattice, 2 * steps), read_cache=reads)
+                           batch_size=s.batch_size, base_points=max(a.lattice, 2 * steps), read_cache=reads,
+                           rule=step_rule(cfg))
 
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
 

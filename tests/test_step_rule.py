@@ -1,0 +1,103 @@
+"""The sampler-aware parts of J: the frozen-denoiser coarse path and the one-step term (jys.klub)."""
+import itertools
+
+import pytest
+import torch
+
+from jys.klub import Coarse, _step_law, klub_terms, step_terms
+from jys.lattice import PathLattice
+from models.chains import MarkovChain
+from models.oracle import OracleModel
+from models.process import make_process
+from samplers.steps import euler_step, tau_leaping_step
+
+F64 = torch.float64
+CHAIN = MarkovChain(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([[0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.7, 0.2, 0.1]]))
+
+
+def _oracle(kernel: str, noise: str = "loglinear") -> OracleModel:
+    process = make_process({"noise": {"name": noise}, "kernel": {"name": kernel, "num_states": 3}})
+    return OracleModel(CHAIN, process, floor=1e-3)
+
+
+def _read(model, x: torch.Tensor, t: float) -> Coarse:
+    tb = torch.full((x.shape[0],), t, dtype=F64)
+    from models.protocol import concrete_ratios
+    return Coarse(x, tb, concrete_ratios(model(x, tb), x, tb, model.process).log().float())
+
+
+def test_exact_step_marginal_against_enumeration():
+    """P_l of _step_law is p(x_s,l | x_t) of the chain the oracle is exact for, by enumerating every x_0."""
+    model = _oracle("uniform")
+    proc, chain = model.process, CHAIN.mixed(1e-3)
+    x = torch.tensor([[2, 0, 1]])
+    t, s = 0.7, 0.3
+    c = _read(model, x, t)
+    _, P = _step_law(proc, c.log_ratio.to(F64).exp(), x, c.t, torch.tensor([s], dtype=F64), "euler")
+    sig_t, sig_s = (float(proc.sigma(torch.tensor(v, dtype=F64))) for v in (t, s))
+    Pt, Ps, Pd = (proc.kernel.transition(torch.tensor([v], dtype=F64))[0] for v in (sig_t, sig_s, sig_t - sig_s))
+    want = torch.zeros(3, 3, dtype=F64)
+    for seq in itertools.product(range(3), repeat=3):
+        x0 = torch.tensor([seq])
+        w = float(chain.log_prob(x0).exp()) * float(torch.prod(Pt[x0[0], x[0]]))
+        for l in range(3):
+            want[l] += w * Ps[seq[l]] * Pd[:, x[0, l]] / Pt[seq[l], x[0, l]]
+    want /= want.sum(-1, keepdim=True)
+    assert torch.allclose(P[0], want, atol=1e-9)
+
+
+@pytest.mark.parametrize("rule,multi_jump", [("euler", None), ("tau_leaping", "reject"), ("tau_leaping_last", "last")])
+def test_step_law_is_the_samplers_own(rule, multi_jump):
+    """q of _step_law against the frequencies of the sampler's step itself (20000 draws of one sequence)."""
+    model = _oracle("uniform")
+    x = torch.tensor([[2, 0, 1]]).expand(20000, 3).contiguous()
+    t, s = 0.6, 0.35
+    c = _read(model, x[:1], t)
+    q, _ = _step_law(model.process, c.log_ratio.to(F64).exp(), x[:1], c.t, torch.tensor([s], dtype=F64), rule)
+    g = torch.Generator().manual_seed(0)
+    y = euler_step(model, x, t, s, g) if rule == "euler" else tau_leaping_step(model, x, t, s, g, multi_jump)
+    freq = torch.nn.functional.one_hot(y, 3).to(F64).mean(0)  # [L, S]
+    assert torch.allclose(freq, q[0], atol=0.015)
+    assert q[0, 0, 2] < 0.999  # the step moves tokens, so the test can fail
+
+
+def test_step_terms_vanish_where_the_sampler_is_exact_and_grow_with_the_step():
+    """Euler's step of an absorbing kernel under loglinear noise is Tweedie's (its term is ~0); under the uniform
+    kernel Euler's term is positive and larger for a longer step; 'tweedie' is 0 by definition."""
+    x0 = CHAIN.sample(16, 6, torch.Generator().manual_seed(1))
+    ab = _oracle("absorbing")
+    xt = ab.process.sample(x0, torch.full((16,), 0.8, dtype=F64), torch.Generator().manual_seed(2))
+    assert step_terms(ab.process, _read(ab, xt, 0.8), torch.tensor(0.3), "euler").abs().max() < 1e-8
+    un = _oracle("uniform")
+    xt = un.process.sample(x0, torch.full((16,), 0.8, dtype=F64), torch.Generator().manual_seed(2))
+    c = _read(un, xt, 0.8)
+    short, long = (step_terms(un.process, c, torch.tensor(s), "euler") for s in (0.7, 0.2))
+    assert (short > 0).all() and (long > short).all()
+    assert (step_terms(un.process, c, torch.tensor(0.2), "tweedie") == 0).all()
+    with pytest.raises(ValueError, match="step rule"):
+        step_terms(un.process, c, torch.tensor(0.2), "heun")
+
+
+def test_denoiser_coarse_path_on_absorbing_kernels_is_the_destination_objective():
+    """Under an absorbing kernel the frozen denoiser carried to t2 has the exact total rate of a masked token, so
+    Girsanov against it is Λ2·KL(π2 ‖ π1): the destination objective (both with exact oracle rates)."""
+    model = _oracle("absorbing", "geometric")
+    x0 = CHAIN.sample(32, 5, torch.Generator().manual_seed(3))
+    lat = PathLattice(model, x0, [0.9, 0.5], "tau", seed=4, objective="destination")
+    c, fine = lat.read(0), lat.read(1)
+    from models.protocol import ModelOutput
+    out = ModelOutput("score", fine.log_ratio)
+    den = klub_terms(model.process, c, out, fine.x, fine.t, "girsanov", "denoiser")
+    dest = klub_terms(model.process, c, out, fine.x, fine.t, "destination", "start")
+    assert float(dest.abs().max()) > 1e-3
+    assert torch.allclose(den, dest, rtol=1e-4, atol=1e-9)
+
+
+def test_denoiser_coarse_path_of_a_lone_token_is_exact():
+    """With one token there is no context to freeze: the frozen-denoiser path is the process, the integrand 0."""
+    model = _oracle("uniform")
+    x0 = CHAIN.sample(64, 1, torch.Generator().manual_seed(5))
+    lat = PathLattice(model, x0, [1.0, 0.6, 0.2], "tau", seed=6, objective="girsanov", coarse_state="denoiser")
+    assert lat.pair(0, 2).abs().max() < 1e-4
+    cur = PathLattice(model, x0, [1.0, 0.6, 0.2], "tau", seed=6, objective="girsanov", coarse_state="current")
+    assert cur.pair(0, 2).mean() > 1e-2  # the frozen-time path mistimes even a lone token
