@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from jys.klub import resolve_objective
 from jys.lattice import PathLattice
-from jys.run import checked_data_fn, lattice_points, settings_from
+from jys.run import checked_data_fn, lattice_points, settings_from, step_rule
 from pipeline import dist
 from pipeline.build import build_model, condition_prefix
 from pipeline.io import atomic_write_json
@@ -60,13 +60,14 @@ def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
         n = max(ls["lattice"], 2 * nfe)  # the lattice jys.search=lattice uses for this NFE
         points = sorted(set(lattice_points(cfg, model.process, "tau", times[-1], nfe)) | set(times), reverse=True)
         lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, ls["weight"],
-                          prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n)
+                          prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n,
+                          rule=step_rule(cfg, model.process.kernel))
         value = lat.grid_value(times)
         scored = {}
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
     record = {"label": label, "times": grid.tolist(), **scored, "nfe": nfe, "sampler": cfg.sampler,
               "experiment": cfg.experiment.name, "model": identity, "objective": s.objective,
-              "coarse_state": s.coarse_state, **ls, "seed": s.seed, "prefix": prefix,
+              "coarse_state": s.coarse_state, "rule": step_rule(cfg, model.process.kernel), **ls, "seed": s.seed, "prefix": prefix,
               "J": value.value, "J_se": value.se, "interval_terms": value.terms, "lattice_points": len(points),
               "model_calls": lat.calls, "format_version": FORMAT_VERSION}
     path = artifact_path(cfg, "schedules/evaluations", label, nfe, "json")

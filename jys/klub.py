@@ -139,7 +139,10 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse
     R2 = R2.scatter(-1, x2.unsqueeze(-1), 0.0)
     changed = (x1 != x2).unsqueeze(-1)  # [b, l, 1]
     if coarse_state == "denoiser":
+        # Where the carried denoiser is not positive (ratios that are no marginal of the kernel: a trained model's
+        # error; never the oracle's), the mark reads the coarse rate from the current value, as 'current' does.
         R1 = _denoiser_rates(process, ratio1, x2, t1, t2)
+        R1 = torch.where(R1 > 0, R1, _current_state_rates(process, ratio1, x1, x2, t1))
     elif kernel.mask is None and not kernel.ordinal:
         R1 = torch.where(changed, R1.scatter(-1, x2.unsqueeze(-1), 0.0), R1)  # no-op marks have no intensity
     lam1, lam2 = _marks(R1, x2 if coarse_state == "denoiser" else x1, kernel.ordinal), _marks(R2, x2, kernel.ordinal)
@@ -261,10 +264,12 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
 
 
 def resolve_coarse_state(coarse_state: str, kernel) -> str:
-    """auto: 'start' for absorbing kernels, 'current' for the others (docs/results/jys.md, "Where the coarse path reads its rates")."""
+    """auto: 'start' for absorbing kernels (where 'denoiser' gives the same rates to a masked token),
+    'denoiser' for uniform ones, 'current' for ordinal ones (no Tweedie step to carry the denoiser with)
+    (docs/results/jys.md, "Where the coarse path reads its rates" and "The grid objective J")."""
     check_coarse_state(coarse_state)
     if coarse_state == "auto":
-        return "start" if kernel.mask is not None else "current"
+        return "start" if kernel.mask is not None else "current" if kernel.ordinal else "denoiser"
     return coarse_state
 
 

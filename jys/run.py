@@ -27,12 +27,13 @@ SEARCHES = ("auto", "hierarchy", "lattice")  # auto | the published golden-secti
 
 
 def resolve_search(search: str, kernel) -> str:
-    """auto: 'lattice' for absorbing kernels, where J ranks grids as the samples do (docs/results/jys.md, "The grid objective
-    J"); 'hierarchy' for the others, where it does not yet."""
+    """auto: 'lattice' for categorical kernels (absorbing, uniform), where J ranks grids as the samples do
+    (docs/results/jys.md, "The grid objective J"); 'hierarchy' for ordinal kernels, whose J has no frozen-denoiser
+    path or step term yet (no Tweedie step)."""
     if search not in SEARCHES:
         raise ValueError(f"unknown jys.search {search!r}; expected one of {SEARCHES}")
     if search == "auto":
-        return "lattice" if kernel.mask is not None else "hierarchy"
+        return "hierarchy" if kernel.ordinal else "lattice"
     return search
 
 
@@ -191,12 +192,16 @@ def lattice_points(cfg: DictConfig, process, family: str, eps: float, nfe: int) 
     return base_lattice(n, eps)
 
 
-def step_rule(cfg: DictConfig) -> str:
+def step_rule(cfg: DictConfig, kernel) -> str:
     """jys.rule: 'sampler' gives J the one-step term of the sampler the schedule is for (jys.klub.step_terms),
-    'none' leaves it out. Count-grid samplers time their steps exactly: none."""
-    rule = str(cfg.jys.get("rule", "none"))
-    if rule not in ("none", "sampler"):
-        raise ValueError(f"unknown jys.rule {rule!r}; expected 'none' or 'sampler'")
+    'none' leaves it out; 'auto': the sampler's for uniform kernels, none for absorbing ones (Euler and Tweedie
+    unmask each token with the step's exact law there; tested) and ordinal ones (no Tweedie step). Count-grid
+    samplers time their steps exactly: none."""
+    rule = str(cfg.jys.get("rule", "auto"))
+    if rule not in ("auto", "none", "sampler"):
+        raise ValueError(f"unknown jys.rule {rule!r}; expected 'auto', 'none' or 'sampler'")
+    if rule == "auto":
+        rule = "none" if kernel.mask is not None or kernel.ordinal else "sampler"
     if rule == "none" or cfg.sampler not in ("euler", "tau_leaping", "tweedie"):
         return "none"
     if cfg.sampler == "tau_leaping":
@@ -219,7 +224,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
            "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
                           if k not in ("metrics", "models")},
            "objective": s.objective, "coarse_state": s.coarse_state, "seed": s.seed, "weight": weight,
-           **({"rule": step_rule(cfg)} if step_rule(cfg) != "none" else {}),
+           **({"rule": step_rule(cfg, model.process.kernel)} if step_rule(cfg, model.process.kernel) != "none" else {}),
            "lattice_samples": M, "points": points, "data": data_identity(cfg), "format_version": FORMAT_VERSION,
            **({"max_span": span} if span else {})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -234,7 +239,8 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
         x0 = checked_data_fn(cfg, model.process)(M, torch.Generator().manual_seed(s.seed))
         lat = PathLattice(model, x0, points, "count" if family == "kgillespie" else "tau", s.seed + 1, s.objective,
                           s.coarse_state, weight, prefix=prefix, batch_size=s.batch_size, progress=s.progress,
-                          base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe), rule=step_rule(cfg))
+                          base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe),
+                          rule=step_rule(cfg, model.process.kernel))
         D = lat.table(max_span=span)
         calls, wall = lat.calls, time.time() - t0
         if dist.is_main():

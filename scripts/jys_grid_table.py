@@ -129,7 +129,7 @@ def main() -> None:
         order = sorted(set(points) | set(base_points), reverse=family == "tau")
         return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
                            batch_size=s.batch_size, base_points=max(a.lattice, 2 * steps), read_cache=reads,
-                           rule=step_rule(cfg))
+                           rule=step_rule(cfg, model.process.kernel))
 
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
 

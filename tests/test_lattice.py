@@ -122,7 +122,7 @@ def test_survival_gaussian_against_bayes_by_loops():
                     den += p_y[y] * p_y[z]
         assert float(survival(proc, torch.tensor([t], dtype=F64), pi0)[0]) == pytest.approx(float(num / den), rel=1e-9)
     w = survival(proc, torch.tensor([0.05, 0.2, 0.6, 1.0]), pi0)
-    assert (w[:-1] >= w[1:]).all() and float(w[0]) > 0.1 and float(w[-1]) < 1e-3  # falls as the kernel mixes
+    assert (w[:-1] >= w[1:] - 1e-15).all() and float(w[0]) > 0.1 and float(w[-1]) < 1e-3  # falls as the kernel mixes
 
 
 def test_bad_input():

@@ -98,10 +98,10 @@ def test_klub_sums_the_generated_positions_only():
     x1[:, :2], x2[:, :2] = x0[:, :2], x0[:, :2]
     coarse = coarse_read(oracle, x1, t1, 64)
     fine = oracle(x2, t2)
-    with_prefix = klub_terms(proc, coarse, fine, x2, t2, "girsanov", first=2)
+    with_prefix = klub_terms(proc, coarse, fine, x2, t2, "girsanov", "current", first=2)
     cut = klub_terms(proc, Coarse(x1[:, 2:], t1, coarse.log_ratio[:, 2:]),
-                     ModelOutput(fine.kind, fine.values[:, 2:]), x2[:, 2:], t2, "girsanov")
-    whole = klub_terms(proc, coarse, fine, x2, t2, "girsanov")
+                     ModelOutput(fine.kind, fine.values[:, 2:]), x2[:, 2:], t2, "girsanov", "current")
+    whole = klub_terms(proc, coarse, fine, x2, t2, "girsanov", "current")
     assert torch.allclose(with_prefix, cut, rtol=1e-12) and not torch.allclose(with_prefix, whole)
 
 
