@@ -4,11 +4,13 @@ STAMP := .venv/.installed
 
 .PHONY: setup test demo demo-oracle figures bench clean
 
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	# the project itself, editable: scripts and notebooks import its packages with no sys.path edits
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "Editable installation\|^ *[!*]\|^ *$$\|precedence\|folders in your\|WheelFile" || true
 	touch $(STAMP)
 
 setup: $(STAMP)

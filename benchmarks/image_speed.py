@@ -29,7 +29,6 @@ def timed(fn, repeats: int) -> float:
 
 
 def measure(kind: str) -> dict:
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from models.kernels import GaussianTarget

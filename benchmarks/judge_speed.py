@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from metrics.text import load_judge, token_nll  # noqa: E402
+from metrics.text import load_judge, token_nll
 
 
 def main():

@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(kind: str, kernel: str, states: int, length: int, batch: int) -> dict:
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from jys.klub import coarse_read, klub_terms

@@ -6,14 +6,12 @@ Prints seconds per call (median of --reps) and tokens per second.
 """
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.loaders import load_sedd  # noqa: E402
+from models.loaders import load_sedd
 
 ROOT = Path(__file__).resolve().parents[1]
 

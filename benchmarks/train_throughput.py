@@ -8,7 +8,6 @@ text: the Shakespeare DiT (configs/training/text.yaml, S = 4096 + MASK, L = 128)
 (the cost of a step does not depend on which tokens they are).
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -16,13 +15,12 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from models.chains import countdown_chain  # noqa: E402
-from models.kernels import Absorbing  # noqa: E402
-from models.noise import LogLinear  # noqa: E402
-from models.process import ForwardProcess  # noqa: E402
-from models.sedd import SEDD, SEDDConfig  # noqa: E402
-from train.losses import score_entropy  # noqa: E402
+from models.chains import countdown_chain
+from models.kernels import Absorbing
+from models.noise import LogLinear
+from models.process import ForwardProcess
+from models.sedd import SEDD, SEDDConfig
+from train.losses import score_entropy
 
 
 def setup(name: str, batch: int, g: torch.Generator):

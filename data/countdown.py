@@ -13,7 +13,7 @@ import torch
 
 from data import take_rows
 from models.chains import countdown_chain
-from pipeline.io import atomic_write_bytes
+from common.io import atomic_write_bytes
 
 SPLITS = ("train", "valid")
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from data import take_rows
-from pipeline.io import atomic_write_bytes
+from common.io import atomic_write_bytes
 
 SPLITS = ("train", "valid")
 LEVELS = 17  # sklearn's digits: 4 × 4 blocks of a 32 × 32 bitmap, counted: 0..16

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from data import take_rows
-from pipeline.io import atomic_write_bytes
+from common.io import atomic_write_bytes
 
 SPLITS = ("train", "valid")
 REST = 128

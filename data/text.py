@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.io import atomic_write_bytes, file_sha256
+from common.io import atomic_write_bytes, file_sha256
 
 SPLITS = ("train", "valid")
 

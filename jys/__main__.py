@@ -1,6 +1,6 @@
 """python -m jys experiment=count model=oracle sampler=euler nfe=16 [jys.objective=reference jys.num_samples=256 ...]
 python -m jys evaluate experiment=count model=oracle sampler=euler schedule=uniform nfe=16: the grid objective J of
-any schedule (jys.evaluate), written beside the schedules.
+any schedule (pipeline.evaluate), written beside the schedules.
 
 Several processes: torchrun --nproc_per_node=P -m jys ... (the same schedule; rank 0 writes it)."""
 import json
@@ -9,9 +9,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from jys.evaluate import evaluate_schedule
-from jys.run import optimize
-from pipeline import dist
+from pipeline.evaluate import evaluate_schedule
+from pipeline.search import optimize
+from common import dist
 from pipeline.build import setup_torch
 
 

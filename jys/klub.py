@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import torch
 
 from models.protocol import ModelOutput, concrete_ratios
-from pipeline import dist
+from common import dist
 
 F64 = torch.float64
 OBJECTIVES = ("auto", "girsanov", "reference", "destination", "reverse")

@@ -8,7 +8,7 @@ grid of NFE 2^j plus the r candidates of level j + 1 with the largest KLUB. So o
 every NFE, and levels are cached in a state file after each one: a rerun continues from there.
 
 Under torchrun every rank runs the same search; the model calls of each KLUB evaluation are split by batch
-over the ranks and their per-sample sums added (pipeline.dist), so every rank takes the same golden-section
+over the ranks and their per-sample sums added (common.dist), so every rank takes the same golden-section
 decisions, and they are those of one process.
 
 Cost: per interval, one batched model call at x_{t1} (R1 is reused by every evaluation), then one
@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from jys.klub import Coarse, coarse_read, draw_pair, klub_terms
-from pipeline import dist
+from common import dist
 from samplers.schedules import first_count
 
 F64 = torch.float64

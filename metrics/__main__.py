@@ -7,40 +7,42 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from metrics.registry import evaluate
-from pipeline.build import build_model, model_identity
-from pipeline.io import atomic_write_json
-from pipeline.runs import FORMAT_VERSION, artifact_path, confidence, multi_jump, resolve_schedule
+from pipeline.metrics import evaluate
+from pipeline.build import build_model
+from common.io import atomic_write_json
+from pipeline.runs import (FORMAT_VERSION, artifact_path, confidence, key_differences, multi_jump, resolve_schedule,
+                           samples_key)
 from samplers.loop import calls_per_sequence
 
 __all__ = ["evaluate", "main", "samples_provenance"]
 
 
-def samples_provenance(cfg: DictConfig, path) -> dict:
-    """The samples file's model identity, data identity and key hash, checked against the model that
-    the config names now: samples of other weights, another chain or an older FORMAT_VERSION are refused."""
+def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor) -> dict:
+    """The samples file's model identity, data identity and key hash, with its stored key checked against the key
+    `python -m samplers` would write for this config now: samples of other settings, other weights, another chain
+    or an older FORMAT_VERSION are refused, naming what differs."""
     with np.load(path) as f:
         if "model_identity" not in f.files or int(f.get("format_version", -1)) != FORMAT_VERSION:
             raise ValueError(f"samples at {path} predate format version {FORMAT_VERSION} (no model identity); "
                              "remake them with `python -m samplers` and the same overrides")
-        made_by = json.loads(str(f["model_identity"]))
-        data = json.loads(str(f["data_identity"]))
+        stored = json.loads(str(f["config"]))
         key_sha = hashlib.sha256(str(f["config"]).encode()).hexdigest()[:16]
-    now = model_identity(build_model(cfg))
-    if made_by != now:
-        raise ValueError(f"samples at {path} were made by model {made_by}, but model {cfg.model.name!r} is now {now}; "
-                         "remake them with `python -m samplers` and the same overrides")
-    return {"model_identity": made_by, "data_identity": data, "format_version": FORMAT_VERSION,
-            "samples_key_sha256": key_sha}
+    now = samples_key(cfg, grid, build_model(cfg))
+    if stored != now:
+        raise ValueError(f"samples at {path} were made with other settings than this config's: "
+                         + "; ".join(key_differences(stored, now))
+                         + ". Remake them with `python -m samplers` and the same overrides")
+    return {"model_identity": now["model_identity"], "data_identity": now["data_identity"],
+            "format_version": FORMAT_VERSION, "samples_key_sha256": key_sha}
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    label, _, nfe, _ = resolve_schedule(cfg)
+    label, grid, nfe, _ = resolve_schedule(cfg)
     path = artifact_path(cfg, "samples", label, nfe, "npz")
     if not path.is_file():
         raise FileNotFoundError(f"no samples at {path}; make them with `python -m samplers` and the same overrides")
-    provenance = samples_provenance(cfg, path)
+    provenance = samples_provenance(cfg, path, grid)
     with np.load(path) as f:
         samples = torch.from_numpy(f["samples"].astype(np.int64))
         seed, calls = int(f["seed"]), float(f["model_calls"])

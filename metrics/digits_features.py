@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from pipeline.io import atomic_write_bytes, atomic_write_json
+from common.io import atomic_write_bytes, atomic_write_json
 
 LEVELS = 17
 FEATURES = 64

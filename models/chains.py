@@ -1,6 +1,7 @@
 """First-order Markov chains over S0 tokens: the data law of every oracle experiment."""
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,10 @@ class MarkovChain:
     @property
     def num_states(self) -> int:
         return self.initial.shape[0]
+
+    def sha256(self) -> str:
+        """The chain's identity in cache keys and model identities: the hash of its float64 arrays' bytes."""
+        return hashlib.sha256(self.initial.numpy().tobytes() + self.transition.numpy().tobytes()).hexdigest()
 
     def mixed(self, floor: float) -> "MarkovChain":
         """(1 − floor)·chain + floor·uniform: every sequence gets positive probability."""
@@ -193,10 +198,7 @@ def smooth_chain(num_states: int = 17, persistence: float = 0.8, spread: float =
 CHAIN_PRESETS = {"countdown": countdown_chain, "smooth": smooth_chain}
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def _nll_per_token(chain: MarkovChain, x: torch.Tensor, chunk: int = 1 << 24) -> float:
+def nll_per_token(chain: MarkovChain, x: torch.Tensor, chunk: int = 1 << 24) -> float:
     """−Σ log P(x) / (N·L) over sequences [N, L], `chunk` tokens at a time (inf if a sequence has probability 0)."""
     log_init, log_T = chain.initial.log(), chain.transition.log()
     N, L = x.shape
@@ -208,78 +210,13 @@ def _nll_per_token(chain: MarkovChain, x: torch.Tensor, chunk: int = 1 << 24) ->
     return total / (N * L)
 
 
-def fit_experiment(experiment: str, out: str | Path, smoothing: float = 0.5) -> dict:
-    """Fit the chain of an experiment's training split (fit_chain), write it to `out` (.npz, atomically) and
-    return what the command line prints: states, used states, sequences, length, the per-token NLL of the
-    valid split under the chain and under the chain mixed with `oracle.floor` (the oracle's law)."""
-    names = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-    if experiment not in names:
-        raise ValueError(f"unknown experiment {experiment!r}; expected one of {names} (configs/experiment/*.yaml)")
-    # The composition root's pieces, imported here only: models/ sits below pipeline/ and hydra.
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.build import data_spec, dataset_vocab, load_data
-    from pipeline.io import atomic_write_npz
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = compose("config", overrides=[f"experiment={experiment}"])
-    if data_spec(cfg) is None:
-        raise ValueError(f"experiment {experiment!r} has no dataset files (experiment.data is null): nothing to fit "
-                         "a chain to; choose an experiment with data, e.g. folk, digits or text")
-    num_states = dataset_vocab(cfg)
-    try:
-        train = load_data(cfg, "train")
-    except (ValueError, FileNotFoundError) as err:
-        raise ValueError(f"experiment {experiment!r}: cannot load its training split ({err})") from None
-    chain = fit_chain(train, num_states, smoothing)
-    atomic_write_npz(out, initial=chain.initial.numpy(), transition=chain.transition.numpy())
-    floor = float(cfg.oracle.floor)
-    stats = {"experiment": experiment, "out": str(out), "states": num_states, "smoothing": float(smoothing),
-             # a used state starts a row or follows some state; an unused one has 0 everywhere (fit_chain)
-             "used_states": int(((chain.initial > 0) | (chain.transition.sum(0) > 0)).sum()),
-             "sequences": int(train.shape[0]), "length": int(train.shape[1]), "floor": floor}
-    try:
-        valid = load_data(cfg, "valid")
-    except (ValueError, FileNotFoundError) as err:
-        stats["valid_error"] = str(err)
-        return stats
-    stats["valid_sequences"] = int(valid.shape[0])
-    stats["valid_nll"] = _nll_per_token(chain, valid)
-    stats["valid_nll_floor"] = _nll_per_token(chain.mixed(floor), valid)
-    return stats
-
-
-USAGE = (f"usage: python -m models.chains {{{','.join(CHAIN_PRESETS)}}} OUT.npz [num_states]   (a preset chain)\n"
-         "       python -m models.chains fit EXPERIMENT OUT.npz [--smoothing A]   (fitted to the experiment's "
-         "training split)")
+USAGE = (f"usage: python -m models.chains {{{','.join(CHAIN_PRESETS)}}} OUT.npz [num_states]   (a preset chain; "
+         "python -m pipeline.fit_chain fits one to an experiment's training split)")
 
 
 def _main(argv: list[str]) -> None:
-    import argparse
     import sys
 
-    if argv[:1] == ["fit"]:
-        p = argparse.ArgumentParser(prog="python -m models.chains fit",
-                                    description="Fit a first-order Markov chain to an experiment's training split.")
-        p.add_argument("experiment", help="a name of configs/experiment/*.yaml with dataset files")
-        p.add_argument("out", help="the .npz to write (arrays initial [S], transition [S, S])")
-        p.add_argument("--smoothing", type=float, default=0.5, help="additive smoothing among used states (0.5)")
-        a = p.parse_args(argv[1:])
-        try:
-            st = fit_experiment(a.experiment, a.out, a.smoothing)
-        except ValueError as err:
-            sys.exit(f"error: {err}")
-        print(f"{st['experiment']}: S = {st['states']} states, {st['used_states']} used; {st['sequences']} training "
-              f"sequences of {st['length']} tokens; smoothing {st['smoothing']:g} -> {st['out']}")
-        if "valid_error" in st:
-            print(f"no valid split to score: {st['valid_error']}")
-        else:
-            print(f"valid NLL per token ({st['valid_sequences']} sequences): {st['valid_nll']:.4f} nats under the chain, "
-                  f"{st['valid_nll_floor']:.4f} mixed with oracle.floor = {st['floor']:g} (the oracle's law)")
-            if st["valid_nll"] == float("inf"):
-                print("(inf: the valid split holds tokens or transitions the fitted chain gives probability 0, e.g. "
-                      "states the training split never uses; the oracle's floor covers them)")
-        return
     if len(argv) not in (2, 3) or argv[0] not in CHAIN_PRESETS:
         sys.exit(USAGE)
     out = Path(argv[1])
@@ -289,7 +226,7 @@ def _main(argv: list[str]) -> None:
     print(f"{argv[0]} chain with {chain.num_states} states -> {out}")
 
 
-if __name__ == "__main__":  # python -m models.chains smooth OUT.npz [num_states] | fit EXPERIMENT OUT.npz
+if __name__ == "__main__":  # python -m models.chains smooth OUT.npz [num_states]
     import sys
 
     _main(sys.argv[1:])

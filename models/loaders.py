@@ -8,7 +8,6 @@ with its forward process. Errors name the file and the key.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,27 +16,20 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from common.io import file_sha256
 from models.process import make_process
 from models.sedd import SEDD, SEDDConfig, SEDDModel, check_scale_by_sigma
 
 GRAPHS = {"absorb": "absorbing", "absorbing": "absorbing", "uniform": "uniform"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _require(path: Path) -> Path:
+def require_file(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
     return path
 
 
-def _get(cfg: dict, dotted: str, source: Path):
+def config_value(cfg: dict, dotted: str, source: Path):
     node = cfg
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -48,10 +40,10 @@ def _get(cfg: dict, dotted: str, source: Path):
 
 def process_spec_from_sedd(cfg: dict, source: Path) -> dict:
     """The forward process of a published SEDD config (graph.type, noise.type, tokens)."""
-    graph = _get(cfg, "graph.type", source)
+    graph = config_value(cfg, "graph.type", source)
     if graph not in GRAPHS:
         raise ValueError(f"{source}: unknown graph type {graph!r}; expected one of {sorted(GRAPHS)}")
-    noise_type = _get(cfg, "noise.type", source)
+    noise_type = config_value(cfg, "noise.type", source)
     noise = cfg["noise"]
     if noise_type == "loglinear":
         noise_spec = {"name": "loglinear", "eps": 1e-3}
@@ -60,11 +52,11 @@ def process_spec_from_sedd(cfg: dict, source: Path) -> dict:
                       "sigma_max": float(noise.get("sigma_max", 20.0))}
     else:
         raise ValueError(f"{source}: unknown noise type {noise_type!r}; expected 'loglinear' or 'geometric'")
-    return {"noise": noise_spec, "kernel": {"name": GRAPHS[graph], "num_states": int(_get(cfg, "tokens", source))}}
+    return {"noise": noise_spec, "kernel": {"name": GRAPHS[graph], "num_states": int(config_value(cfg, "tokens", source))}}
 
 
 def network_config_from_sedd(cfg: dict, source: Path, num_states: int) -> SEDDConfig:
-    m = _get(cfg, "model", source)
+    m = config_value(cfg, "model", source)
     keys = ("hidden_size", "cond_dim", "n_blocks", "n_heads", "scale_by_sigma", "dropout")
     missing = [k for k in keys if k not in m]
     if missing:
@@ -92,7 +84,7 @@ def build_strict(config: SEDDConfig, state: dict, source: Path) -> SEDD:
     return load_strict(SEDD(config), state, source, "SEDD network")
 
 
-def _read_weights(path: Path) -> dict:
+def read_weights(path: Path) -> dict:
     try:
         if path.suffix == ".safetensors":
             return load_file(path)
@@ -110,34 +102,34 @@ def _model(net: SEDD, spec: dict, identity: dict, runtime: dict) -> SEDDModel:
 
 def load_project(directory: str | Path, **runtime) -> SEDDModel:
     d = Path(directory)
-    cfg_path, w_path = _require(d / "config.yaml"), _require(d / "model.safetensors")
+    cfg_path, w_path = require_file(d / "config.yaml"), require_file(d / "model.safetensors")
     cfg = yaml.safe_load(cfg_path.read_text())
     if not isinstance(cfg, dict) or cfg.get("format") != "jys-sedd":
         raise ValueError(f"{cfg_path}: not a project checkpoint config (format: jys-sedd expected)")
-    spec = _get(cfg, "process", cfg_path)
-    net = build_strict(SEDDConfig(**_get(cfg, "network", cfg_path)), _read_weights(w_path), w_path)
-    return _model(net, spec, {"format": "project", "path": str(d), "weights_sha256": _sha256(w_path)}, runtime)
+    spec = config_value(cfg, "process", cfg_path)
+    net = build_strict(SEDDConfig(**config_value(cfg, "network", cfg_path)), read_weights(w_path), w_path)
+    return _model(net, spec, {"format": "project", "path": str(d), "weights_sha256": file_sha256(w_path)}, runtime)
 
 
 def load_hf(directory: str | Path, **runtime) -> SEDDModel:
     d = Path(directory)
-    cfg_path = _require(d / "config.json")
+    cfg_path = require_file(d / "config.json")
     cfg = json.loads(cfg_path.read_text())
-    w_path = d / "model.safetensors" if (d / "model.safetensors").is_file() else _require(d / "pytorch_model.bin")
+    w_path = d / "model.safetensors" if (d / "model.safetensors").is_file() else require_file(d / "pytorch_model.bin")
     spec = process_spec_from_sedd(cfg, cfg_path)
     num_states = make_process(spec).num_states
-    net = build_strict(network_config_from_sedd(cfg, cfg_path, num_states), _read_weights(w_path), w_path)
-    return _model(net, spec, {"format": "hf", "path": str(d), "weights_sha256": _sha256(w_path)}, runtime)
+    net = build_strict(network_config_from_sedd(cfg, cfg_path, num_states), read_weights(w_path), w_path)
+    return _model(net, spec, {"format": "hf", "path": str(d), "weights_sha256": file_sha256(w_path)}, runtime)
 
 
 def load_run(directory: str | Path, **runtime) -> SEDDModel:
     d = Path(directory)
-    cfg_path = _require(d / ".hydra" / "config.yaml")
-    ckpt_path = _require(d / "checkpoints-meta" / "checkpoint.pth")
+    cfg_path = require_file(d / ".hydra" / "config.yaml")
+    ckpt_path = require_file(d / "checkpoints-meta" / "checkpoint.pth")
     cfg = yaml.safe_load(cfg_path.read_text())
     spec = process_spec_from_sedd(cfg, cfg_path)
     config = network_config_from_sedd(cfg, cfg_path, make_process(spec).num_states)
-    ckpt = _read_weights(ckpt_path)
+    ckpt = read_weights(ckpt_path)
     for key in ("model", "ema"):
         if key not in ckpt:
             raise ValueError(f"{ckpt_path}: checkpoint lacks {key!r}; it has {sorted(ckpt)}")
@@ -154,7 +146,7 @@ def load_run(directory: str | Path, **runtime) -> SEDDModel:
             if tuple(s.shape) != tuple(p.shape):
                 raise ValueError(f"{ckpt_path}: EMA shadow for {name!r} has shape {tuple(s.shape)}, expected {tuple(p.shape)}")
             p.copy_(s)
-    return _model(net, spec, {"format": "run", "path": str(d), "weights_sha256": _sha256(ckpt_path)}, runtime)
+    return _model(net, spec, {"format": "run", "path": str(d), "weights_sha256": file_sha256(ckpt_path)}, runtime)
 
 
 LOADERS = {"project": load_project, "hf": load_hf, "run": load_run}

@@ -11,8 +11,6 @@ their emissions are one-hot: the posterior of the other positions is the chain's
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from models.chains import MarkovChain
@@ -42,8 +40,7 @@ class OracleModel:
 
     def identity(self) -> dict:
         """What fixes this model's outputs: the chain's bytes, the floor, the output kind."""
-        digest = hashlib.sha256(self.data_chain.initial.numpy().tobytes() + self.data_chain.transition.numpy().tobytes())
-        return {"name": "oracle", "chain_sha256": digest.hexdigest(), "floor": self.floor, "output": self.output,
+        return {"name": "oracle", "chain_sha256": self.data_chain.sha256(), "floor": self.floor, "output": self.output,
                 **({"prefix": self.prefix} if self.prefix else {})}
 
     def leave_one_out(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

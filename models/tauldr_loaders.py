@@ -25,11 +25,11 @@ import torch
 import yaml
 from safetensors.torch import save as save_safetensors
 
-from models.loaders import _get, _read_weights, _require, _sha256, load_strict
+from common.io import atomic_write_bytes, atomic_write_json, file_sha256
+from models.loaders import config_value, load_strict, read_weights, require_file
 from models.process import make_process
 from models.tauldr import TauLDRImageNet, TauLDRModel, UNetConfig
 from models.tauldr_sequence import TauLDRSequenceNet, TransformerConfig
-from pipeline.io import atomic_write_bytes, atomic_write_json
 
 IMAGE_MODEL = "GaussianTargetRateImageX0PredEMA"
 SEQUENCE_MODEL = "UniformRateSequenceTransformerEMA"
@@ -52,11 +52,11 @@ def _read_yaml(path: Path) -> dict:
 
 def unet_config_from_tauldr(cfg: dict, source: Path) -> UNetConfig:
     """The network of a published tauLDR training config (model.*, data.S, data.shape)."""
-    m = _get(cfg, "model", source)
+    m = config_value(cfg, "model", source)
     missing = [k for k in UNET_KEYS if k not in m]
     if missing:
         raise ValueError(f"{source}: config lacks model keys {missing}")
-    S, shape = int(_get(cfg, "data.S", source)), list(_get(cfg, "data.shape", source))
+    S, shape = int(config_value(cfg, "data.S", source)), list(config_value(cfg, "data.shape", source))
     if m["num_scales"] != len(m["ch_mult"]):
         raise ValueError(f"{source}: model.num_scales is {m['num_scales']} but model.ch_mult {m['ch_mult']} "
                          f"has {len(m['ch_mult'])} entries")
@@ -72,27 +72,27 @@ def unet_config_from_tauldr(cfg: dict, source: Path) -> UNetConfig:
 
 def process_spec_from_tauldr(cfg: dict, source: Path) -> dict:
     """tauLDR's GaussianTargetRate: the Gaussian-target kernel under exponential noise."""
-    m = _get(cfg, "model", source)
+    m = config_value(cfg, "model", source)
     missing = [k for k in ("rate_sigma", "Q_sigma", "time_base", "time_exponential") if k not in m]
     if missing:
         raise ValueError(f"{source}: config lacks model keys {missing}")
     return {"noise": {"name": "exponential", "time_base": float(m["time_base"]),
                       "time_exponential": float(m["time_exponential"])},
-            "kernel": {"name": "gaussian", "num_states": int(_get(cfg, "data.S", source)),
+            "kernel": {"name": "gaussian", "num_states": int(config_value(cfg, "data.S", source)),
                        "rate_sigma": float(m["rate_sigma"]), "Q_sigma": float(m["Q_sigma"])}}
 
 
 def transformer_config_from_tauldr(cfg: dict, source: Path) -> TransformerConfig:
     """The network of a published tauLDR sequence config (model.*, data.S, data.shape = [L])."""
-    m = _get(cfg, "model", source)
+    m = config_value(cfg, "model", source)
     missing = [k for k in TRANSFORMER_KEYS if k not in m]
     if missing:
         raise ValueError(f"{source}: config lacks model keys {missing}")
-    shape = list(_get(cfg, "data.shape", source))
+    shape = list(config_value(cfg, "data.shape", source))
     if len(shape) != 1:
         raise ValueError(f"{source}: data.shape {shape} is not [L]: tauLDR's sequence model reads 1-D data")
     try:
-        return TransformerConfig(S=int(_get(cfg, "data.S", source)), length=int(shape[0]), long_times=True,
+        return TransformerConfig(S=int(config_value(cfg, "data.S", source)), length=int(shape[0]), long_times=True,
                                  **{k: m[k] for k in TRANSFORMER_KEYS})
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
@@ -101,7 +101,7 @@ def transformer_config_from_tauldr(cfg: dict, source: Path) -> TransformerConfig
 def uniform_process_spec_from_tauldr(cfg: dict, source: Path) -> dict:
     """tauLDR's UniformRate: Q = r(11ᵀ − S·I), constant in time, i.e. the uniform kernel 11ᵀ/S − I
     under σ̄(t) = r·S·t."""
-    rate, S = float(_get(cfg, "model.rate_const", source)), int(_get(cfg, "data.S", source))
+    rate, S = float(config_value(cfg, "model.rate_const", source)), int(config_value(cfg, "data.S", source))
     # rounded: 0.03 × 129 is 3.8699999999999997 in floats, and the experiment's process says 3.87
     return {"noise": {"name": "constant", "value": round(rate * S, 12)}, "kernel": {"name": "uniform", "num_states": S}}
 
@@ -139,7 +139,7 @@ def _run_files(d: Path) -> tuple[Path, Path]:
 
 def _read_checkpoint(path: Path) -> dict:
     try:
-        ckpt = _read_weights(path)
+        ckpt = read_weights(path)
     except pickle.UnpicklingError as err:
         raise ValueError(f"cannot read {str(path)!r} with torch.load(weights_only=True): it holds Python objects "
                          f"beyond tensors and containers ({err}); a published tauLDR checkpoint does not") from None
@@ -154,7 +154,7 @@ def load_tauldr_run(directory: str | Path, **runtime) -> TauLDRModel:
     d = Path(directory)
     cfg_path, ckpt_path = _run_files(d)
     cfg = _read_yaml(cfg_path)
-    name = _get(cfg, "model.name", cfg_path)
+    name = config_value(cfg, "model.name", cfg_path)
     if name not in PUBLISHED:
         raise ValueError(f"{cfg_path}: model.name is {name!r}; this loader reads tauLDR's {sorted(PUBLISHED)}")
     read_network, read_process = PUBLISHED[name]
@@ -185,23 +185,23 @@ def load_tauldr_run(directory: str | Path, **runtime) -> TauLDRModel:
                 raise ValueError(f"{ckpt_path}: ema_shadow_params[{i}] (for 'net.{key}') has shape {tuple(s.shape)}, "
                                  f"expected {tuple(p.shape)}")
             p.copy_(s)
-    identity = {"format": "run", "path": str(d), "weights_sha256": _sha256(ckpt_path)}
+    identity = {"format": "run", "path": str(d), "weights_sha256": file_sha256(ckpt_path)}
     return TauLDRModel(net, make_process(spec), identity, **runtime)
 
 
 def load_tauldr_project(directory: str | Path, **runtime) -> TauLDRModel:
     """runtime: TauLDRModel's chunk."""
     d = Path(directory)
-    cfg_path, w_path = _require(d / "config.yaml"), _require(d / "model.safetensors")
+    cfg_path, w_path = require_file(d / "config.yaml"), require_file(d / "model.safetensors")
     cfg = _read_yaml(cfg_path)
     if cfg.get("format") != "jys-tauldr":
         raise ValueError(f"{cfg_path}: not a project tauLDR checkpoint config (format: jys-tauldr expected, "
                          f"got {cfg.get('format')!r})")
-    network = _get(cfg, "network", cfg_path)
+    network = config_value(cfg, "network", cfg_path)
     architecture = cfg.get("architecture", "unet")  # absent in files written before the transformer
     if architecture not in ARCHITECTURES:
         raise ValueError(f"{cfg_path}: architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
-    spec = {"noise": dict(_get(cfg, "process.noise", cfg_path)), "kernel": dict(_get(cfg, "process.kernel", cfg_path))}
+    spec = {"noise": dict(config_value(cfg, "process.noise", cfg_path)), "kernel": dict(config_value(cfg, "process.kernel", cfg_path))}
     try:
         config = ARCHITECTURES[architecture](**network)
     except (TypeError, ValueError) as err:
@@ -212,8 +212,8 @@ def load_tauldr_project(directory: str | Path, **runtime) -> TauLDRModel:
         raise ValueError(f"{cfg_path}: bad process section: {err!r}") from None
     if config.S != process.num_states:
         raise ValueError(f"{cfg_path}: network.S is {config.S} but process.kernel.num_states is {process.num_states}")
-    net = build_strict(config, _read_weights(w_path), w_path)
-    identity = {"format": "project", "path": str(d), "weights_sha256": _sha256(w_path)}
+    net = build_strict(config, read_weights(w_path), w_path)
+    identity = {"format": "project", "path": str(d), "weights_sha256": file_sha256(w_path)}
     return TauLDRModel(net, process, identity, **runtime)
 
 

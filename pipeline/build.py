@@ -4,25 +4,25 @@ data, which keys cached artifacts beside the model's own identity.
 
 An experiment names its dataset (`experiment.data.name`), its chain (`experiment.chain`, optional:
 only the oracle and the chain metrics need one), its process, the models it runs (`experiment.models`)
-and its metrics (`experiment.metrics`, see metrics/registry.py). A model config names its kind
+and its metrics (`experiment.metrics`, see pipeline/metrics.py). A model config names its kind
 (`model.kind`): a key of MODELS. New experiments add modules and configs, not branches here.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from common.dist import resolve_device
+from common.io import file_sha256
 from data import DATASETS, get_dataset
 from models.chains import CHAIN_PRESETS, MarkovChain, load_chain
 from models.loaders import load_sedd
 from models.oracle import OracleModel
 from models.process import ForwardProcess, make_process
 from models.tauldr_loaders import load_tauldr
-from pipeline.io import file_sha256
 
 
 def has_chain(cfg: DictConfig) -> bool:
@@ -44,16 +44,11 @@ def build_chain(cfg: DictConfig, need: str = "this stage") -> MarkovChain:
         if not cfg.oracle.chain_file and not Path(path).is_file():
             raise FileNotFoundError(f"experiment {cfg.experiment.name!r} reads its chain from {str(path)!r} "
                                     "(experiment.chain_file), which does not exist; fit it to a real experiment's "
-                                    f"training split: python -m models.chains fit <experiment> {path}")
+                                    f"training split: python -m pipeline.fit_chain <experiment> {path}")
         return load_chain(path)
     if name not in CHAIN_PRESETS:
         raise ValueError(f"unknown chain preset {name!r}; expected one of {sorted(CHAIN_PRESETS)} or 'file'")
     return CHAIN_PRESETS[name](cfg.experiment.vocab)
-
-
-def chain_sha256(chain: MarkovChain) -> str:
-    """The hash OracleModel.identity() gives its chain: of the float64 arrays' bytes."""
-    return hashlib.sha256(chain.initial.numpy().tobytes() + chain.transition.numpy().tobytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -163,7 +158,7 @@ def data_identity(cfg: DictConfig) -> dict | None:
         files = dataset_paths(cfg)
         return {"dataset": spec["name"], "sha256": {split: file_sha256(p) for split, p in sorted(files.items())}}
     if has_chain(cfg):
-        return {"chain_sha256": chain_sha256(build_chain(cfg))}
+        return {"chain_sha256": build_chain(cfg).sha256()}
     return None
 
 
@@ -264,17 +259,6 @@ def model_identity(model) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- torch
-
-def resolve_device(name: str) -> torch.device:
-    """`device`: cpu, cuda (or cuda:<index>), or auto (cuda when torch sees a GPU, else cpu)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not str(name).startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; expected cpu, cuda, cuda:<index> or auto")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU; use device=cpu or device=auto")
-    return torch.device(name)
-
 
 def setup_torch(cfg: DictConfig) -> None:
     if cfg.get("threads"):

@@ -1,9 +1,9 @@
 """Where each stage's file lives, how `schedule=` resolves to a time grid, and what keys a cached file."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -115,16 +115,30 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     return keep
 
 
-def batch_seed(seed: int, k: int) -> int:
-    """The generator seed of sampling batch k: the run's seed for the first batch, then one derived from
-    (seed, k), so each batch is a stream of its own whichever process draws it."""
-    if k == 0:
-        return seed
-    return int(np.random.SeedSequence([seed, k]).generate_state(1, np.uint64)[0] % 2**63)
-
-
 def samples_key(cfg: DictConfig, grid: torch.Tensor, model) -> dict:
     """The reuse key of a samples file: the config and grid, the model's identity (its weights' or its
     chain's hash), the data's identity (dataset files' or chain's hash), the random streams and FORMAT_VERSION."""
     return {**run_config(cfg, grid), "model_identity": model_identity(model), "data_identity": data_identity(cfg),
             "streams": "per-batch", "format_version": FORMAT_VERSION}
+
+
+def key_differences(stored: dict, now: dict, limit: int = 8) -> list[str]:
+    """The settings where two cache keys differ, as 'dotted.path: stored A, now B' (values cut to 60 characters),
+    at most `limit` of them and a count of the rest."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(stored), flat(now)
+    def short(v) -> str:
+        text = json.dumps(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    diff = [f"{k}: stored {short(a.get(k, '(absent)'))}, now {short(b.get(k, '(absent)'))}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "(absent)") != b.get(k, "(absent)")]
+    return diff[:limit] + ([f"... and {len(diff) - limit} more"] if len(diff) > limit else [])

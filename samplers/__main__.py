@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pipeline import dist
+from common import dist
 from pipeline.build import build_model, condition_prefix, condition_prefixes, setup_torch
-from pipeline.io import atomic_write_npz
-from pipeline.runs import FORMAT_VERSION, artifact_path, batch_seed, eb_gamma, resolve_schedule, samples_key
-from samplers.loop import run_sampler
+from common.io import atomic_write_npz
+from pipeline.runs import (FORMAT_VERSION, artifact_path, eb_gamma, key_differences, resolve_schedule,
+                           samples_key)
+from samplers.loop import batch_seed, run_sampler
 
 
 HASHES = ("weights_sha256", "chain_sha256")
@@ -54,8 +55,8 @@ def main(cfg: DictConfig) -> None:
         if stored == key:
             print(f"{cfg.sampler} / {label}: {path} already holds these samples (overwrite=true to redo)")
             return
-        changed = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
-        print(f"{cfg.sampler} / {label}: {path} holds other samples (differing in {changed}); redoing them")
+        print(f"{cfg.sampler} / {label}: {path} holds other samples ({'; '.join(key_differences(stored, key))}); "
+              "redoing them")
     prefix = condition_prefixes(cfg, int(cfg.num_samples))  # None unless experiment.condition.prefix > 0
     n, bs = int(cfg.num_samples), int(cfg.batch_size)
     if n < 1 or bs < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -126,11 +127,23 @@ def first_hitting(model, x: torch.Tensor, generator: torch.Generator, progress: 
     return x
 
 
+def batch_seed(seed: int, k: int) -> int:
+    """The generator seed of sampling batch k: the run's seed for the first batch, then one derived from
+    (seed, k), so each batch is a stream of its own whichever process draws it."""
+    if k == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, k]).generate_state(1, np.uint64)[0] % 2**63)
+
+
 def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, length: int,
-                generator: torch.Generator, batch_size: int = 256, final_step: str = "sample",
+                generator: torch.Generator | int, batch_size: int = 256, final_step: str = "sample",
                 progress: bool = True, prefix: torch.Tensor | None = None,
                 multi_jump: str = "reject", confidence: str = "max", gamma: float = 1.0) -> SampleResult:
     """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
+
+    generator: a seed draws batch k from its own stream, torch.Generator().manual_seed(batch_seed(seed, k)), as
+    `python -m samplers` does on any number of processes (the same samples for the same seed and batch_size);
+    a torch.Generator draws every batch from that one stream.
 
     final_step: 'sample' or 'argmax' (the noise-removal step at t_N), or 'none'.
     multi_jump: τ-leaping under a categorical kernel, a position with several jumps in one step:
@@ -167,8 +180,11 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     times = grid.tolist()
     n_batches = -(-num_samples // batch_size)
     bar = tqdm(total=n_batches * (len(times) - 1), desc=f"{sampler} sampling", disable=not progress)
-    for start in range(0, num_samples, batch_size):
+    seed = None if isinstance(generator, torch.Generator) else int(generator)
+    for k, start in enumerate(range(0, num_samples, batch_size)):
         counter.calls = 0
+        if seed is not None:
+            generator = torch.Generator().manual_seed(batch_seed(seed, k))
         x = prior_sample(model.process, min(batch_size, num_samples - start), length, generator)
         given = None if prefix is None else prefix[start:start + x.shape[0]]
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.io import atomic_write_json, save_figure  # noqa: E402
-from scripts.figures import fig10_klub_samples  # noqa: E402
+from common.io import atomic_write_json, save_figure
+from scripts.figures import fig10_klub_samples
 
 METRIC = "countdown_error"
 

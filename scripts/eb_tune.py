@@ -15,21 +15,19 @@ import math
 import sys
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from pipeline.build import build_model, condition_prefix, model_identity, setup_torch  # noqa: E402
-from pipeline.io import atomic_write_json  # noqa: E402
-from pipeline.runs import run_dir  # noqa: E402
-from samplers.loop import run_sampler  # noqa: E402
-from samplers.schedules import uniform  # noqa: E402
+from pipeline.build import build_model, condition_prefix, model_identity, setup_torch
+from common.io import atomic_write_json
+from pipeline.runs import run_dir
+from samplers.loop import run_sampler
+from samplers.schedules import uniform
 
 
 def pilot_calls(model, gamma: float, num: int, length: int, seed: int, batch: int) -> float:
-    res = run_sampler(model, "eb", uniform(1), num, length, torch.Generator().manual_seed(seed), batch_size=batch,
+    res = run_sampler(model, "eb", uniform(1), num, length, seed, batch_size=batch,
                       progress=False, gamma=gamma)
     return float(res.sequence_calls.double().mean())
 

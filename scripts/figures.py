@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from matplotlib.figure import Figure
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.io import atomic_write_bytes, save_figure  # noqa: E402
+from common.io import atomic_write_bytes, save_figure
 
 SCHEDULES = ("uniform", "cosine", "jys")
 STYLES = {"uniform": (":", "s"), "cosine": ("--", "^"), "jys": ("-", "o")}  # line style and marker: schedule

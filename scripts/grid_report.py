@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.io import atomic_write_bytes  # noqa: E402
+from common.io import atomic_write_bytes
 
 NAMES = {"dp": "**J optimum (lattice DP)**", "jys": "JYS hierarchy (today's default)"}
 

@@ -1,17 +1,15 @@
 """The digits-FID floor: the held-out split against the training split through the same extractor and
 reference as the samples (metrics/fid.py), written to runs/<experiment>/floor.json.
     python scripts/image_floor.py experiment=digits model=digits-tauldr"""
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from metrics.registry import MetricContext  # noqa: E402
-from pipeline.build import data_identity, load_data  # noqa: E402
-from pipeline.io import atomic_write_json  # noqa: E402
+from pipeline.metrics import MetricContext
+from pipeline.build import data_identity, load_data
+from common.io import atomic_write_json
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)

@@ -11,11 +11,10 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.io import atomic_write_json, save_figure  # noqa: E402
+from common.io import atomic_write_json, save_figure
 
 SCHEDULES = ("uniform", "cosine", "jys")
 COLORS = {"uniform": "tab:green", "cosine": "tab:blue", "jys": "tab:orange"}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -34,16 +33,15 @@ from hydra import compose, initialize_config_dir
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from jys.lattice import PathLattice  # noqa: E402
-from jys.run import lattice_points, optimize, settings_from, step_rule  # noqa: E402
-from metrics.music import hellinger_to, mean_and_se  # noqa: E402
-from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap  # noqa: E402
-from pipeline.build import build_model, condition_prefix, condition_prefixes, sample_data, setup_torch  # noqa: E402
-from pipeline.io import atomic_write_json, atomic_write_npz  # noqa: E402
-from samplers.loop import COUNT_GRID, run_sampler  # noqa: E402
-from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform  # noqa: E402
+from jys.lattice import PathLattice
+from pipeline.search import lattice_points, optimize, settings_from, step_rule
+from metrics.music import hellinger_to, mean_and_se
+from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
+from pipeline.build import build_model, condition_prefix, condition_prefixes, sample_data, setup_torch
+from common.io import atomic_write_json, atomic_write_npz
+from samplers.loop import COUNT_GRID, run_sampler
+from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform
 
 HIERARCHY = ["jys.search=hierarchy", "jys.objective=girsanov"]  # the JYS of the published search with today's KLUB
 POWERS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)
@@ -146,7 +144,7 @@ def main() -> None:
     vocab = model.process.data_states
 
     def draw(grid: torch.Tensor, seed: int) -> torch.Tensor:
-        return run_sampler(model, a.sampler, grid, a.num, L, torch.Generator().manual_seed(seed), batch_size=512,
+        return run_sampler(model, a.sampler, grid, a.num, L, seed, batch_size=512,
                            final_step=str(cfg.final_step), progress=False, prefix=prefixes,
                            multi_jump=str(cfg.multi_jump)).samples
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,14 +19,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from jys.run import optimize  # noqa: E402
-from metrics.sequences import chain_nll, countdown_error  # noqa: E402
-from pipeline.build import build_model, setup_torch  # noqa: E402
-from pipeline.io import atomic_write_json  # noqa: E402
-from samplers.loop import run_sampler  # noqa: E402
-from samplers.schedules import cosine, uniform  # noqa: E402
+from pipeline.search import optimize
+from metrics.sequences import chain_nll, countdown_error
+from pipeline.build import build_model, setup_torch
+from common.io import atomic_write_json
+from samplers.loop import run_sampler
+from samplers.schedules import cosine, uniform
 
 POWERS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)
 
@@ -64,7 +62,7 @@ def main() -> None:
     def cell(name: str, nfe: int, grid: torch.Tensor) -> float:
         key = f"{name}@{nfe}"
         if key not in table["cells"]:
-            res = run_sampler(model, a.sampler, grid, a.num, L, torch.Generator().manual_seed(0), batch_size=512,
+            res = run_sampler(model, a.sampler, grid, a.num, L, 0, batch_size=512,
                               progress=False)
             value = countdown_error(res.samples) if use_error else chain_nll(res.samples, chain, float(cfg.oracle.floor))
             table["cells"][key] = {"value": value, "times": grid.tolist(), "model_calls": res.nfe}

@@ -3,7 +3,6 @@ held-out tune's continuation (after the condition prefix) and that of another he
 random (metrics/music.py), written to runs/<experiment>/floor.json. Two different tunes are this far
 apart; a model's continuations should be closer to their own tune's.
     python scripts/music_floor.py experiment=folk model=folk-tauldr [num_samples=N]"""
-import sys
 from pathlib import Path
 
 import hydra
@@ -11,10 +10,9 @@ import torch
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from metrics.music import mean_and_se, other_tune_hellinger  # noqa: E402
-from pipeline.build import condition_prefix, data_identity, data_vocab, load_data  # noqa: E402
-from pipeline.io import atomic_write_json  # noqa: E402
+from metrics.music import mean_and_se, other_tune_hellinger
+from pipeline.build import condition_prefix, data_identity, data_vocab, load_data
+from common.io import atomic_write_json
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)

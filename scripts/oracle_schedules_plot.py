@@ -15,11 +15,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.io import save_figure  # noqa: E402
+from common.io import save_figure
 
 TABLES = [("count", "euler"), ("count_uniform", "euler"), ("count_uniform_const", "euler"),
           ("chain_gauss", "tau_leaping")]

@@ -8,21 +8,18 @@ chosen positions: about reveal/256). Two neighbours drawn independently from the
 CountDown transition between them almost surely.
 """
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.chains import countdown_chain  # noqa: E402
-from models.kernels import Absorbing  # noqa: E402
-from models.noise import LogLinear  # noqa: E402
-from models.oracle import OracleModel  # noqa: E402
-from models.process import ForwardProcess  # noqa: E402
-from samplers.loop import prior_sample  # noqa: E402
-from samplers.schedules import times_from_counts  # noqa: E402
-from samplers.steps import kgillespie_step  # noqa: E402
-from samplers.unmasking import confidence_step, dus_step, eb_sample  # noqa: E402
+from models.chains import countdown_chain
+from models.kernels import Absorbing
+from models.noise import LogLinear
+from models.oracle import OracleModel
+from models.process import ForwardProcess
+from samplers.loop import prior_sample
+from samplers.schedules import times_from_counts
+from samplers.steps import kgillespie_step
+from samplers.unmasking import confidence_step, dus_step, eb_sample
 
 
 def main() -> None:

@@ -22,11 +22,10 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline.io import atomic_write_json, save_figure  # noqa: E402
+from common.io import atomic_write_json, save_figure
 
 OWN = {"confidence": ("uniform", "cosine"), "dus": ("geometric",)}  # the peers' own schedules (LLaDA, MaskGIT; DUS)
 METRIC = {"count": "countdown_error", "text": "gen_ppl"}

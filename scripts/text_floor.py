@@ -6,17 +6,15 @@ Windows start at random multiples of the length, so no two overlap; when the hel
 disjoint windows than asked for (GPT-2 tokens at L = 1024), all of them are scored, and the record says how many.
 """
 import json
-import sys
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from metrics.registry import evaluate  # noqa: E402
-from pipeline.build import data_identity, load_data, setup_torch  # noqa: E402
-from pipeline.io import atomic_write_json  # noqa: E402
+from pipeline.metrics import evaluate
+from pipeline.build import data_identity, load_data, setup_torch
+from common.io import atomic_write_json
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)

@@ -12,12 +12,11 @@ import numpy as np
 import torch
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from metrics.text import TextTokenizer  # noqa: E402
-from pipeline.io import atomic_write_bytes, atomic_write_json, save_figure  # noqa: E402
+from metrics.text import TextTokenizer
+from common.io import atomic_write_bytes, atomic_write_json, save_figure
 
 SCHEDULES = ("uniform", "cosine", "jys")
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.chains import MarkovChain, fit_chain, fit_experiment, load_chain
+from models.chains import MarkovChain, fit_chain, load_chain
+from pipeline.fit_chain import fit_experiment
 from conftest import ROOT
 
 # Four states; state 3 never occurs. State 2 occurs only as a last token, so it is never a source.
@@ -80,7 +81,7 @@ def test_fit_command_refuses_an_unknown_experiment():
         fit_experiment("nope", "/nonexistent/out.npz")
     with pytest.raises(ValueError, match=r"experiment 'chain' has no dataset files \(experiment.data is null\)"):
         fit_experiment("chain", "/nonexistent/out.npz")
-    res = subprocess.run([sys.executable, "-m", "models.chains", "fit", "nope", "out.npz"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "pipeline.fit_chain", "nope", "out.npz"], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 1 and "unknown experiment 'nope'; expected one of" in res.stderr
     assert "Traceback" not in res.stderr
@@ -97,8 +98,10 @@ def test_fit_command_writes_the_chain_of_the_training_split(tmp_path, monkeypatc
         return real_compose(name, overrides=overrides + [f"experiment.data.dir={tmp_path / 'data'}", "experiment.length=8",
                                                          "experiment.data.num_train=64", "experiment.data.num_valid=16"])
 
+    import pipeline.fit_chain as fit_module
+
     real_compose = hydra.compose
-    monkeypatch.setattr(hydra, "compose", compose)
+    monkeypatch.setattr(fit_module, "compose", compose)
     st = fit_experiment("count", tmp_path / "chain.npz", smoothing=0.25)
     chain = load_chain(tmp_path / "chain.npz")
     with hydra.initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from pipeline.build import build_model
+from samplers.loop import run_sampler
+from samplers.schedules import uniform
 
 ORACLE = ["experiment=count_uniform_const", "experiment.length=32", "experiment.data=null", "model=oracle",
           "sampler=tau_leaping", "progress=false", "threads=1"]
@@ -24,9 +27,10 @@ def run(module: str, args: list[str], procs: int) -> str:
     return done.stdout
 
 
-def test_sampling_with_two_processes_writes_the_same_samples(tmp_path):
+def test_sampling_with_two_processes_writes_the_same_samples(tmp_path, make_cfg):
     """Three batches of 32 (ranks 0, 1, 0): the samples array and the reuse key equal one process's, and the
-    file records how many processes made it."""
+    file records how many processes made it; run_sampler given the seed (as the scripts and benchmarks call it)
+    draws the same per-batch streams."""
     cell = ORACLE + ["schedule=uniform", "nfe=8", "num_samples=96", "batch_size=32", "seed=3"]
     files = {}
     for procs in (1, 2):
@@ -39,6 +43,10 @@ def test_sampling_with_two_processes_writes_the_same_samples(tmp_path):
     assert str(one["config"]) == str(two["config"])
     assert (int(one["world_size"]), int(two["world_size"])) == (1, 2)
     assert not np.array_equal(one["samples"][:32], one["samples"][32:64])  # batches draw streams of their own
+    cfg = make_cfg(*cell)
+    direct = run_sampler(build_model(cfg), "tau_leaping", uniform(8, float(cfg.eps)), 96, 32, 3, batch_size=32,
+                         final_step=str(cfg.final_step), progress=False)
+    assert np.array_equal(direct.samples.numpy(), one["samples"])
 
 
 def test_search_with_two_processes_finds_the_same_schedule(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
-from jys.run import optimize
+from pipeline.search import optimize
 from scripts import figures
 
 ROOT = Path(__file__).resolve().parents[1]

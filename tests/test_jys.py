@@ -9,7 +9,7 @@ import scipy.stats
 
 from jys import search as search_module
 from jys.klub import Coarse, klub_terms
-from jys.run import optimize
+from pipeline.search import optimize
 from metrics.sequences import chain_nll, countdown_error
 from models.chains import smooth_chain
 from models.kernels import Absorbing, GaussianTarget, Uniform
@@ -210,7 +210,7 @@ def test_bad_input_is_a_clear_error(make_cfg, monkeypatch):
         optimize(make_cfg(*FAST, "eps=1.5"))
     with pytest.raises(ValueError, match="unknown JYS objective 'kl'"):
         optimize(make_cfg(*FAST, "jys.objective=kl"))
-    import jys.run as run_module
+    import pipeline.search as run_module
     monkeypatch.setattr(run_module, "sample_data", lambda cfg, n, g: torch.randint(0, 40, (n, 32), generator=g))
     with pytest.raises(ValueError, match="the model has 32 data states"):
         optimize(make_cfg(*FAST, "nfe=2"))

@@ -164,8 +164,8 @@ LATTICE = ["experiment.length=24", "experiment.data=null", "jys.search=lattice",
 def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
     import json
 
-    from jys.run import optimize
-    from jys.evaluate import evaluate_schedule
+    from pipeline.search import optimize
+    from pipeline.evaluate import evaluate_schedule
     from pipeline.build import build_model
     cfg = make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3", "jys.objective=destination", *LATTICE)
     model = build_model(cfg)
@@ -193,7 +193,7 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
 
 
 def test_lattice_search_bad_input(make_cfg):
-    from jys.run import optimize
+    from pipeline.search import optimize
     with pytest.raises(ValueError, match="jys.search"):
         optimize(make_cfg("experiment=count", "model=oracle", "nfe=3", "jys.search=golden", *LATTICE[:2]))
     with pytest.raises(ValueError, match="jys.lattice must be"):

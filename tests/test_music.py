@@ -307,7 +307,7 @@ def test_conditional_training_inputs_keep_the_prefix():
 def test_conditional_search_and_sampling_through_the_config(make_cfg, tmp_path, monkeypatch):
     """experiment.condition.prefix on an oracle experiment: prefixes from the chain, the JYS search
     runs with them held, and the samples keep them."""
-    from jys.run import optimize
+    from pipeline.search import optimize
     from pipeline.build import build_model, condition_prefixes
     from test_jys import smooth_chain
 
@@ -330,7 +330,7 @@ def test_conditional_search_and_sampling_through_the_config(make_cfg, tmp_path, 
     import pipeline.build
 
     real = pipeline.build.sample_data
-    monkeypatch.setattr("jys.run.sample_data", lambda c, n, g: torch.cat([torch.zeros(n, 4, dtype=torch.long),
+    monkeypatch.setattr("pipeline.search.sample_data", lambda c, n, g: torch.cat([torch.zeros(n, 4, dtype=torch.long),
                                                                          real(c, n, g)[:, 4:]], 1))
     rec = json.loads(optimize(cfg, Watch()).read_text())
     assert len(rec["times"]) == 5 and rec["model"]["prefix"] == 4 and rec["prefix"] == 4
@@ -343,7 +343,7 @@ def test_conditional_search_and_sampling_through_the_config(make_cfg, tmp_path, 
 
 
 def test_whole_sequence_metrics_refuse_a_prefix(make_cfg):
-    from metrics.registry import evaluate
+    from pipeline.metrics import evaluate
 
     cfg = make_cfg("experiment=count", "+experiment.condition.prefix=4")
     with pytest.raises(ValueError, match=r"metrics \[.*'countdown_error'.*\] score whole sequences"):

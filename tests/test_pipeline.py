@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pipeline.build import resolve_device
+from common.dist import resolve_device
 from pipeline.runs import run_config
 from samplers.schedules import uniform
 

@@ -1,4 +1,4 @@
-"""Registries: datasets (data/), model kinds (pipeline.build.MODELS), metrics (metrics/registry.py)."""
+"""Registries: datasets (data/), model kinds (pipeline.build.MODELS), metrics (pipeline/metrics.py)."""
 import types
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from omegaconf import open_dict
 
 import data as data_registry
-from metrics.registry import METRICS, evaluate
+from pipeline.metrics import METRICS, evaluate
 from models.kernels import Absorbing
 from pipeline.build import MODELS, build_model, build_process, data_identity, data_vocab, sample_data
 

@@ -8,7 +8,7 @@ import torch
 
 import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
-from jys.run import optimize
+from pipeline.search import optimize
 from models.sedd import SEDD, SEDDConfig
 from pipeline.runs import FORMAT_VERSION
 from train.loop import EMA, export_weights
@@ -52,9 +52,13 @@ def test_samples_are_redone_when_weights_or_data_change(make_cfg, tmp_path, samp
     first = stored(samples, "model_identity")["weights_sha256"]
     samplers_main.main.__wrapped__(cfg)
     assert len(sampling_calls) == 1  # same model, data and config: reused
+    other = cfg.copy()
+    other.num_samples = 3  # a metric run with other settings than the samples file's: refused, naming them
+    with pytest.raises(ValueError, match=r"other settings than this config's: num_samples: stored 4, now 3\. Remake"):
+        metrics_main.main.__wrapped__(other)
 
     write_weights(weights, 1)  # scripts/train.sh rewrites the weights in place
-    with pytest.raises(ValueError, match="were made by model .* remake them"):
+    with pytest.raises(ValueError, match=r"other settings .*model_identity.weights_sha256: stored .* Remake them"):
         metrics_main.main.__wrapped__(cfg)  # stale samples are never evaluated under the new model's name
     samplers_main.main.__wrapped__(cfg)
     assert len(sampling_calls) == 2

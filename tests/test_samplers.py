@@ -130,7 +130,7 @@ def test_count_time_map_is_exact_at_both_ends_for_long_sequences(L):
 
 @pytest.mark.parametrize("search", ["hierarchy", "lattice"])
 def test_kgillespie_jys_search_at_length_1024_gives_a_grid_the_sampler_follows(make_cfg, search):
-    from jys.run import optimize
+    from pipeline.search import optimize
     from pipeline.build import build_model
     cfg = make_cfg("experiment.length=1024", "experiment.data=null", "sampler=kgillespie", "nfe=3",
                    "jys.num_samples=2", "jys.max_iter=4", f"jys.search={search}", "jys.lattice=4",

@@ -156,7 +156,7 @@ def test_twin_metrics_through_the_registry(make_cfg, tmp_path):
     """An oracle experiment whose chain comes from experiment.chain_file, with a prefix and truth=chain:
     the chain metrics score the chain with the oracle's floor, and hellinger_true compares against
     continuations of each sample's prefix drawn from it (seed metrics.reference_seed)."""
-    from metrics.registry import evaluate
+    from pipeline.metrics import evaluate
     from pipeline.build import build_chain, condition_prefixes
 
     chain = smooth_chain(6)
@@ -185,7 +185,7 @@ def test_twin_metrics_through_the_registry(make_cfg, tmp_path):
                           f"oracle.chain_file={other}")
     assert torch.equal(build_chain(overridden).transition, load_chain(other).transition)
     with pytest.raises(FileNotFoundError, match=r"reads its chain from '.*missing.npz' \(experiment.chain_file\), which "
-                                                r"does not exist; fit it .*: python -m models.chains fit <experiment>"):
+                                                r"does not exist; fit it .*: python -m pipeline.fit_chain <experiment>"):
         build_chain(make_cfg("experiment=chain_gauss", f"+experiment.chain_file={tmp_path / 'missing.npz'}"))
     with pytest.raises(ValueError, match=r"experiment.truth='nope'; expected data or chain"):
         evaluate(make_cfg("experiment=chain_gauss", f"oracle.chain_file={tmp_path / 'chain.npz'}", "experiment.length=10",

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from data import text
-from metrics.registry import MetricContext
+from pipeline.metrics import MetricContext
 from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, smollm2_dir, token_entropy, token_nll
 from models.kernels import Absorbing
 from models.noise import LogLinear

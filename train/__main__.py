@@ -6,8 +6,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import dist
-from pipeline.build import build_process, condition_prefix, load_data, resolve_device, setup_torch
+from common import dist
+from pipeline.build import build_process, condition_prefix, load_data, setup_torch
 from train.loop import train
 
 
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
     valid = load_data(cfg, "valid") if tc.get("valid_every") else None
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),
                  Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress,
-                 device=resolve_device(cfg.get("device", "auto")), valid=valid)
+                 device=dist.resolve_device(cfg.get("device", "auto")), valid=valid)
     if not dist.is_main():
         return
     print(f"trained {note['steps']} steps, {note['samples_seen']:,} sequences, {note['wall_time_s']} s, "

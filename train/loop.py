@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pipeline import dist
-from pipeline.build import resolve_device
-from pipeline.io import atomic_write_bytes
+from common import dist
+from common.io import atomic_write_bytes
 from train.objectives import OBJECTIVES, make_objective
 
 
@@ -105,7 +104,7 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
     """Train the network of settings' objective (train/objectives.py; score_entropy when absent) on
     `data` [N, L]; returns the training note.
 
-    device: cpu, cuda[:i] or auto (pipeline.build.resolve_device). The network, the optimizer state and
+    device: cpu, cuda[:i] or auto (common.dist.resolve_device). The network, the optimizer state and
     the batches live there; x_t is drawn on the CPU from the seeded generator, so a run's data stream
     does not depend on the device. Checkpoints and exported weights hold CPU tensors.
     valid: held-out sequences; with settings' valid_every > 0, the EMA weights' loss on valid_size of
@@ -116,7 +115,7 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
     valid_every = int(s.get("valid_every") or 0)
     if valid_every and valid is None:
         raise ValueError(f"valid_every={valid_every} asks for a held-out loss, but no held-out data was given")
-    device = dist.local_device(device if isinstance(device, torch.device) else resolve_device(str(device)))
+    device = dist.local_device(device if isinstance(device, torch.device) else dist.resolve_device(str(device)))
     world, rank = dist.world_size(), dist.rank()
     if s["batch_size"] % world:
         raise ValueError(f"train.batch_size={s['batch_size']} must be a multiple of the {world} processes "

@@ -15,9 +15,9 @@ from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import PathLattice, base_lattice, optimal_grids
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
-from pipeline import dist
+from common import dist
 from pipeline.build import build_model, condition_prefix, data_identity, sample_data
-from pipeline.io import atomic_write_json
+from common.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
 from samplers.loop import COUNT_GRID, check_sampler
 from samplers.schedules import check_grid, first_count, times_from_counts

@@ -14,10 +14,10 @@ from omegaconf import DictConfig
 
 from jys.klub import resolve_objective
 from jys.lattice import PathLattice
-from jys.run import checked_data_fn, lattice_points, settings_from, step_rule
-from pipeline import dist
+from pipeline.search import checked_data_fn, lattice_points, settings_from, step_rule
+from common import dist
 from pipeline.build import build_model, condition_prefix
-from pipeline.io import atomic_write_json
+from common.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule
 from samplers.loop import COUNT_GRID, check_sampler
 from samplers.schedules import token_counts

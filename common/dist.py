@@ -139,3 +139,14 @@ def finish() -> None:
     """Leave the process group (end of a torchrun job)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def resolve_device(name: str) -> torch.device:
+    """`device`: cpu, cuda (or cuda:<index>), or auto (cuda when torch sees a GPU, else cpu)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not str(name).startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}; expected cpu, cuda, cuda:<index> or auto")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU; use device=cpu or device=auto")
+    return torch.device(name)
