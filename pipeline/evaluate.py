@@ -19,7 +19,7 @@ from common import dist
 from pipeline.build import build_model, condition_prefix
 from common.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule
-from samplers.loop import COUNT_GRID, check_sampler
+from samplers.registry import COUNT_GRID, check_sampler
 from samplers.schedules import token_counts
 
 

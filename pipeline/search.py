@@ -19,10 +19,9 @@ from common import dist
 from pipeline.build import build_model, condition_prefix, data_identity, sample_data
 from common.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
-from samplers.loop import COUNT_GRID, check_sampler
+from samplers.registry import COUNT_GRID, check_sampler, spec
 from samplers.schedules import check_grid, first_count, times_from_counts
 
-TIME_FAMILY = ("euler", "tau_leaping", "tweedie")  # one KLUB, one schedule for all three
 SEARCHES = ("auto", "hierarchy", "lattice")  # auto | the published golden-section levels | J's exact optimum on a lattice
 
 
@@ -89,7 +88,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     s = settings_from(cfg)
     model = model if model is not None else build_model(cfg)
     check_sampler(cfg.sampler, model.process)
-    if cfg.sampler in ("first_hitting", "eb"):
+    if not spec(cfg.sampler).schedule:
         raise ValueError(f"{cfg.sampler} takes no schedule (first_hitting is exact, eb chooses its counts as it goes); "
                          f"JYS serves euler, tau_leaping, tweedie and the count-grid samplers {', '.join(COUNT_GRID)}")
     length = int(cfg.experiment.length)

@@ -9,15 +9,13 @@ import torch
 from tqdm import tqdm
 
 from models.protocol import denoised_probs
+from samplers.registry import COUNT_GRID, NOISE_REMOVAL, check_sampler
 from samplers.schedules import check_grid, token_counts
 from samplers.steps import (STEPS, position_chunks, positions, rows, sample_by_positions, sample_categorical,
                             tau_leaping_step)
 from samplers.unmasking import CONFIDENCES, confidence_step, dus_step, eb_sample
 
 F64 = torch.float64
-COUNT_GRID = ("kgillespie", "confidence", "dus")  # reveal the grid's counts k(t_i) of tokens; no noise removal
-SAMPLERS = tuple(STEPS) + ("confidence", "dus", "eb", "first_hitting")
-ABSORBING_ONLY = ("kgillespie", "confidence", "dus", "eb", "first_hitting")
 
 
 class CountingModel:
@@ -47,23 +45,11 @@ class SampleResult:
         return sum(self.calls_per_batch) / len(self.calls_per_batch)
 
 
-NOISE_REMOVAL = ("euler", "tau_leaping", "tweedie")  # samplers that end with the noise-removal call at ε
-
-
 def calls_per_sequence(sampler: str, steps: int, final_step: str = "sample") -> int:
     """NFE as every table counts it: model calls per sequence, the noise-removal call always counted
     (SEDD's NFE = steps + 1) even where a batch with no mask left skips it. Count-grid samplers: their steps.
     (EB-Sampler has no grid: its calls are counted per sequence as it runs.)"""
     return steps + (1 if sampler in NOISE_REMOVAL and final_step != "none" else 0)
-
-
-def check_sampler(name: str, process) -> None:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}")
-    if name in ABSORBING_ONLY and process.kernel.mask is None:
-        raise ValueError(f"sampler {name!r} needs an absorbing kernel, not {type(process.kernel).__name__}")
-    if name == "tweedie" and process.kernel.ordinal:
-        raise ValueError("sampler 'tweedie' needs an absorbing or uniform kernel")
 
 
 def check_prefix(prefix: torch.Tensor, num_samples: int, length: int, data_states: int) -> None:

@@ -30,7 +30,7 @@ join() { echo "$*" | tr ' ' ','; }
 # call, the count-grid samplers (k-Gillespie, confidence, DUS) take NFE steps and no such call
 # (samplers.loop.calls_per_sequence). From 32 steps on, the cosine grid's first step unmasks no token of the
 # presets' 128 or 256 (L·(1 − cos(π/2N)) < 0.5), which count-grid samplers refuse: those cells are skipped.
-count_grid() { [[ $1 == kgillespie || $1 == confidence || $1 == dus ]]; }
+count_grid() { [[ $($PY -m samplers.registry grid "$1") == count ]]; }  # samplers/registry.py
 grid_steps() {
   local sampler=$1 calls nfe
   shift

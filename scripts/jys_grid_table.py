@@ -40,7 +40,8 @@ from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import build_model, condition_prefix, condition_prefixes, sample_data, setup_torch
 from common.io import atomic_write_json, atomic_write_npz
-from samplers.loop import COUNT_GRID, run_sampler
+from samplers.loop import run_sampler
+from samplers.registry import COUNT_GRID
 from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform
 
 HIERARCHY = ["jys.search=hierarchy", "jys.objective=girsanov"]  # the JYS of the published search with today's KLUB

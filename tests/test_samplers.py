@@ -228,3 +228,24 @@ def test_tau_leaping_multi_jump_rules_differ_only_where_several_jumps():
     assert torch.equal(last[moved], rej[moved]) and (last != x).sum() > moved.sum()
     with pytest.raises(ValueError, match="multi_jump 'first'"):
         tau_leaping_step(model, x, 0.6, 0.5, torch.Generator().manual_seed(1), multi_jump="first")
+
+
+def test_the_sampler_registry_answers_scripts_and_matches_the_loop():
+    """scripts/common.sh asks `python -m samplers.registry grid NAME`; every sampler with a grid has a step rule
+    or an unmasking step in the loop, and calls_per_sequence adds the noise-removal call where the spec says."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from samplers.loop import calls_per_sequence
+    from samplers.registry import SPECS
+    from samplers.steps import STEPS
+
+    ask = lambda *a: subprocess.run([sys.executable, "-m", "samplers.registry", *a], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True)
+    assert ask("grid", "dus").stdout.strip() == "count" and ask("grid", "euler").stdout.strip() == "time"
+    bad = ask("grid", "heun")
+    assert bad.returncode != 0 and "unknown sampler 'heun'" in bad.stderr
+    assert set(STEPS) <= set(SPECS)
+    for name, s in SPECS.items():
+        assert calls_per_sequence(name, 7) == 7 + s.noise_removal

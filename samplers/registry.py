@@ -1,0 +1,71 @@
+"""What each sampler can do, declared once: the grid it takes, the kernels it runs on, whether it ends with the
+noise-removal call at ε, whether it conditions on a prefix. samplers.loop, the JYS search, the scripts
+(`python -m samplers.registry`, for scripts/common.sh) read it from here. Plain Python: no torch import, so a
+shell asks in a fraction of a second."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+KERNELS = ("absorbing", "uniform", "ordinal")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    grid: str  # 'time' (a decreasing time grid), 'count' (reveals the grid's counts k(t_i) of tokens), 'none'
+    kernels: tuple[str, ...]  # the kernels it runs on
+    noise_removal: bool  # ends with the noise-removal call at ε (one more model call than grid steps)
+    prefix: bool  # conditional generation (a prefix held in place)
+    schedule: bool  # takes a JYS schedule (first_hitting is exact; eb chooses its counts as it goes)
+
+
+CATEGORICAL = ("absorbing", "uniform")
+SPECS = {s.name: s for s in (
+    SamplerSpec("euler", "time", KERNELS, noise_removal=True, prefix=True, schedule=True),
+    SamplerSpec("tau_leaping", "time", KERNELS, noise_removal=True, prefix=True, schedule=True),
+    SamplerSpec("tweedie", "time", CATEGORICAL, noise_removal=True, prefix=True, schedule=True),
+    SamplerSpec("kgillespie", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
+    SamplerSpec("confidence", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
+    SamplerSpec("dus", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
+    SamplerSpec("eb", "none", ("absorbing",), noise_removal=False, prefix=True, schedule=False),
+    SamplerSpec("first_hitting", "none", ("absorbing",), noise_removal=False, prefix=True, schedule=False),
+)}
+SAMPLERS = tuple(SPECS)
+COUNT_GRID = tuple(n for n, s in SPECS.items() if s.grid == "count")
+NOISE_REMOVAL = tuple(n for n, s in SPECS.items() if s.noise_removal)
+
+
+def spec(name: str) -> SamplerSpec:
+    if name not in SPECS:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {list(SAMPLERS)}")
+    return SPECS[name]
+
+
+def kernel_kind(kernel) -> str:
+    """'absorbing', 'uniform' or 'ordinal': the kernel as SamplerSpec.kernels names it."""
+    return "absorbing" if kernel.mask is not None else "ordinal" if kernel.ordinal else "uniform"
+
+
+def check_sampler(name: str, process) -> None:
+    """Refuses an unknown sampler or one that cannot run on this process's kernel, naming both."""
+    kind = kernel_kind(process.kernel)
+    if kind not in spec(name).kernels:
+        raise ValueError(f"sampler {name!r} needs an {' or '.join(spec(name).kernels)} kernel, not the {kind} kernel "
+                         f"{type(process.kernel).__name__}")
+
+
+def main(argv: list[str]) -> None:
+    """python -m samplers.registry FIELD NAME: one field of a sampler's spec (grid, kernels, ...), for scripts."""
+    fields = list(SamplerSpec.__dataclass_fields__)
+    if len(argv) != 2 or argv[0] not in fields:
+        sys.exit(f"usage: python -m samplers.registry {{{','.join(fields)}}} SAMPLER")
+    try:
+        value = getattr(spec(argv[1]), argv[0])
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    print(" ".join(value) if isinstance(value, tuple) else str(value).lower())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
