@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from common.memory import release_freed_memory
 from jys.klub import Coarse, coarse_read, klub_terms, step_terms
 from models.protocol import ModelOutput
 
@@ -243,6 +244,7 @@ class PathLattice:
             raise ValueError(f"grid points {missing[:4]} are not lattice points")
         idx = [self.index[g] for g in grid]
         parts = [self.interval(a, b) for a, b in zip(idx, idx[1:])]
+        release_freed_memory()
         per_seq = torch.stack(parts).sum(0)
         M = per_seq.numel()
         se = float(per_seq.std(unbiased=True) / math.sqrt(M)) if M > 1 else math.nan
@@ -266,6 +268,7 @@ class PathLattice:
                 D[a, b] = acc + self.step_rule(p, q).mean()
                 bar.update(1)
             self.reads.pop(p, None)  # later pairs never read p as coarse, nor as fine (fine follows coarse)
+            release_freed_memory()  # a row's temporaries: without this the heap grows by GBs (common/memory.py)
         bar.close()
         return D
 
