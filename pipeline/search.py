@@ -12,7 +12,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from jys.klub import check_coarse_state, check_objective, resolve_objective
-from jys.lattice import PathLattice, base_lattice, optimal_grids
+from jys.lattice import base_lattice, optimal_grids
+from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from common import dist
@@ -192,20 +193,8 @@ def lattice_points(cfg: DictConfig, process, family: str, eps: float, nfe: int) 
 
 
 def step_rule(cfg: DictConfig, kernel) -> str:
-    """jys.rule: 'sampler' gives J the one-step term of the sampler the schedule is for (jys.klub.step_terms),
-    'none' leaves it out; 'auto': the sampler's for uniform kernels, none for absorbing ones (Euler and Tweedie
-    unmask each token with the step's exact law there; tested) and ordinal ones (no Tweedie step). Count-grid
-    samplers time their steps exactly: none."""
-    rule = str(cfg.jys.get("rule", "auto"))
-    if rule not in ("auto", "none", "sampler"):
-        raise ValueError(f"unknown jys.rule {rule!r}; expected 'auto', 'none' or 'sampler'")
-    if rule == "auto":
-        rule = "none" if kernel.mask is not None or kernel.ordinal else "sampler"
-    if rule == "none" or cfg.sampler not in ("euler", "tau_leaping", "tweedie"):
-        return "none"
-    if cfg.sampler == "tau_leaping":
-        return "tau_leaping_last" if str(cfg.get("multi_jump", "reject")) == "last" else "tau_leaping"
-    return str(cfg.sampler)
+    """jys.rule resolved for this config's sampler (jys.schedule.resolve_rule)."""
+    return resolve_rule(str(cfg.jys.get("rule", "auto")), str(cfg.sampler), kernel, str(cfg.get("multi_jump", "reject")))
 
 
 def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, prefix: int, label: str) -> Path:
@@ -215,9 +204,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
     nfe = int(cfg.nfe)
     M, weight = int(cfg.jys.get("lattice_samples", 128)), str(cfg.jys.get("weight", "survival"))
     points = lattice_points(cfg, model.process, family, s.eps, nfe)
-    # A lattice grown for this NFE (2·nfe > jys.lattice) serves it alone: its steps span a few points, so pairs
-    # farther apart than 4 steps' worth are not computed (the last step may not be longer than that either).
-    span = None if 2 * nfe <= int(cfg.jys.get("lattice", 32)) else math.ceil(4 * len(points) / nfe)
+    span = lattice_span(nfe, int(cfg.jys.get("lattice", 32)), len(points))
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
     key = {"search": "lattice", "family": family, "model": identity,
            "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
@@ -236,12 +223,12 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
     else:
         t0 = time.time()
         x0 = checked_data_fn(cfg, model.process)(M, torch.Generator().manual_seed(s.seed))
-        lat = PathLattice(model, x0, points, "count" if family == "kgillespie" else "tau", s.seed + 1, s.objective,
-                          s.coarse_state, weight, prefix=prefix, batch_size=s.batch_size, progress=s.progress,
-                          base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe),
-                          rule=step_rule(cfg, model.process.kernel))
-        D = lat.table(max_span=span)
-        calls, wall = lat.calls, time.time() - t0
+        D, calls = lattice_table(model, x0, points, "count" if family == "kgillespie" else "tau", seed=s.seed + 1,
+                                 objective=s.objective, coarse_state=s.coarse_state, weight=weight,
+                                 rule=step_rule(cfg, model.process.kernel), prefix=prefix, batch_size=s.batch_size,
+                                 progress=s.progress, base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe),
+                                 max_span=span)
+        wall = time.time() - t0
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": [[v if math.isfinite(v) else None for v in row]
                                                              for row in D.tolist()],

@@ -1,0 +1,94 @@
+"""JYS on a model of your own, from Python: no experiment, no config, no files.
+
+    from jys.schedule import find_schedule
+    schedule = find_schedule(model, x0, nfe=8, sampler="euler")   # schedule.times: 1 = t_0 > … > t_N = eps
+    samples = run_sampler(model, "euler", schedule.times, 64, x0.shape[1], seed).samples
+
+`model` follows the model protocol (models/protocol.py): a callable (x_t [B, L] long, t [B] float) ->
+ModelOutput('score' | 'denoiser', values) with an attribute `process` (models.process.make_process builds one from
+names: noise loglinear/geometric/exponential/constant, kernel absorbing/uniform/gaussian). `x0` [M, L] are data
+sequences: the forward paths J is estimated on. The grid is J's exact optimum over the lattice (jys.lattice), the
+search `python -m jys` runs by default for absorbing and uniform kernels (docs/results/jys.md, "The grid
+objective J"); `python -m jys` adds caching, resuming, the count-grid samplers and the hierarchical search."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from jys.klub import resolve_objective
+from jys.lattice import PathLattice, base_lattice, check_weight, optimal_grids
+
+TIME_GRID = ("euler", "tau_leaping", "tweedie")  # the samplers whose grid is in time (samplers/registry.py)
+RULES = ("auto", "none", "sampler")
+
+
+def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") -> str:
+    """J's one-step term (jys.klub.step_terms) for `sampler`: 'sampler' gives J that sampler's own one-step error,
+    'none' leaves it out; 'auto' the sampler's for uniform kernels, none for absorbing ones (Euler and Tweedie unmask
+    each token with the step's exact law there; tested) and ordinal ones (no Tweedie step). Count-grid samplers
+    time their steps exactly: none."""
+    if rule not in RULES:
+        raise ValueError(f"unknown jys.rule {rule!r}; expected one of {RULES}")
+    if rule == "auto":
+        rule = "none" if kernel.mask is not None or kernel.ordinal else "sampler"
+    if rule == "none" or sampler not in TIME_GRID:
+        return "none"
+    if sampler == "tau_leaping":
+        return "tau_leaping_last" if multi_jump == "last" else "tau_leaping"
+    return sampler
+
+
+def lattice_table(model, x0: torch.Tensor, points: list, family: str, *, seed: int, objective: str,
+                  coarse_state: str = "auto", weight: str = "survival", rule: str = "none", prefix: int = 0,
+                  batch_size: int = 512, progress: bool = False, base_points: int = 32,
+                  max_span: int | None = None) -> tuple[torch.Tensor, int]:
+    """D [P, P] over the lattice's pairs of points (PathLattice.table) and the model calls it took."""
+    lat = PathLattice(model, x0, points, family, seed, objective, coarse_state, weight, prefix=prefix,
+                      batch_size=batch_size, progress=progress, base_points=base_points, rule=rule)
+    return lat.table(max_span=max_span), lat.calls
+
+
+def lattice_span(nfe: int, lattice: int, points: int) -> int | None:
+    """A lattice grown for this NFE (2·nfe > lattice) serves it alone: its steps span a few points, so pairs
+    farther apart than 4 steps' worth are not computed (the last step may not be longer than that either)."""
+    return None if 2 * nfe <= lattice else math.ceil(4 * points / nfe)
+
+
+@dataclass
+class Schedule:
+    times: torch.Tensor  # [nfe + 1] float64, 1 = t_0 > … > t_nfe = eps
+    J: float  # J of this grid on the lattice (its estimate of the grid's divergence)
+    model_calls: int  # the model calls the search took
+
+
+def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, eps: float = 1e-5,
+                  lattice: int = 32, objective: str = "auto", coarse_state: str = "auto", weight: str = "survival",
+                  rule: str = "auto", multi_jump: str = "reject", prefix: int = 0, seed: int = 0,
+                  batch_size: int = 512, progress: bool = False) -> Schedule:
+    """The grid of `nfe` steps of a time-grid sampler (euler, tau_leaping, tweedie) that minimizes J over a lattice
+    of max(lattice, 2·nfe) uniform times plus half as many log-spaced at each end; the defaults are `python -m
+    jys`'s (configs/config.yaml, jys.*). prefix K: the first K tokens of every sequence are a condition, never
+    generated. Costs one model call per lattice point per batch of x0."""
+    if sampler not in TIME_GRID:
+        raise ValueError(f"find_schedule serves the time-grid samplers {TIME_GRID}, not {sampler!r}; count-grid "
+                         "samplers (kgillespie, confidence, dus) search over counts with `python -m jys`")
+    if not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps must lie in (0, 1), got {eps}")
+    if x0.ndim != 2 or x0.dtype.is_floating_point or x0.min() < 0 or x0.max() >= model.process.data_states:
+        raise ValueError(f"x0 must be data tokens [M, L] in [0, {model.process.data_states}), got {x0.dtype} of "
+                         f"shape {tuple(x0.shape)}")
+    check_weight(weight)
+    kernel = model.process.kernel
+    n = max(int(lattice), 2 * nfe)
+    points = base_lattice(n, eps)
+    D, calls = lattice_table(model, x0, points, "tau", seed=seed + 1, objective=resolve_objective(objective, kernel),
+                             coarse_state=coarse_state, weight=weight,
+                             rule=resolve_rule(rule, sampler, kernel, multi_jump), prefix=prefix,
+                             batch_size=batch_size, progress=progress, base_points=n,
+                             max_span=lattice_span(nfe, int(lattice), len(points)))
+    path, J = optimal_grids(D, nfe)[nfe]
+    return Schedule(torch.tensor([points[i] for i in path], dtype=torch.float64), J, calls)
