@@ -133,7 +133,7 @@ def parse_corpus(spec: dict) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     <dir>/cache/<file>-q<steps>.npz as soon as it is done."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
+    from common.progress import progress as progress_bar
 
     steps = int(spec["steps_per_quarter"])
     files = essen_files(spec.get("files"))
@@ -142,8 +142,8 @@ def parse_corpus(spec: dict) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     if todo:
         with ProcessPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
             jobs = pool.map(_parse_and_cache, todo, [cached[p] for p in todo], [steps] * len(todo))
-            for _ in tqdm(jobs, total=len(todo), desc=f"parsing Essen tunes ({len(files) - len(todo)} files cached)",
-                          unit="file"):
+            for _ in progress_bar(jobs, total=len(todo),
+                                  desc=f"parsing Essen tunes ({len(files) - len(todo)} files cached)"):
                 pass
     tunes, skips = {}, dict.fromkeys(SKIPS, 0)
     for path in files:

@@ -27,8 +27,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
+from common.progress import progress as progress_bar
 from common.memory import release_freed_memory
 from jys.klub import Coarse, coarse_read, klub_terms, step_terms
 from models.protocol import ModelOutput
@@ -258,7 +258,7 @@ class PathLattice:
         n = len(idx)
         span = n if max_span is None else max_span
         D = torch.full((n, n), math.inf, dtype=F64)
-        bar = tqdm(total=n * (n - 1) // 2, desc="JYS lattice pairs", leave=False, disable=not self.progress)
+        bar = progress_bar(total=n * (n - 1) // 2, desc="JYS lattice pairs", leave=False, enabled=self.progress)
         for a in range(n - 1):
             p, acc = idx[a], torch.zeros((), dtype=F64)
             for b in range(a + 1, min(n, a + 1 + span)):

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
+from common.progress import progress as progress_bar
 from jys.klub import Coarse, coarse_read, draw_pair, klub_terms
 from common import dist
 from samplers.schedules import first_count
@@ -299,7 +299,7 @@ def _golden(iv, evaluate, s: SearchSettings, desc: str, bracket_min) -> tuple[li
 
     fc = dict(zip(live, run(live, [c[i] for i in live])))
     fd = dict(zip(live, run(live, [d[i] for i in live])))
-    bar = tqdm(total=s.max_iter, desc=desc, leave=False, disable=not s.progress)
+    bar = progress_bar(total=s.max_iter, desc=desc, leave=False, enabled=s.progress)
     for _ in range(s.max_iter):
         active = [i for i in live if b[i] - a[i] > stop[i]]
         if not active:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+
+from common.progress import progress as progress_bar
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 JUDGES = ("smollm2", "gpt2-large")  # gpt2-large, or any other name, reads metrics.judge_path
@@ -96,7 +97,7 @@ def token_nll(judge: Judge, texts: list[str], batch_size: int = 16, progress: bo
                          f"{judge.context} tokens; use shorter samples or another judge")
     total, count = 0.0, 0
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
-    for start in tqdm(range(0, len(order), batch_size), desc=f"judge {judge.name}", disable=not progress):
+    for start in progress_bar(range(0, len(order), batch_size), desc=f"judge {judge.name}", enabled=progress):
         batch = [encoded[i] for i in order[start:start + batch_size] if len(encoded[i]) > 1]
         if not batch:
             continue

@@ -6,8 +6,8 @@ from functools import partial
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from common.progress import progress as progress_bar
 from models.protocol import denoised_probs
 from samplers.registry import COUNT_GRID, NOISE_REMOVAL, check_sampler
 from samplers.schedules import check_grid, token_counts
@@ -101,8 +101,8 @@ def first_hitting(model, x: torch.Tensor, generator: torch.Generator, progress: 
     mask = proc.kernel.mask
     B, L = x.shape
     t = torch.ones(B, dtype=F64)
-    for n in tqdm(range(int((x[0] == mask).sum()), 0, -1), desc="first hitting", leave=False,
-                  disable=not progress):
+    for n in progress_bar(range(int((x[0] == mask).sum()), 0, -1), desc="first hitting", leave=False,
+                          enabled=progress):
         m = -torch.expm1(-proc.sigma(t)) * torch.rand(B, generator=generator, dtype=F64) ** (1.0 / n)
         t = proc.noise.inverse(-torch.log1p(-m))
         probs = denoised_probs(model(x, t), x, t, proc)  # [B, L, S0]
@@ -165,7 +165,7 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     chunks, calls, per_sequence = [], [], []
     times = grid.tolist()
     n_batches = -(-num_samples // batch_size)
-    bar = tqdm(total=n_batches * (len(times) - 1), desc=f"{sampler} sampling", disable=not progress)
+    bar = progress_bar(total=n_batches * (len(times) - 1), desc=f"{sampler} sampling", enabled=progress)
     seed = None if isinstance(generator, torch.Generator) else int(generator)
     for k, start in enumerate(range(0, num_samples, batch_size)):
         counter.calls = 0

@@ -36,3 +36,21 @@ def test_sampling_seeds_of_one_cell_get_their_own_files(make_cfg):
     assert artifact_path(one, "samples", "uniform", 7, "npz").name == "euler-uniform-nfe7-seed1.npz"
     assert artifact_path(one, "metrics", "jys", 7, "json").name == "euler-jys-nfe7-seed1.json"
     assert artifact_path(one, "schedules", "jys", 7, "json") == artifact_path(zero, "schedules", "jys", 7, "json")
+
+
+def test_progress_prints_one_line_per_loop_into_a_log(capsys):
+    """Not a terminal (pytest captures stderr): no carriage-return redraws, one closing line per loop."""
+    from common.progress import progress
+
+    assert sum(progress(range(5), desc="five", enabled=True)) == 10
+    bar = progress(total=3, desc="three", enabled=True)
+    for _ in range(3):
+        bar.update(1)
+    bar.set_postfix(loss="0.5")
+    bar.close()
+    for _ in progress(range(2), desc="quiet", enabled=False):
+        pass
+    err = capsys.readouterr().err
+    assert "\r" not in err and "quiet" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("five: 5/5 in ") and lines[1].endswith("s (loss=0.5)")

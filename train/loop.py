@@ -19,8 +19,8 @@ from copy import deepcopy
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from common.progress import progress as progress_bar
 from common import dist
 from common.io import atomic_write_bytes
 from train.objectives import OBJECTIVES, make_objective
@@ -145,7 +145,7 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
         print(f"resuming training from {ckpt} at step {step}")
     net.train()
     main = dist.is_main()
-    bar = tqdm(total=s["steps"], initial=step, desc="train", disable=not (progress and main))
+    bar = progress_bar(total=s["steps"], initial=step, desc="train", enabled=progress and main)
     held_out = HeldOutLoss(valid, objective, int(s.get("valid_size") or 512), s["batch_size"] // world, s["t_min"],
                            s["seed"] + 2) if valid_every else None
     deadline = time.time() + 60 * float(s["max_minutes"]) if s.get("max_minutes") is not None else None
