@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup test demo demo-oracle figures bench clean
+.PHONY: setup test test-fast demo demo-oracle figures bench clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -17,6 +17,10 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The tests not marked slow (pytest.ini): unit, exact and pipeline checks that take well under a second or two each.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 # The main job on the embedded default: the CountDown experiment (trained model and exact oracle).
 demo: $(STAMP)

@@ -14,7 +14,7 @@ import samplers.__main__ as samplers_main
 from pipeline.search import optimize
 from scripts import figures
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CALLS = (4, 8)  # NFE = model calls per sequence: Euler's grid has NFE - 1 steps and the noise-removal call
 
 
@@ -42,6 +42,7 @@ def make_count_runs(make_cfg, runs) -> None:
                     "--samplers", "euler", "--nfes", *map(str, CALLS)], cwd=ROOT, check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_notebook_draws_the_figures_that_have_runs_and_names_the_command_for_the_others(make_cfg, tmp_path, one_thread):
     make_count_runs(make_cfg, tmp_path)  # make_cfg writes under runs_dir=tmp_path
     assert (tmp_path / "count" / "results.json").is_file()

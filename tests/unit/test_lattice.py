@@ -161,6 +161,7 @@ LATTICE = ["experiment.length=24", "experiment.data=null", "jys.search=lattice",
            "jys.lattice_samples=16"]
 
 
+@pytest.mark.slow
 def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
     import json
 

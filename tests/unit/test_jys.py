@@ -121,6 +121,7 @@ def _categorical(kernel):
     return clone
 
 
+@pytest.mark.slow
 def test_klub_chunks_and_coarse_groups_do_not_change_results(make_cfg, monkeypatch, tmp_path):
     import jys.klub as klub_module
     kernel = Uniform(5)
@@ -141,6 +142,7 @@ def test_klub_chunks_and_coarse_groups_do_not_change_results(make_cfg, monkeypat
     assert straddling == one  # model-call batches that straddle intervals' rows: same schedule
 
 
+@pytest.mark.slow
 def test_fixed_mixing_step_nests_for_any_nfe_and_resumes(make_cfg, tmp_path):
     """count_uniform (t_mix ≈ 0.79 < 1): level 0 is the step 1 → t_mix; NFE 1 … 6 nest, every grid below
     t_mix comes from the search, and a rerun reuses the cached levels."""
@@ -155,6 +157,7 @@ def test_fixed_mixing_step_nests_for_any_nfe_and_resumes(make_cfg, tmp_path):
         assert all(t < t_mix for t in grid[2:])  # no point in the mixed region
 
 
+@pytest.mark.slow
 def test_search_is_deterministic_nested_and_any_nfe(make_cfg, tmp_path):
     cfg = make_cfg(*FAST, "nfe=8")
     path8 = optimize(cfg)
@@ -170,6 +173,7 @@ def test_search_is_deterministic_nested_and_any_nfe(make_cfg, tmp_path):
     assert set(times(optimize(make_cfg(*FAST, "nfe=2")))) <= set(times(optimize(make_cfg(*FAST, "nfe=4"))))
 
 
+@pytest.mark.slow
 def test_resumed_search_equals_uninterrupted(make_cfg, tmp_path, monkeypatch):
     straight = times(optimize(make_cfg(*FAST, "nfe=8", "runs_dir=" + str(tmp_path / "a"))))
     real = search_module.TimeSearch.level
@@ -230,6 +234,7 @@ def _errors(cfg, grids, sampler, metric, num=512):
     return out
 
 
+@pytest.mark.slow
 def test_jys_beats_uniform_and_cosine_on_the_countdown_oracle(make_cfg):
     """A small version of the README's check: Euler, NFE 4, error at most 0.7 × uniform's and below cosine's."""
     cfg = make_cfg("experiment.length=64", "experiment.data=null", "jys.num_samples=32", "nfe=4")
@@ -239,6 +244,7 @@ def test_jys_beats_uniform_and_cosine_on_the_countdown_oracle(make_cfg):
     assert errors["jys"] <= 0.7 * errors["uniform"] and errors["jys"] < errors["cosine"], errors
 
 
+@pytest.mark.slow
 def test_jys_beats_uniform_under_the_uniform_kernel(make_cfg):
     """count_uniform_const (tauLDR's constant-rate uniform kernel), Euler, NFE 4, chain NLL."""
     cfg = make_cfg("experiment=count_uniform_const", "experiment.length=32", "experiment.data=null",
@@ -248,6 +254,7 @@ def test_jys_beats_uniform_under_the_uniform_kernel(make_cfg):
     assert nll["jys"] <= 0.7 * nll["uniform"], nll
 
 
+@pytest.mark.slow
 def test_jys_beats_uniform_under_the_gaussian_kernel(make_cfg, tmp_path):
     """chain_gauss (tauLDR's Gaussian kernel and exponential noise) on a smooth chain, τ-leaping, NFE 4:
     JYS takes one step to t_mix and searches below it; chain NLL at most 0.7 × uniform's."""

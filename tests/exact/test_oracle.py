@@ -5,24 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.chains import MarkovChain, countdown_chain, load_chain
+from models.chains import countdown_chain, load_chain
 from models.kernels import Absorbing, GaussianTarget, Uniform
 from models.noise import LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from models.protocol import concrete_ratios
-
-S0, L = 3, 4
-
-
-def tiny_chain(seed=0):
-    g = np.random.default_rng(seed)
-    init = g.dirichlet(np.ones(S0))
-    T = g.dirichlet(np.ones(S0), size=S0)
-    T[0, 2] = 0.0  # a forbidden transition: the floor must handle it
-    T[0] /= T[0].sum()
-    return MarkovChain(torch.tensor(init), torch.tensor(T))
-
+from conftest import L, S0, tiny_chain
 
 KERNELS = {"absorbing": lambda: Absorbing(S0), "uniform": lambda: Uniform(S0),
            "gaussian": lambda: GaussianTarget(S0, rate_sigma=2.0, Q_sigma=2.0)}

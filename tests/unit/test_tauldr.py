@@ -150,6 +150,7 @@ def test_published_run_loads_its_ema_weights(tmp_path):
     assert torch.equal(outputs(load_tauldr_run(flat).net), outputs(ema))
 
 
+@pytest.mark.slow
 def test_bad_runs_fail_naming_the_problem(tmp_path):
     raw, ema = tiny_net(0), tiny_net(1)
     path = write_run(tmp_path, raw, ema)

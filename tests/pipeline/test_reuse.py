@@ -39,6 +39,7 @@ def stored(path, field):
         return json.loads(str(f[field]))
 
 
+@pytest.mark.slow
 def test_samples_are_redone_when_weights_or_data_change(make_cfg, tmp_path, sampling_calls):
     weights = tmp_path / "weights"
     cfg = make_cfg("experiment=count", "model=count-sedd", f"model.path={weights}", "model.precision=fp32",
@@ -81,6 +82,7 @@ def test_samples_are_redone_when_weights_or_data_change(make_cfg, tmp_path, samp
     assert stored(samples, "data_identity") != record["data_identity"]
 
 
+@pytest.mark.slow
 def test_chain_file_bytes_key_samples_and_search_levels(make_cfg, tmp_path, sampling_calls):
     chain = tmp_path / "chain.npz"
     cfg = make_cfg("experiment=chain", "model=oracle", f"oracle.chain_file={chain}", "experiment.length=8",

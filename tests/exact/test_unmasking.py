@@ -21,11 +21,11 @@ from models.protocol import ModelOutput
 from samplers.loop import CountingModel, run_sampler
 from samplers.schedules import first_count, times_from_counts, uniform, unmasked_counts
 from samplers.unmasking import count_times, dilated_order, entropy_bounded_counts
-from test_oracle import L, S0, tiny_chain
-from test_samplers import chain_law_pvalue
+from conftest import L, S0, tiny_chain
+from conftest import chain_law_pvalue
 
 F64 = torch.float64
-ROOT_DIR = Path(__file__).resolve().parents[1]
+ROOT_DIR = Path(__file__).resolve().parents[2]
 
 
 class Recording(OracleModel):
@@ -163,6 +163,7 @@ def test_parallel_decoding_is_not_the_exact_law():
     assert chain_law_pvalue(res.samples, oracle.chain) < 1e-6
 
 
+@pytest.mark.slow
 def test_pipeline_eb_files_and_count_samplers_share_the_count_search(make_cfg, tmp_path):
     common = ("experiment=count", "model=oracle", "experiment.length=16", "num_samples=8", "batch_size=4",
               "jys.num_samples=8", "jys.max_iter=3", "experiment.data=null")
@@ -202,6 +203,7 @@ def test_unmasking_samplers_need_an_absorbing_kernel():
             run_sampler(oracle, sampler, uniform(4), 2, L, torch.Generator().manual_seed(0), progress=False)
 
 
+@pytest.mark.slow
 def test_eb_tuning_finds_a_gamma_that_spends_the_budget():
     import importlib.util
     spec = importlib.util.spec_from_file_location("eb_tune", ROOT_DIR / "scripts" / "eb_tune.py")

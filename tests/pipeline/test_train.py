@@ -9,7 +9,7 @@ from models.kernels import Absorbing, GaussianTarget, Uniform
 from models.noise import Exponential, LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
-from test_oracle import L, S0, tiny_chain
+from conftest import L, S0, tiny_chain
 from train.loop import EMA, train
 from train.losses import ct_elbo, forward_jump, score_entropy
 
@@ -80,6 +80,7 @@ def tiny_training(sequences: int, length: int, dropout: float, **settings):
     return proc, data, spec, arch, {**base, **settings}
 
 
+@pytest.mark.slow
 def test_resumed_training_is_bit_identical(tmp_path):
     proc, data, spec, arch, settings = tiny_training(64, 16, 0.1, steps=4, batch_size=8, warmup=2, bf16=False,
                                                      ckpt_every=2)

@@ -27,6 +27,7 @@ def run(module: str, args: list[str], procs: int) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_sampling_with_two_processes_writes_the_same_samples(tmp_path, make_cfg):
     """Three batches of 32 (ranks 0, 1, 0): the samples array and the reuse key equal one process's, and the
     file records how many processes made it; run_sampler given the seed (as the scripts and benchmarks call it)
@@ -49,6 +50,7 @@ def test_sampling_with_two_processes_writes_the_same_samples(tmp_path, make_cfg)
     assert np.array_equal(direct.samples.numpy(), one["samples"])
 
 
+@pytest.mark.slow
 def test_search_with_two_processes_finds_the_same_schedule(tmp_path):
     """The KLUB's 64 samples in model-call batches of 24 (some straddling two intervals) split over 2 ranks:
     the same KLUB values at every level (bit for bit) and so the same schedule; the model calls are counted
@@ -66,6 +68,7 @@ def test_search_with_two_processes_finds_the_same_schedule(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_lattice_search_with_two_processes_finds_the_same_schedule(tmp_path):
     """The default search for this uniform kernel (J's lattice table, then the DP) under 2 ranks: the same grid,
     the same J."""
@@ -98,6 +101,7 @@ def curve(out_dir) -> list[float]:
     return [loss for _, loss in note["loss_curve"]], note
 
 
+@pytest.mark.slow
 def test_training_with_two_processes_follows_the_same_loss_curve(tmp_path, training_args):
     """20 steps of a global batch of 8: DDP over 2 ranks (4 sequences each) within 1e-5 relative of one
     process at every step; then a run stopped at step 10 by 2 processes and resumed by 1 ends on the same curve."""
@@ -116,6 +120,7 @@ def test_training_with_two_processes_follows_the_same_loss_curve(tmp_path, train
     assert note["steps"] == 20 and np.allclose(switched, one, rtol=1e-5, atol=0)
 
 
+@pytest.mark.slow
 def test_tauldr_training_with_two_processes_follows_the_same_loss_curve(tmp_path):
     """tauLDR's UNet and CT-ELBO (the digits model) under DDP: 20 steps of a global batch of 8 on 2 ranks
     within 1e-5 relative of one process."""

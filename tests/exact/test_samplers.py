@@ -1,5 +1,4 @@
 """Every sampler, driven by the exact oracle on a fine grid, reproduces the chain."""
-import itertools
 import math
 import json
 
@@ -10,13 +9,13 @@ import torch
 
 from metrics.sequences import countdown_error
 from models.chains import countdown_chain
-from models.kernels import Absorbing, GaussianTarget, Uniform
+from models.kernels import Absorbing, Uniform
 from models.noise import Geometric, LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from samplers.loop import CountingModel, run_sampler
 from samplers.schedules import check_grid, cosine, first_count, times_from_counts, token_counts, unmasked_counts, uniform
-from test_oracle import L, S0, tiny_chain
+from conftest import L, S0, chain_law_pvalue, tiny_chain, tiny_process
 
 CASES = [
     ("absorbing", "euler"), ("absorbing", "tau_leaping"), ("absorbing", "tweedie"),
@@ -26,22 +25,7 @@ CASES = [
 ]
 
 
-def tiny_process(kernel):
-    if kernel == "absorbing":
-        return ForwardProcess(LogLinear(), Absorbing(S0))
-    k = Uniform(S0) if kernel == "uniform" else GaussianTarget(S0, rate_sigma=2.0, Q_sigma=100.0)
-    return ForwardProcess(Geometric(1e-4, 20.0), k)  # fully mixed at t = 1, as the prior assumes
-
-
-def chain_law_pvalue(samples: torch.Tensor, chain) -> float:
-    """Chi-square p-value of samples [n, L] against the chain's law over all S0^L sequences."""
-    seqs = list(itertools.product(range(chain.num_states), repeat=samples.shape[1]))
-    index = {s: i for i, s in enumerate(seqs)}
-    counts = np.bincount([index[tuple(r)] for r in samples.tolist()], minlength=len(seqs))
-    expected = np.exp(chain.log_prob(torch.tensor(seqs)).numpy()) * samples.shape[0]
-    return scipy.stats.chisquare(counts, expected).pvalue
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel,sampler", CASES)
 def test_fine_grid_reproduces_the_chain(kernel, sampler):
     proc = tiny_process(kernel)
@@ -52,6 +36,7 @@ def test_fine_grid_reproduces_the_chain(kernel, sampler):
     assert chain_law_pvalue(res.samples, oracle.chain) > 1e-3
 
 
+@pytest.mark.slow
 def test_countdown_euler_1024_steps_is_nearly_exact():
     proc = ForwardProcess(LogLinear(1e-3), Absorbing(32))
     oracle = OracleModel(countdown_chain(), proc)
@@ -128,6 +113,7 @@ def test_count_time_map_is_exact_at_both_ends_for_long_sequences(L):
             times_from_counts([0, 1, L], proc, L)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("search", ["hierarchy", "lattice"])
 def test_kgillespie_jys_search_at_length_1024_gives_a_grid_the_sampler_follows(make_cfg, search):
     from pipeline.search import optimize
