@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 from metrics.text import load_judge, token_nll
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main():

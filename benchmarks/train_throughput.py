@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
 from models.chains import countdown_chain
 from models.kernels import Absorbing
 from models.noise import LogLinear
 from models.process import ForwardProcess
 from models.sedd import SEDD, SEDDConfig
 from train.losses import score_entropy
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def setup(name: str, batch: int, g: torch.Generator):

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.io import atomic_write_bytes
 from data import take_rows
 from models.chains import countdown_chain
-from common.io import atomic_write_bytes
 
 SPLITS = ("train", "valid")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import take_rows
 from common.io import atomic_write_bytes
+from data import take_rows
 
 SPLITS = ("train", "valid")
 LEVELS = 17  # sklearn's digits: 4 × 4 blocks of a 32 × 32 bitmap, counted: 0..16

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import take_rows
 from common.io import atomic_write_bytes
+from data import take_rows
 
 SPLITS = ("train", "valid")
 REST = 128

@@ -9,10 +9,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.evaluate import evaluate_schedule
-from pipeline.search import optimize
 from common import dist
 from pipeline.build import setup_torch
+from pipeline.evaluate import evaluate_schedule
+from pipeline.search import optimize
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)

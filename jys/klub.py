@@ -53,8 +53,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.protocol import ModelOutput, concrete_ratios
 from common import dist
+from models.protocol import ModelOutput, concrete_ratios
 
 F64 = torch.float64
 OBJECTIVES = ("auto", "girsanov", "reference", "destination", "reverse")

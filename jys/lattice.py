@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from common.progress import progress as progress_bar
 from common.memory import release_freed_memory
+from common.progress import progress as progress_bar
 from jys.klub import Coarse, coarse_read, klub_terms, step_terms
 from models.protocol import ModelOutput
 

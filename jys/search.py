@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from common import dist
 from common.progress import progress as progress_bar
 from jys.klub import Coarse, coarse_read, draw_pair, klub_terms
-from common import dist
 from samplers.schedules import first_count
 
 F64 = torch.float64

@@ -7,11 +7,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pipeline.metrics import evaluate
-from pipeline.build import build_model
 from common.io import atomic_write_json
-from pipeline.runs import (FORMAT_VERSION, artifact_path, confidence, key_differences, multi_jump, resolve_schedule,
-                           samples_key)
+from pipeline.build import build_model
+from pipeline.metrics import evaluate
+from pipeline.runs import (
+    FORMAT_VERSION,
+    artifact_path,
+    confidence,
+    key_differences,
+    multi_jump,
+    resolve_schedule,
+    samples_key,
+)
 from samplers.loop import calls_per_sequence
 
 __all__ = ["evaluate", "main", "samples_provenance"]

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from common import dist
+from common.io import atomic_write_json
 from jys.klub import resolve_objective
 from jys.lattice import PathLattice
-from pipeline.search import checked_data_fn, lattice_points, settings_from, step_rule
-from common import dist
 from pipeline.build import build_model, condition_prefix
-from common.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, resolve_schedule
+from pipeline.search import checked_data_fn, lattice_points, settings_from, step_rule
 from samplers.registry import COUNT_GRID, check_sampler
 from samplers.schedules import token_counts
 

@@ -14,13 +14,21 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from common.dist import resolve_device
 from metrics.fid import frechet_distance, load_extractor
 from metrics.music import hellinger_to, mean_and_se
-from metrics.sequences import (bigram_tv, chain_invalid_rate, chain_nll, chain_reference, countdown_error,
-                               countdown_error_published, token_entropy_gap, unigram_tv)
+from metrics.sequences import (
+    bigram_tv,
+    chain_invalid_rate,
+    chain_nll,
+    chain_reference,
+    countdown_error,
+    countdown_error_published,
+    token_entropy_gap,
+    unigram_tv,
+)
 from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, token_entropy
 from models.chains import MarkovChain
-from common.dist import resolve_device
 from pipeline.build import build_chain, build_model, condition_prefix, condition_rows, data_vocab, load_data
 from pipeline.runs import artifact_path, resolve_schedule, samples_key
 

@@ -3,22 +3,22 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from common import dist
+from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import base_lattice, optimal_grids
 from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
-from common import dist
 from pipeline.build import build_model, condition_prefix, data_identity, sample_data
-from common.io import atomic_write_json
 from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
 from samplers.registry import COUNT_GRID, check_sampler, spec
 from samplers.schedules import check_grid, first_count, times_from_counts

@@ -12,12 +12,10 @@ import torch
 from omegaconf import DictConfig
 
 from common import dist
-from pipeline.build import build_model, condition_prefix, condition_prefixes, setup_torch
 from common.io import atomic_write_npz
-from pipeline.runs import (FORMAT_VERSION, artifact_path, eb_gamma, key_differences, resolve_schedule,
-                           samples_key)
+from pipeline.build import build_model, condition_prefix, condition_prefixes, setup_torch
+from pipeline.runs import FORMAT_VERSION, artifact_path, eb_gamma, key_differences, resolve_schedule, samples_key
 from samplers.loop import batch_seed, run_sampler
-
 
 HASHES = ("weights_sha256", "chain_sha256")
 

@@ -11,8 +11,15 @@ from common.progress import progress as progress_bar
 from models.protocol import denoised_probs
 from samplers.registry import COUNT_GRID, NOISE_REMOVAL, check_sampler
 from samplers.schedules import check_grid, token_counts
-from samplers.steps import (STEPS, position_chunks, positions, rows, sample_by_positions, sample_categorical,
-                            tau_leaping_step)
+from samplers.steps import (
+    STEPS,
+    position_chunks,
+    positions,
+    rows,
+    sample_by_positions,
+    sample_categorical,
+    tau_leaping_step,
+)
 from samplers.unmasking import CONFIDENCES, confidence_step, dus_step, eb_sample
 
 F64 = torch.float64

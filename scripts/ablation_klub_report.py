@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 from common.io import atomic_write_json, save_figure
 from scripts.figures import fig10_klub_samples
+
+ROOT = Path(__file__).resolve().parents[1]
 
 METRIC = "countdown_error"
 

@@ -10,8 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-ROOT = Path(__file__).resolve().parents[1]
 from common.io import atomic_write_json, save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main():

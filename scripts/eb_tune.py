@@ -17,13 +17,13 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from pipeline.build import build_model, condition_prefix, model_identity, setup_torch
 from common.io import atomic_write_json
+from pipeline.build import build_model, condition_prefix, model_identity, setup_torch
 from pipeline.runs import run_dir
 from samplers.loop import run_sampler
 from samplers.schedules import uniform
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pilot_calls(model, gamma: float, num: int, length: int, seed: int, batch: int) -> float:

@@ -24,8 +24,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
 from common.io import atomic_write_bytes, save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEDULES = ("uniform", "cosine", "jys")
 STYLES = {"uniform": (":", "s"), "cosine": ("--", "^"), "jys": ("-", "o")}  # line style and marker: schedule

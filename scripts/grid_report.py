@@ -1,6 +1,10 @@
-"""The tables of scripts/jys_grid_table.py as one Markdown page: every runs/<experiment>/oracle/grids-*.json found.
+"""The tables of scripts/jys_grid_table.py as one Markdown page, from the committed records.
 
-    python scripts/grid_report.py [--runs runs] [--out docs/jys_objective.md]
+    python scripts/grid_report.py [--collect runs] [--records docs/records/grids] [--out docs/jys_objective.md]
+
+--collect copies every runs/<experiment>/oracle/grids-*.json (a run of scripts/jys_grid_table.py) into the records
+(docs/records/grids/<experiment>/oracle/, small JSON committed beside the page), so that any machine regenerates
+the page without rerunning; the page is then written from the records.
 
 Per experiment, sampler and tag (J's objective and weight): per budget of model calls, each grid's J ± s.e. and
 its samples' metrics, the best fixed grid marked, and Spearman's ρ between J and each metric over the grids.
@@ -13,10 +17,11 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 from common.io import atomic_write_bytes
 
-NAMES = {"dp": "**J optimum (lattice DP)**", "jys": "JYS hierarchy (today's default)"}
+ROOT = Path(__file__).resolve().parents[1]
+
+NAMES = {"dp": "**JYS: J optimum (lattice DP)**", "jys": "JYS hierarchy (published search)"}
 
 
 def table(path: Path) -> str:
@@ -54,22 +59,29 @@ def summary(path: Path) -> str:
     an oracle-only ceiling), today's hierarchy and J's optimum; the metric, and J's rank correlation with it."""
     cells = json.loads(path.read_text())["cells"]
     budgets = sorted(int(k.split("@")[1]) for k in cells if k.startswith("spearman"))  # complete budgets only
-    first = next(m for m in ("countdown_error", "hellinger_ref", "chain_nll") if m in next(iter(cells.values())))
-    rows = {"uniform": [], "cosine": [], "best power grid (q)": [], "JYS hierarchy": [], "**J optimum (DP)**": [],
+    some = next(iter(cells.values()))
+    first = next(m for m in ("countdown_error", "hellinger_ref", "chain_nll") if m in some)
+    second = "bigram_tv" if "bigram_tv" in some and first != "countdown_error" else None  # a divergence beside NLL
+    rows = {"uniform": [], "cosine": [], "best power grid (q)": [], "JYS hierarchy": [], "**JYS: J optimum (DP)**": [],
             f"ρ(J, {first})": []}
     for b in budgets:
         at = {k.split("@")[0]: v for k, v in cells.items() if k.endswith(f"@{b}") and not k.startswith("spearman")}
         powers = {k: v[first] for k, v in at.items() if k.startswith("power")}
         q = min(powers, key=powers.get) if powers else None
-        get = lambda n: f"{at[n][first]:.4f}" if n in at else "–"  # noqa: E731
+
+        def get(n: str) -> str:
+            if n not in at:
+                return "–"
+            return f"{at[n][first]:.4f}" + (f" / {at[n][second]:.4f}" if second else "")
+
         rows["uniform"].append(get("uniform"))
         rows["cosine"].append(get("cosine"))
-        rows["best power grid (q)"].append(f"{powers[q]:.4f} ({q.removeprefix('power')})" if q else "–")
+        rows["best power grid (q)"].append(f"{get(q)} ({q.removeprefix('power')})" if q else "–")
         rows["JYS hierarchy"].append(get("jys"))
-        rows["**J optimum (DP)**"].append(get("dp"))
+        rows["**JYS: J optimum (DP)**"].append(get("dp"))
         sp = cells.get(f"spearman@{b}", {}).get(first)
         rows[f"ρ(J, {first})"].append(f"{sp:.2f}" if sp is not None else "–")
-    head = f"| {path.parent.parent.name}, {path.stem.removeprefix('grids-')} ({first}) | " + \
+    head = f"| {path.parent.parent.name}, {path.stem.removeprefix('grids-')} ({first}{' / ' + second if second else ''}) | " + \
         " | ".join(f"{b} calls" for b in budgets) + " |"
     lines = [head, "|---|" + "---|" * len(budgets)] + [f"| {n} | " + " | ".join(v) + " |" for n, v in rows.items()]
     return "\n".join(lines)
@@ -77,15 +89,21 @@ def summary(path: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default=str(ROOT / "runs"))
+    p.add_argument("--collect", metavar="RUNS", help="copy RUNS/*/oracle/grids-*.json into the records first")
+    p.add_argument("--records", default=str(ROOT / "docs" / "records" / "grids"))
     p.add_argument("--out", default=str(ROOT / "docs" / "jys_objective.md"))
     a = p.parse_args()
-    files = sorted(Path(a.runs).glob("*/oracle/grids-*.json"))
-    files = [f for f in files if not re.search(r"-smoke$", f.stem)]
+    records = Path(a.records)
+    if a.collect:
+        for f in sorted(Path(a.collect).glob("*/oracle/grids-*.json")):
+            if not re.search(r"-smoke$", f.stem):
+                atomic_write_bytes(records / f.relative_to(a.collect), f.read_bytes())
+    files = sorted(records.glob("*/oracle/grids-*.json"))
     if not files:
-        sys.exit(f"no grids-*.json under {a.runs}/*/oracle: run scripts/jys_grid_table.py first")
+        sys.exit(f"no grids-*.json under {records}/*/oracle: run scripts/jys_grid_table.py, then --collect runs")
     page = ["# The grid objective J against the samples, on the exact oracles",
-            "", "Generated by `python scripts/grid_report.py` from the runs of `scripts/jys_grid_table.py`. "
+            "", "Generated by `python scripts/grid_report.py` from the records of `scripts/jys_grid_table.py` "
+            "(`docs/records/grids/`). "
             "Rows sorted by J; the metric columns are of the same grid's samples (sampling seed 0).", ""]
     page += ["## Summary", ""] + [summary(f) + "\n" for f in files] + ["## Every grid", ""]
     page += [table(f) for f in files]

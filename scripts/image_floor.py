@@ -6,10 +6,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-from pipeline.metrics import MetricContext
-from pipeline.build import data_identity, load_data
 from common.io import atomic_write_json
+from pipeline.build import data_identity, load_data
+from pipeline.metrics import MetricContext
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)

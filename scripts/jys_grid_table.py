@@ -32,17 +32,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from scipy.stats import spearmanr
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from common.io import atomic_write_json, atomic_write_npz
 from jys.lattice import PathLattice
-from pipeline.search import lattice_points, optimize, settings_from, step_rule
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import build_model, condition_prefix, condition_prefixes, sample_data, setup_torch
-from common.io import atomic_write_json, atomic_write_npz
+from pipeline.search import lattice_points, optimize, settings_from, step_rule
 from samplers.loop import run_sampler
 from samplers.registry import COUNT_GRID
 from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HIERARCHY = ["jys.search=hierarchy", "jys.objective=girsanov"]  # the JYS of the published search with today's KLUB
 POWERS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from pipeline.search import optimize
+from common.io import atomic_write_json
 from metrics.sequences import chain_nll, countdown_error
 from pipeline.build import build_model, setup_torch
-from common.io import atomic_write_json
+from pipeline.search import optimize
 from samplers.loop import run_sampler
 from samplers.schedules import cosine, uniform
+
+ROOT = Path(__file__).resolve().parents[1]
 
 POWERS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)
 

@@ -9,10 +9,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+from common.io import atomic_write_json
 from metrics.music import mean_and_se, other_tune_hellinger
 from pipeline.build import condition_prefix, data_identity, data_vocab, load_data
-from common.io import atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)

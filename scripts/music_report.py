@@ -12,8 +12,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-ROOT = Path(__file__).resolve().parents[1]
 from common.io import atomic_write_json, save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEDULES = ("uniform", "cosine", "jys")
 COLORS = {"uniform": "tab:green", "cosine": "tab:blue", "jys": "tab:orange"}

@@ -17,8 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-ROOT = Path(__file__).resolve().parents[1]
 from common.io import save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TABLES = [("count", "euler"), ("count_uniform", "euler"), ("count_uniform_const", "euler"),
           ("chain_gauss", "tau_leaping")]

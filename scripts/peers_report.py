@@ -24,8 +24,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-ROOT = Path(__file__).resolve().parents[1]
 from common.io import atomic_write_json, save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
 
 OWN = {"confidence": ("uniform", "cosine"), "dus": ("geometric",)}  # the peers' own schedules (LLaDA, MaskGIT; DUS)
 METRIC = {"count": "countdown_error", "text": "gen_ppl"}

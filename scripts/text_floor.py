@@ -12,9 +12,9 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from pipeline.metrics import evaluate
-from pipeline.build import data_identity, load_data, setup_torch
 from common.io import atomic_write_json
+from pipeline.build import data_identity, load_data, setup_torch
+from pipeline.metrics import evaluate
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)

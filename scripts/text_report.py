@@ -14,9 +14,10 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-ROOT = Path(__file__).resolve().parents[1]
-from metrics.text import TextTokenizer
 from common.io import atomic_write_bytes, atomic_write_json, save_figure
+from metrics.text import TextTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEDULES = ("uniform", "cosine", "jys")
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from common.progress import progress as progress_bar
 from common import dist
 from common.io import atomic_write_bytes
+from common.progress import progress as progress_bar
 from train.objectives import OBJECTIVES, make_objective
 
 

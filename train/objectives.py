@@ -17,11 +17,11 @@ import torch
 import yaml
 from safetensors.torch import save as save_safetensors
 
+from common.io import atomic_write_bytes, atomic_write_json
 from models.sedd import SEDD, SEDDConfig, check_scale_by_sigma
 from models.tauldr import TauLDRImageNet
 from models.tauldr_loaders import ARCHITECTURES, export_tauldr
 from models.tauldr_sequence import TauLDRSequenceNet
-from common.io import atomic_write_bytes, atomic_write_json
 from train.losses import ct_elbo, forward_jump, score_entropy
 
 

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import S0, L, tiny_chain
 from models.chains import countdown_chain, load_chain
 from models.kernels import Absorbing, GaussianTarget, Uniform
 from models.noise import LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from models.protocol import concrete_ratios
-from conftest import L, S0, tiny_chain
 
 KERNELS = {"absorbing": lambda: Absorbing(S0), "uniform": lambda: Uniform(S0),
            "gaussian": lambda: GaussianTarget(S0, rate_sigma=2.0, Q_sigma=2.0)}

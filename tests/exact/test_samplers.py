@@ -1,12 +1,13 @@
 """Every sampler, driven by the exact oracle on a fine grid, reproduces the chain."""
-import math
 import json
+import math
 
 import numpy as np
 import pytest
 import scipy.stats
 import torch
 
+from conftest import S0, L, chain_law_pvalue, tiny_chain, tiny_process
 from metrics.sequences import countdown_error
 from models.chains import countdown_chain
 from models.kernels import Absorbing, Uniform
@@ -14,8 +15,15 @@ from models.noise import Geometric, LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from samplers.loop import CountingModel, run_sampler
-from samplers.schedules import check_grid, cosine, first_count, times_from_counts, token_counts, unmasked_counts, uniform
-from conftest import L, S0, chain_law_pvalue, tiny_chain, tiny_process
+from samplers.schedules import (
+    check_grid,
+    cosine,
+    first_count,
+    times_from_counts,
+    token_counts,
+    uniform,
+    unmasked_counts,
+)
 
 CASES = [
     ("absorbing", "euler"), ("absorbing", "tau_leaping"), ("absorbing", "tweedie"),
@@ -116,8 +124,8 @@ def test_count_time_map_is_exact_at_both_ends_for_long_sequences(L):
 @pytest.mark.slow
 @pytest.mark.parametrize("search", ["hierarchy", "lattice"])
 def test_kgillespie_jys_search_at_length_1024_gives_a_grid_the_sampler_follows(make_cfg, search):
-    from pipeline.search import optimize
     from pipeline.build import build_model
+    from pipeline.search import optimize
     cfg = make_cfg("experiment.length=1024", "experiment.data=null", "sampler=kgillespie", "nfe=3",
                    "jys.num_samples=2", "jys.max_iter=4", f"jys.search={search}", "jys.lattice=4",
                    "jys.lattice_samples=2")

@@ -11,18 +11,17 @@ import torch
 
 import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
-from pipeline.search import optimize
+from conftest import S0, L, chain_law_pvalue, tiny_chain
 from models.chains import countdown_chain
 from models.kernels import Absorbing
 from models.noise import LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from models.protocol import ModelOutput
+from pipeline.search import optimize
 from samplers.loop import CountingModel, run_sampler
 from samplers.schedules import first_count, times_from_counts, uniform, unmasked_counts
 from samplers.unmasking import count_times, dilated_order, entropy_bounded_counts
-from conftest import L, S0, tiny_chain
-from conftest import chain_law_pvalue
 
 F64 = torch.float64
 ROOT_DIR = Path(__file__).resolve().parents[2]

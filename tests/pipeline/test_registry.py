@@ -7,9 +7,9 @@ import torch
 from omegaconf import open_dict
 
 import data as data_registry
-from pipeline.metrics import METRICS, evaluate
 from models.kernels import Absorbing
 from pipeline.build import MODELS, build_model, build_process, data_identity, data_vocab, sample_data
+from pipeline.metrics import METRICS, evaluate
 
 TOY = torch.tensor([[i % 5, i // 5] + [j % 5 for j in range(6)] for i in range(10)])  # 10 distinct [8] in [0, 5)
 

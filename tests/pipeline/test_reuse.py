@@ -8,9 +8,9 @@ import torch
 
 import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
-from pipeline.search import optimize
 from models.sedd import SEDD, SEDDConfig
 from pipeline.runs import FORMAT_VERSION
+from pipeline.search import optimize
 from train.loop import EMA, export_weights
 
 SPEC = {"noise": {"name": "loglinear", "eps": 1e-3}, "kernel": {"name": "absorbing", "num_states": 32}}

@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
+from conftest import S0, L, tiny_chain
 from models.chains import countdown_chain
 from models.kernels import Absorbing, GaussianTarget, Uniform
 from models.noise import Exponential, LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
-from conftest import L, S0, tiny_chain
 from train.loop import EMA, train
 from train.losses import ct_elbo, forward_jump, score_entropy
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from models.chains import MarkovChain, fit_chain, load_chain
 from pipeline.fit_chain import fit_experiment
-from conftest import ROOT
 
 # Four states; state 3 never occurs. State 2 occurs only as a last token, so it is never a source.
 DATA = torch.tensor([[0, 1, 1, 2],

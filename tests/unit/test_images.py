@@ -11,10 +11,10 @@ from data import digits
 from metrics.digits_features import DigitsClassifier
 from metrics.fid import frechet_distance, load_extractor
 from models.kernels import GaussianTarget
-from models.tauldr_loaders import load_tauldr_project
 from models.noise import Exponential
 from models.process import ForwardProcess
 from models.protocol import ModelOutput, reverse_rates
+from models.tauldr_loaders import load_tauldr_project
 from train.loop import train
 
 

@@ -1,15 +1,13 @@
 """The JYS optimizer: KLUB properties, search determinism, nesting, any NFE, resume, bad input."""
 import json
 
-import pytest
-import torch
-
 import numpy as np
+import pytest
 import scipy.stats
+import torch
 
 from jys import search as search_module
 from jys.klub import Coarse, klub_terms
-from pipeline.search import optimize
 from metrics.sequences import chain_nll, countdown_error
 from models.chains import smooth_chain
 from models.kernels import Absorbing, GaussianTarget, Uniform
@@ -17,6 +15,7 @@ from models.noise import LogLinear
 from models.process import ForwardProcess
 from models.protocol import ModelOutput, rates_from_ratios
 from pipeline.build import build_model
+from pipeline.search import optimize
 from samplers.loop import run_sampler
 from samplers.schedules import check_grid, cosine, uniform
 

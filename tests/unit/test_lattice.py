@@ -165,9 +165,9 @@ LATTICE = ["experiment.length=24", "experiment.data=null", "jys.search=lattice",
 def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
     import json
 
-    from pipeline.search import optimize
-    from pipeline.evaluate import evaluate_schedule
     from pipeline.build import build_model
+    from pipeline.evaluate import evaluate_schedule
+    from pipeline.search import optimize
     cfg = make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3", "jys.objective=destination", *LATTICE)
     model = build_model(cfg)
     rec = json.loads(optimize(cfg, model).read_text())

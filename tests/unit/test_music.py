@@ -12,6 +12,7 @@ import scipy.stats
 import torch
 import yaml
 
+from conftest import S0, L, tiny_chain, tiny_process
 from data.folk import REST, SkipTune, quantize
 from jys.klub import Coarse, coarse_read, klub_terms
 from metrics.music import hellinger, hellinger_to, histograms, mean_and_se, other_tune_hellinger
@@ -24,8 +25,6 @@ from models.tauldr_loaders import load_tauldr_project, load_tauldr_run, transfor
 from models.tauldr_sequence import TauLDRSequenceNet, TransformerConfig
 from samplers.loop import run_sampler
 from samplers.schedules import uniform
-from conftest import L, S0, tiny_chain
-from conftest import tiny_process
 from train.loop import train
 
 # The published piano training config (andrew-cr/tauLDR config/train/piano.py), as config_001.yaml holds it.
@@ -309,9 +308,10 @@ def test_conditional_training_inputs_keep_the_prefix():
 def test_conditional_search_and_sampling_through_the_config(make_cfg, tmp_path, monkeypatch):
     """experiment.condition.prefix on an oracle experiment: prefixes from the chain, the JYS search
     runs with them held, and the samples keep them."""
-    from pipeline.search import optimize
-    from pipeline.build import build_model, condition_prefixes
     from test_jys import smooth_chain
+
+    from pipeline.build import build_model, condition_prefixes
+    from pipeline.search import optimize
 
     smooth_chain().save(tmp_path / "chain.npz")
     cfg = make_cfg("experiment=chain_gauss", f"oracle.chain_file={tmp_path / 'chain.npz'}", "experiment.length=12",

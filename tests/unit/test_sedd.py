@@ -6,9 +6,9 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from models.kernels import Absorbing, Uniform
 from models.loaders import load_hf, load_project, load_run
 from models.noise import LogLinear
-from models.kernels import Absorbing, Uniform
 from models.process import ForwardProcess
 from models.sedd import SEDD, SEDDConfig, SEDDModel
 from train.loop import EMA, export_weights

@@ -8,8 +8,8 @@ import pytest
 import scipy.stats
 import torch
 
-from metrics.sequences import bigram_tv, chain_marginals, chain_reference, token_entropy_gap, unigram_tv
 from metrics.music import hellinger_to, mean_and_se
+from metrics.sequences import bigram_tv, chain_marginals, chain_reference, token_entropy_gap, unigram_tv
 from models.chains import MarkovChain, load_chain, smooth_chain
 
 # A 3-state chain whose laws are exact in binary fractions.
@@ -156,8 +156,8 @@ def test_twin_metrics_through_the_registry(make_cfg, tmp_path):
     """An oracle experiment whose chain comes from experiment.chain_file, with a prefix and truth=chain:
     the chain metrics score the chain with the oracle's floor, and hellinger_true compares against
     continuations of each sample's prefix drawn from it (seed metrics.reference_seed)."""
-    from pipeline.metrics import evaluate
     from pipeline.build import build_chain, condition_prefixes
+    from pipeline.metrics import evaluate
 
     chain = smooth_chain(6)
     chain.save(tmp_path / "chain.npz")

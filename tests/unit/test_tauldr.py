@@ -10,8 +10,13 @@ from models.kernels import GaussianTarget
 from models.noise import Exponential
 from models.process import make_process
 from models.tauldr import TauLDRImageNet, TauLDRModel, UNetConfig
-from models.tauldr_loaders import (export_tauldr, load_tauldr_project, load_tauldr_run, process_spec_from_tauldr,
-                                   unet_config_from_tauldr)
+from models.tauldr_loaders import (
+    export_tauldr,
+    load_tauldr_project,
+    load_tauldr_run,
+    process_spec_from_tauldr,
+    unet_config_from_tauldr,
+)
 from pipeline.build import MODELS
 
 # The published CIFAR-10 training config (andrew-cr/tauLDR config/train/cifar10.py), as config_001.yaml holds it.

@@ -10,11 +10,11 @@ import torch
 from omegaconf import OmegaConf
 
 from data import text
-from pipeline.metrics import MetricContext
 from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, smollm2_dir, token_entropy, token_nll
 from models.kernels import Absorbing
 from models.noise import LogLinear
 from models.process import ForwardProcess
+from pipeline.metrics import MetricContext
 from train.loop import train
 from train.losses import score_entropy
 
