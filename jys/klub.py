@@ -18,7 +18,7 @@ frozen at t1) and λ2 (fine), so by Girsanov
 the expectation over x_0 from the data and the forward joint (x_{t1}, x_{t2}), with common random
 numbers across the t2 of one search.
 
-Marks, as the sampler applies them (REFERENCE.md, "Marks of a τ-leaping path"):
+Marks, as the sampler applies them:
 - categorical kernels (absorbing, uniform): "set token l to y"; λ(l, y) = R̂(x → x with x_l ← y).
 - ordinal kernels (tauLDR's Gaussian; τ-leaping adds Σ n·(y − x)): "move token l by d".
 The fine path reads its rates at x_{t2}. Where the coarse path reads them (`coarse_state`) matters only

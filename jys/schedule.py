@@ -41,7 +41,7 @@ def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") ->
 
 
 def lattice_table(model, x0: torch.Tensor, points: list, family: str, *, seed: int, objective: str,
-                  coarse_state: str = "auto", weight: str = "survival", rule: str = "none", prefix: int = 0,
+                  coarse_state: str = "auto", weight: str = "none", rule: str = "none", prefix: int = 0,
                   batch_size: int = 512, progress: bool = False, base_points: int = 32,
                   max_span: int | None = None) -> tuple[torch.Tensor, int]:
     """D [P, P] over the lattice's pairs of points (PathLattice.table) and the model calls it took."""
@@ -64,7 +64,7 @@ class Schedule:
 
 
 def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, eps: float = 1e-5,
-                  lattice: int = 32, objective: str = "auto", coarse_state: str = "auto", weight: str = "survival",
+                  lattice: int = 32, objective: str = "auto", coarse_state: str = "auto", weight: str = "none",
                   rule: str = "auto", multi_jump: str = "reject", prefix: int = 0, seed: int = 0,
                   batch_size: int = 512, progress: bool = False) -> Schedule:
     """The grid of `nfe` steps of a time-grid sampler (euler, tau_leaping, tweedie) that minimizes J over a lattice

@@ -25,7 +25,7 @@ from samplers.schedules import token_counts
 
 def lattice_settings(cfg: DictConfig) -> dict:
     j = cfg.jys
-    out = {"weight": str(j.get("weight", "survival")), "lattice": int(j.get("lattice", 32)),
+    out = {"weight": str(j.get("weight", "none")), "lattice": int(j.get("lattice", 32)),
            "lattice_samples": int(j.get("lattice_samples", 128))}
     if out["lattice"] < 2 or out["lattice_samples"] < 2:
         raise ValueError(f"jys.lattice and jys.lattice_samples must be >= 2, got {out['lattice']}, "

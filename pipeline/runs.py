@@ -53,12 +53,12 @@ def eb_gamma(cfg: DictConfig) -> float:
     return float(gamma)
 
 
-def jys_label(objective: str, search: str = "auto", weight: str = "survival") -> str:
-    """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=survival),
+def jys_label(objective: str, search: str = "auto", weight: str = "none") -> str:
+    """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=none),
     with '-<objective>', '-<search>' and '-w<weight>' for each setting given otherwise (e.g. jys-girsanov-hierarchy,
     the published search with today's KLUB; jys-reference, the published KLUB)."""
     parts = ["jys"] + [objective] * (objective != "auto") + [search] * (search != "auto")
-    return "-".join(parts) + (f"-w{weight}" if weight != "survival" else "")
+    return "-".join(parts) + (f"-w{weight}" if weight != "none" else "")
 
 
 def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:

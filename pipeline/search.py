@@ -102,7 +102,7 @@ def optimize(cfg: DictConfig, model=None) -> Path:
     if family == "kgillespie" and prefix:
         raise ValueError("the count search counts all L tokens; conditional generation "
                          f"(experiment.condition.prefix={prefix}) is not supported there yet")
-    label = jys_label(s.objective, str(cfg.jys.get("search", "auto")), str(cfg.jys.get("weight", "survival")))
+    label = jys_label(s.objective, str(cfg.jys.get("search", "auto")), str(cfg.jys.get("weight", "none")))
     search = resolve_search(str(cfg.jys.get("search", "auto")), model.process.kernel)
     s.objective = resolve_objective(s.objective, model.process.kernel)
     if search == "lattice":
@@ -202,7 +202,7 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
     the lattice's points, by dynamic programming. The table of D over all pairs of points is cached and serves
     every NFE."""
     nfe = int(cfg.nfe)
-    M, weight = int(cfg.jys.get("lattice_samples", 128)), str(cfg.jys.get("weight", "survival"))
+    M, weight = int(cfg.jys.get("lattice_samples", 128)), str(cfg.jys.get("weight", "none"))
     points = lattice_points(cfg, model.process, family, s.eps, nfe)
     span = lattice_span(nfe, int(cfg.jys.get("lattice", 32)), len(points))
     identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}

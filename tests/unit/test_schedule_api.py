@@ -50,7 +50,7 @@ def test_find_schedule_is_the_lattice_optimum_and_samples(kernel):
     points = base_lattice(6, 1e-3)
     rule = "none" if kernel["name"] == "absorbing" else "euler"
     objective = "destination" if kernel["name"] == "absorbing" else "girsanov"
-    lat = PathLattice(model, x0, points, "tau", 3, objective, "auto", "survival", base_points=6, rule=rule)
+    lat = PathLattice(model, x0, points, "tau", 3, objective, "auto", "none", base_points=6, rule=rule)  # the defaults
     every = [lat.grid_value([1.0, *inner, 1e-3]).value for inner in itertools.combinations(points[1:-1], 2)]
     assert sched.J == pytest.approx(min(every), rel=1e-9)
     assert lat.grid_value(times).value == pytest.approx(sched.J, rel=1e-9)
