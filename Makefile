@@ -10,7 +10,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	# the project itself, editable: scripts and notebooks import its packages with no sys.path edits
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "Editable installation\|^ *[!*]\|^ *$$\|precedence\|folders in your\|WheelFile" || true
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . > .venv/editable-install.log 2>&1 || { cat .venv/editable-install.log; exit 1; }
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -26,8 +26,9 @@ __all__ = ["evaluate", "main", "samples_provenance"]
 
 def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor) -> dict:
     """The samples file's model identity, data identity and key hash, with its stored key checked against the key
-    `python -m samplers` would write for this config now: samples of other settings, other weights, another chain
-    or an older FORMAT_VERSION are refused, naming what differs."""
+    `python -m samplers` would write for this config now (less num_samples and batch_size, which the scripts give
+    the sampling stage only): samples of other settings, other weights, another chain or an older FORMAT_VERSION
+    are refused, naming what differs."""
     with np.load(path) as f:
         if "model_identity" not in f.files or int(f.get("format_version", -1)) != FORMAT_VERSION:
             raise ValueError(f"samples at {path} predate format version {FORMAT_VERSION} (no model identity); "
@@ -35,9 +36,12 @@ def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor) -> dict:
         stored = json.loads(str(f["config"]))
         key_sha = hashlib.sha256(str(f["config"]).encode()).hexdigest()[:16]
     now = samples_key(cfg, grid, build_model(cfg))
-    if stored != now:
+    # The file's size settings need not be restated: the record counts the samples the file holds.
+    sized = ("num_samples", "batch_size")
+    stored_what, now_what = ({k: v for k, v in d.items() if k not in sized} for d in (stored, now))
+    if stored_what != now_what:
         raise ValueError(f"samples at {path} were made with other settings than this config's: "
-                         + "; ".join(key_differences(stored, now))
+                         + "; ".join(key_differences(stored_what, now_what))
                          + ". Remake them with `python -m samplers` and the same overrides")
     return {"model_identity": now["model_identity"], "data_identity": now["data_identity"],
             "format_version": FORMAT_VERSION, "samples_key_sha256": key_sha}

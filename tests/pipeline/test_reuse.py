@@ -54,9 +54,13 @@ def test_samples_are_redone_when_weights_or_data_change(make_cfg, tmp_path, samp
     samplers_main.main.__wrapped__(cfg)
     assert len(sampling_calls) == 1  # same model, data and config: reused
     other = cfg.copy()
-    other.num_samples = 3  # a metric run with other settings than the samples file's: refused, naming them
-    with pytest.raises(ValueError, match=r"other settings than this config's: num_samples: stored 4, now 3\. Remake"):
+    other.final_step = "argmax"  # a metric run with other settings than the samples file's: refused, naming them
+    with pytest.raises(ValueError, match=r"other settings than this config's: final_step: stored \"sample\", now "
+                                         r"\"argmax\"\. Remake"):
         metrics_main.main.__wrapped__(other)
+    other = cfg.copy()
+    other.num_samples, other.batch_size = 99, 7  # the sizes need not be restated (the scripts give them to sampling)
+    metrics_main.main.__wrapped__(other)
 
     write_weights(weights, 1)  # scripts/train.sh rewrites the weights in place
     with pytest.raises(ValueError, match=r"other settings .*model_identity.weights_sha256: stored .* Remake them"):
