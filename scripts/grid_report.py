@@ -31,7 +31,7 @@ def table(path: Path) -> str:
     out = [f"### {path.parent.parent.name}, {path.stem.removeprefix('grids-')}",
            "", f"`python scripts/jys_grid_table.py {path.parent.parent.name} "
            f"{' '.join(o for o in st['overrides'] if not o.startswith(('experiment=', 'model=', 'progress=')))}` "
-           f"(objective {st.get('objective') or 'jys.objective'}, weight {st['weight']}, {st['klub_samples']} lattice "
+           f"(objective {st.get('objective') or 'auto'}, weight {st['weight']}, {st['klub_samples']} lattice "
            f"sequences, {st['num']} samples per cell)", ""]
     for b in budgets:
         rows = {k.split("@")[0]: v for k, v in cells.items() if k.endswith(f"@{b}") and not k.startswith("spearman")}
