@@ -19,8 +19,9 @@ import torch
 
 from jys.klub import resolve_objective
 from jys.lattice import PathLattice, base_lattice, check_weight, optimal_grids
+from samplers.registry import SPECS
 
-TIME_GRID = ("euler", "tau_leaping", "tweedie")  # the samplers whose grid is in time (samplers/registry.py)
+TIME_GRID = tuple(n for n, spec in SPECS.items() if spec.grid == "time")  # euler, tau_leaping, tweedie
 RULES = ("auto", "none", "sampler")
 
 
