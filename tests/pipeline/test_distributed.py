@@ -50,37 +50,38 @@ def test_sampling_with_two_processes_writes_the_same_samples(tmp_path, make_cfg)
     assert np.array_equal(direct.samples.numpy(), one["samples"])
 
 
+def schedules_on_one_and_two_ranks(tmp_path, args: list[str], name: str) -> tuple[dict, dict]:
+    """`python -m jys` on the oracle with these overrides under 1 and under 2 processes: the two schedule records."""
+    records = []
+    for procs in (1, 2):
+        run("jys", ORACLE + args + [f"runs_dir={tmp_path / str(procs)}"], procs)
+        path = tmp_path / str(procs) / "count_uniform_const" / "oracle" / "schedules" / name
+        records.append(json.loads(path.read_text()))
+    return records[0], records[1]
+
+
 @pytest.mark.slow
 def test_search_with_two_processes_finds_the_same_schedule(tmp_path):
     """The KLUB's 64 samples in model-call batches of 24 (some straddling two intervals) split over 2 ranks:
     the same KLUB values at every level (bit for bit) and so the same schedule; the model calls are counted
     over all ranks."""
-    args = ORACLE + ["nfe=6", "jys.search=hierarchy", "jys.num_samples=64", "jys.batch_size=24"]
-    records = []
-    for procs in (1, 2):
-        run("jys", args + [f"runs_dir={tmp_path / str(procs)}"], procs)
-        path = tmp_path / str(procs) / "count_uniform_const" / "oracle" / "schedules" / "tau_leaping-jys-hierarchy-nfe6.json"
-        records.append(json.loads(path.read_text()))
-    one, two = records
+    one, two = schedules_on_one_and_two_ranks(
+        tmp_path, ["nfe=6", "jys.search=hierarchy", "jys.num_samples=64", "jys.batch_size=24"],
+        "tau_leaping-jys-hierarchy-nfe6.json")
     assert one["times"] == two["times"] and len(one["times"]) == 7
     assert one["klub_per_level"] == two["klub_per_level"]
     assert one["model_calls"] == two["model_calls"]
-
 
 
 @pytest.mark.slow
 def test_lattice_search_with_two_processes_finds_the_same_schedule(tmp_path):
     """The default search for this uniform kernel (J's lattice table, then the DP) under 2 ranks: the same grid,
     the same J."""
-    args = ORACLE + ["nfe=4", "jys.lattice=8", "jys.lattice_samples=32"]
-    records = []
-    for procs in (1, 2):
-        run("jys", args + [f"runs_dir={tmp_path / str(procs)}"], procs)
-        path = tmp_path / str(procs) / "count_uniform_const" / "oracle" / "schedules" / "tau_leaping-jys-nfe4.json"
-        records.append(json.loads(path.read_text()))
-    one, two = records
+    one, two = schedules_on_one_and_two_ranks(tmp_path, ["nfe=4", "jys.lattice=8", "jys.lattice_samples=32"],
+                                              "tau_leaping-jys-nfe4.json")
     assert one["search"] == "lattice" and one["times"] == two["times"] and len(one["times"]) == 5
     assert one["J"] == two["J"]
+
 
 @pytest.fixture
 def training_args(tmp_path):

@@ -31,18 +31,20 @@ def copy_tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_an_upward_import_breaks_the_layers(tmp_path):
+def lint_with_planted_line(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess:
+    """lint-imports on a copy of the packages where `line` is appended to `module` (a path under the root)."""
     root = copy_tree(tmp_path)
-    kernels = root / "models" / "kernels.py"
-    kernels.write_text(kernels.read_text() + "\nfrom samplers import steps  # planted: models must not import samplers\n")
-    done = lint(root)
+    target = root / module
+    target.write_text(target.read_text() + "\n" + line + "\n")
+    return lint(root)
+
+
+def test_an_upward_import_breaks_the_layers(tmp_path):
+    done = lint_with_planted_line(tmp_path, "models/kernels.py", "from samplers import steps  # planted")
     assert done.returncode != 0 and "BROKEN" in done.stdout
     assert "models.kernels -> samplers.steps" in done.stdout
 
 
 def test_a_config_read_below_the_root_breaks_the_contract(tmp_path):
-    root = copy_tree(tmp_path)
-    loop = root / "samplers" / "loop.py"
-    loop.write_text(loop.read_text() + "\nfrom omegaconf import DictConfig  # planted: only pipeline reads the config\n")
-    done = lint(root)
+    done = lint_with_planted_line(tmp_path, "samplers/loop.py", "from omegaconf import DictConfig  # planted")
     assert done.returncode != 0 and "samplers.loop -> omegaconf" in done.stdout
