@@ -32,7 +32,7 @@ demo-oracle: $(STAMP)
 
 # The paper's figures from whatever runs/ holds: executes figures.ipynb headless, in place; PNGs under docs/.
 figures: $(STAMP)
-	$(PY) scripts/figures.py
+	$(PY) -m results notebook
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampler_overhead.py

@@ -20,6 +20,16 @@ def countdown_error(samples: torch.Tensor) -> float:
     return ((a > 0) & (b != a - 1)).double().mean().item()
 
 
+def countdown_error_se(samples: torch.Tensor) -> float:
+    """The standard error of countdown_error over sequences: the spread of each sequence's share of broken
+    transitions over √N (all sequences have L − 1 transitions, so countdown_error is their mean)."""
+    _check(samples)
+    a, b = samples[:, :-1], samples[:, 1:]
+    per_sequence = ((a > 0) & (b != a - 1)).double().mean(1)
+    n = per_sequence.numel()
+    return (per_sequence.std(correction=1) / n ** 0.5).item() if n > 1 else float("nan")
+
+
 def countdown_error_published(samples: torch.Tensor) -> float:
     """The published checker's number: it resets after each checked pair, so it sees only the
     pairs (x_0, x_1), (x_2, x_3), … — every other transition."""

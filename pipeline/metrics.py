@@ -24,6 +24,7 @@ from metrics.sequences import (
     chain_reference,
     countdown_error,
     countdown_error_published,
+    countdown_error_se,
     token_entropy_gap,
     unigram_tv,
 )
@@ -158,6 +159,7 @@ METRICS: dict[str, Metric] = {
     "chain_invalid_rate": lambda x, ctx: chain_invalid_rate(x, ctx.chain("chain_invalid_rate")),
     "chain_nll": lambda x, ctx: chain_nll(x, ctx.chain("chain_nll"), float(ctx.cfg.oracle.floor)),
     "countdown_error": lambda x, ctx: countdown_error(x),
+    "countdown_error_se": lambda x, ctx: countdown_error_se(x),  # over sequences
     "countdown_error_published": lambda x, ctx: countdown_error_published(x),
     "gen_ppl": lambda x, ctx: generative_perplexity(ctx.judge(), ctx.texts(x), int(ctx.cfg.metrics.judge_batch),
                                                     progress=bool(ctx.cfg.progress)),

@@ -50,4 +50,4 @@ for model in $MODELS; do
     done
   done
 done
-$PY scripts/ablation_klub_report.py --out "$OUT" --nfes $NFES
+$PY -m results ablation --out "$OUT" --nfes $NFES

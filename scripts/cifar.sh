@@ -2,7 +2,7 @@
 # The image experiment (JYS Fig. 6): JYS schedules for a tauLDR image model under the Gaussian-target
 # kernel, samples with uniform, cosine and JYS grids (τ-leaping, tauLDR's final argmax at t = 0.01), their
 # FID against the training split; then one table, runs/<experiment>/results.json,
-# runs/<experiment>/figures/fid_vs_nfe.png and a sample grid per schedule at NFE 16.
+# runs/<experiment>/figures/<metric>_vs_nfe.png and a sample grid per schedule at NFE 16.
 #   bash scripts/cifar.sh [preset=default|full|paper]
 # default: the digits model (weights/digits-tauldr), NFE 8 16 32 64, 300 samples per cell (the held-out
 #          split's size, so the floor compares like with like) with sampling seeds 0 and 1 (the table averages
@@ -55,5 +55,5 @@ echo "== $MODEL / $first / uniform NFE $QUALITY (model quality)"
 quality="$EXP $FINAL sampler=$first schedule=uniform nfe=$((QUALITY - 1)) seed=0"
 stage sample $PY -m samplers $quality num_samples=$NUM batch_size=300 | tail -n 1
 stage metrics $PY -m metrics $quality > /dev/null
-$PY scripts/image_report.py --experiment "$EXPERIMENT" --model "$MODEL" --samplers $SAMPLERS --nfes $NFES \
-  --quality $QUALITY --metric $METRIC --shape $SHAPE --levels $LEVELS
+$PY -m results table "$EXPERIMENT" --models "$MODEL" --samplers $SAMPLERS --nfes $NFES --quality $QUALITY
+$PY -m results figure "$EXPERIMENT" --nfe 16 --shape $SHAPE --levels $LEVELS

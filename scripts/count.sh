@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CountDown experiment (JYS Figure 5): for the trained model and the exact oracle, optimize JYS
 # schedules, sample with uniform, cosine and JYS grids, evaluate the error; then one table,
-# runs/count/results.json and runs/count/figures/error_vs_nfe.png.
+# runs/count/results.json and runs/count/figures/countdown_error_vs_nfe.png.
 #   bash scripts/count.sh [preset=default|full|paper]
 # default: Euler, NFE 4 8 16 32, 256 samples, 32 KLUB samples.  full: the same sizes, + Tweedie, k-Gillespie, NFE 64
 # (extends a default run).  paper: 16384 samples, 1024 KLUB samples (a GPU job).
@@ -29,4 +29,5 @@ for model in $MODELS; do
     sweep_cells "$model / $sampler" "$common" "num_samples=$NUM batch_size=256"
   done
 done
-$PY scripts/count_report.py --models $MODELS --samplers $SAMPLERS --nfes $NFES
+$PY -m results table count --models $MODELS --samplers $SAMPLERS --nfes $NFES
+$PY -m results figure count

@@ -47,4 +47,4 @@ for run in $RUNS; do
     | grep -E "samples, grid|already holds"
   stage metrics $PY -m metrics -m $cell sampler=eb unmask.gamma=$gammas > /dev/null
 done
-$PY scripts/peers_report.py --runs-of $RUNS --samplers $SAMPLERS eb --nfes $NFES
+$PY -m results peers --runs-of $RUNS --samplers $SAMPLERS eb --nfes $NFES

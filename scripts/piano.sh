@@ -4,7 +4,7 @@
 # uniform and cosine grids; the note-histogram Hellinger distance of the generated 224 steps to samples
 # of the same model at NFE 512 from the same prefixes (the paper's protocol) and to the true
 # continuations; then one table, runs/<experiment>/results.json, runs/<experiment>/figures/
-# hellinger_vs_nfe.png and piano rolls of a few continuations per schedule at NFE 8.
+# hellinger_ref_vs_nfe.png and piano rolls of a few continuations per schedule at NFE 8.
 #   bash scripts/piano.sh [preset=default|full|paper]
 # default: the folk model (weights/folk-tauldr), NFE 2 4 8 16 32 64, the first NUM held-out tunes (one
 #          continuation each), 16 KLUB samples; the NFE-512 reference of the same tunes (seed 100).
@@ -50,5 +50,5 @@ for sampler in $SAMPLERS; do
   stage metrics $PY -m metrics -m $common schedule=uniform,cosine,jys seed=0 nfe=$(join "${steps[@]}") $BATCH > /dev/null
   stage metrics $PY -m metrics $common schedule=uniform nfe=$((REF - 1)) seed=$REF_SEED $BATCH > /dev/null
 done
-$PY scripts/music_report.py --experiment "$EXPERIMENT" --model "$MODEL" --samplers $SAMPLERS --nfes $NFES \
-  --reference $REF --reference-seed $REF_SEED --prefix 32
+$PY -m results table "$EXPERIMENT" --models "$MODEL" --samplers $SAMPLERS --nfes $NFES
+$PY -m results figure "$EXPERIMENT" --nfe 8 --prefix 32

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The text experiment (JYS Fig. 8 right): JYS schedules for a SEDD text model, samples with uniform, cosine
 # and JYS grids, their generative perplexity under a judge LM and their token entropy, the judge's floor on
-# held-out text; then one table, runs/text/results.json, runs/text/figures/genppl_vs_nfe.png and decoded
+# held-out text; then one table, runs/text/results.json, runs/text/figures/gen_ppl_vs_nfe.png and decoded
 # samples under runs/text/samples/.
 #   bash scripts/text.sh [preset=default|full|paper]
 # default: the Shakespeare model (weights/text-sedd), Euler, NFE 8 16 32 64, 48 samples per cell, 16 KLUB
@@ -44,5 +44,5 @@ echo "== $MODEL / euler / uniform NFE $QUALITY (model quality)"
 quality="$EXP sampler=euler schedule=uniform nfe=$((QUALITY - 1))"
 stage sample $PY -m samplers $quality num_samples=$NUM batch_size=64 | tail -n 1
 stage metrics $PY -m metrics $quality > /dev/null
-$PY scripts/text_report.py --experiment "$EXPERIMENT" --model "$MODEL" --samplers $SAMPLERS --nfes $NFES --quality $QUALITY \
-  --tokenizer "$TOKENIZER" --vocab $VOCAB
+$PY -m results table "$EXPERIMENT" --models "$MODEL" --samplers $SAMPLERS --nfes $NFES --quality $QUALITY
+$PY -m results figure "$EXPERIMENT" --tokenizer "$TOKENIZER" --vocab $VOCAB

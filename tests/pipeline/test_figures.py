@@ -12,7 +12,7 @@ import torch
 import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
 from pipeline.search import optimize
-from scripts import figures
+from results import figures
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS = (4, 8)  # NFE = model calls per sequence: Euler's grid has NFE - 1 steps and the noise-removal call
@@ -38,7 +38,7 @@ def make_count_runs(make_cfg, runs) -> None:
             cfg = make_cfg(*tiny, f"nfe={calls - 1}", f"schedule={schedule}")
             samplers_main.main.__wrapped__(cfg)
             metrics_main.main.__wrapped__(cfg)
-    subprocess.run([sys.executable, "scripts/count_report.py", "--runs", str(runs), "--models", "oracle",
+    subprocess.run([sys.executable, "-m", "results", "table", "count", "--runs", str(runs), "--models", "oracle",
                     "--samplers", "euler", "--nfes", *map(str, CALLS)], cwd=ROOT, check=True, capture_output=True)
 
 

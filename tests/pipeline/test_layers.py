@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGES = ("common", "data", "models", "samplers", "jys", "metrics", "train", "pipeline")
+PACKAGES = ("common", "data", "models", "samplers", "jys", "metrics", "train", "pipeline", "results")
 
 
 def lint(root: Path) -> subprocess.CompletedProcess:

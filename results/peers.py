@@ -1,9 +1,7 @@
 """The peers table at equal model calls: every sampler × schedule cell of scripts/peers.sh, with standard errors,
 the best cell at each budget, and JYS's best combination against the best peer alone; runs/peers/results.json
-and runs/peers/figures/error_vs_calls.png.
-
-    python scripts/peers_report.py --runs-of count:oracle count:count-sedd --samplers euler kgillespie confidence dus eb
-        --nfes 4 8 16 32
+and runs/peers/figures/error_vs_calls.png (`python -m results peers --runs-of count:oracle count:count-sedd
+--samplers euler kgillespie confidence dus eb --nfes 4 8 16 32`).
 
 CountDown's error is the share of broken transitions; its standard error is over sequences (each sequence's
 share, N of them). Text's generative perplexity is one corpus-level number per cell (no standard error).
@@ -12,19 +10,16 @@ EB's cells stand under the budget their γ was tuned to and show the calls they 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from common.io import atomic_write_json, save_figure
+from results.records import ResultsError, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +36,6 @@ def sequence_errors(samples_file: Path) -> np.ndarray:
 
 
 def collect(runs: Path, exp: str, model: str, samplers: list[str], nfes: list[int]) -> list[dict]:
-    metrics_dir = runs / exp / model / "metrics"
     gammas = {}  # EB's label → the budgets its γ was tuned to (two budgets can land on one γ)
     tuned = runs / exp / model / "eb_gamma.json"
     if "eb" in samplers and tuned.is_file():
@@ -49,8 +43,8 @@ def collect(runs: Path, exp: str, model: str, samplers: list[str], nfes: list[in
             if int(r["budget"]) in nfes:
                 gammas.setdefault(f"gamma{r['gamma']:g}", []).append(int(r["budget"]))
     records = []
-    for path in sorted(metrics_dir.glob("*.json")):
-        r = json.loads(path.read_text())
+    for r in read_metrics(runs, exp, model):
+        path = runs / exp / model / "metrics" / r["metrics_file"]
         if r.get("sampler") not in samplers or r.get("seed") != 0 or "-seed" in path.stem or "-margin" in path.stem:
             continue
         if r["sampler"] == "eb":
@@ -80,7 +74,7 @@ def with_value(exp: str, r: dict, path: Path) -> dict:
         samples = Path(r["samples_file"])
         errors = sequence_errors(samples if samples.is_absolute() else ROOT / samples)
         if not math.isclose(errors.mean(), value, rel_tol=1e-9, abs_tol=1e-12):
-            sys.exit(f"{path}: its samples file gives error {errors.mean()} but the record says {value}: "
+            raise ResultsError(f"{path}: its samples file gives error {errors.mean()} but the record says {value}: "
                      "rerun the metrics stage")
         r["value_se"] = float(errors.std(ddof=1) / math.sqrt(len(errors)))
     return r
@@ -101,20 +95,14 @@ def fmt(r: dict | None, exp: str) -> str:
     return v
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs-of", nargs="+", required=True, help="experiment:model pairs")
-    ap.add_argument("--samplers", nargs="+", required=True)
-    ap.add_argument("--nfes", nargs="+", type=int, required=True)
-    ap.add_argument("--runs", default=str(ROOT / "runs"))
-    a = ap.parse_args()
-    runs = Path(a.runs)
+def report(runs: Path, runs_of: list[str], samplers: list[str], nfes: list[int]) -> None:
+    """Print each pair's table and the best lines; write runs/peers/results.json and the figure."""
     everything, panels = [], []
-    for pair in a.runs_of:
+    for pair in runs_of:
         exp, model = pair.split(":")
-        records = collect(runs, exp, model, a.samplers, a.nfes)
+        records = collect(runs, exp, model, samplers, nfes)
         if not records:
-            sys.exit(f"no metrics records under {runs / exp / model / 'metrics'}: run bash scripts/peers.sh first")
+            raise ResultsError(f"no metrics records under {runs / exp / model / 'metrics'}: run bash scripts/peers.sh first")
         everything += records
         panels.append((exp, model, records))
         rows = {}
@@ -122,11 +110,11 @@ def main() -> None:
             rows.setdefault(row_name(r), {})[r["budget"]] = r
         what = "CountDown error ± s.e." if exp == "count" else "generative perplexity"
         print(f"\n{exp} / {model}: {what} at equal model calls per sequence (EB: its mean calls in brackets)")
-        print("| sampler / schedule | " + " | ".join(f"{n} calls" for n in a.nfes) + " |")
-        print("|---|" + "---|" * len(a.nfes))
+        print("| sampler / schedule | " + " | ".join(f"{n} calls" for n in nfes) + " |")
+        print("|---|" + "---|" * len(nfes))
         for name in sorted(rows):
-            print(f"| {name} | " + " | ".join(fmt(rows[name].get(n), exp) for n in a.nfes) + " |")
-        for n in a.nfes:
+            print(f"| {name} | " + " | ".join(fmt(rows[name].get(n), exp) for n in nfes) + " |")
+        for n in nfes:
             cells = [r for r in records if r["budget"] == n]
             if not cells:
                 continue
@@ -146,7 +134,8 @@ def main() -> None:
             print(line)
     out = runs / "peers"
     atomic_write_json(out / "results.json", everything)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 2, 4.6), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(panels) + 2, 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     colors = {"euler": "tab:gray", "kgillespie": "tab:green", "confidence": "tab:red", "dus": "tab:purple",
               "eb": "tab:blue"}
     styles = {"uniform": "o-", "cosine": "s--", "jys": "^-", "geometric": "D:", "gamma": "v-."}
@@ -166,10 +155,5 @@ def main() -> None:
         ax.set_title(f"{exp}, {model}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: lines fill the axes
-    fig.tight_layout()
     save_figure(fig, out / "figures" / "error_vs_calls.png")
     print(f"\n{len(everything)} records -> {out / 'results.json'}; figure -> {out / 'figures' / 'error_vs_calls.png'}")
-
-
-if __name__ == "__main__":
-    main()

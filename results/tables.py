@@ -1,0 +1,127 @@
+"""An experiment's records as tables: rows (model, sampler, schedule), a column per NFE (model calls per sequence),
+each cell the mean over sampling seeds with its standard error where the record has one. Markdown, so that the
+console and the pages print the same text."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from results.records import ResultsError, check_one, read_floor, read_metrics
+from results.specs import SCHEDULES, Metric, Spec
+
+Rows = dict[tuple[str, str, str], dict[int, list[dict]]]  # (model, sampler, schedule) -> NFE -> records (seeds)
+
+
+def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None) -> list[dict]:
+    """The records of one experiment's table: its grid cells, each model's quality cell and the reference cell;
+    each record gets a `role` (cell, quality, reference). Refuses records of two identities per model."""
+    out = []
+    for model in spec.models:
+        mine = []
+        for r in read_metrics(runs, spec.experiment, model):
+            if r.get("schedule") not in SCHEDULES or "nfe_calls" not in r:
+                continue
+            uniform = r["schedule"] == "uniform"
+            if spec.reference and uniform and (r["nfe_calls"], r["seed"]) == spec.reference:
+                role = "reference"
+            elif spec.reference and r["seed"] == spec.reference[1]:
+                continue  # the reference's seed is for the reference only
+            elif spec.quality_nfe and uniform and r["nfe_calls"] == spec.quality_nfe and r["seed"] == 0:
+                role = "quality"
+            elif (samplers is None or r["sampler"] in samplers) and (nfes is None or r["nfe_calls"] in nfes):
+                role = "cell"
+            else:
+                continue
+            if spec.metrics[0].key in r["metrics"]:
+                mine.append(r | {"role": role})
+        if mine:
+            check_one(mine, spec.identity, f"runs/{spec.experiment}/{model}", f"rerun {spec.script}")
+        out += mine
+    if not out:
+        raise ResultsError(f"no metrics records of {spec.experiment} under {Path(runs) / spec.experiment}/"
+                           f"{{{','.join(spec.models)}}}/metrics: run the stages first ({spec.script})")
+    return out
+
+
+def with_floor(records: list[dict], runs: str | Path, spec: Spec) -> list[dict]:
+    floor = read_floor(runs, spec.experiment) if spec.floor else None
+    return records + ([floor | {"role": "floor"}] if floor else [])
+
+
+def rows_of(records: list[dict], metric: Metric, roles=("cell", "quality")) -> Rows:
+    rows: Rows = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("role", "cell") in roles and metric.key in r.get("metrics", {}):
+            rows[(r["model"], r["sampler"], r["schedule"])][r["nfe_calls"]].append(r)
+    return rows
+
+
+def mean(records: list[dict], key: str) -> float:
+    return float(np.mean([r["metrics"][key] for r in records]))
+
+
+def cell_text(records: list[dict], metric: Metric) -> str:
+    """Mean over seeds; ± its standard error (one seed, when recorded); the extra metric in brackets."""
+    d = metric.digits
+    text = f"{mean(records, metric.key):.{d}f}"
+    if len(records) == 1 and f"{metric.key}_se" in records[0]["metrics"]:
+        text += f" ± {records[0]['metrics'][metric.key + '_se']:.{max(d, 2)}f}"
+    if metric.extra and all(metric.extra in r["metrics"] for r in records):
+        text += f" ({mean(records, metric.extra):.2f})"
+    if len(records) > 1:
+        text += f" [{len(records)} seeds]"
+    return text
+
+
+def best_schedules(rows: Rows, metric: Metric) -> dict[tuple[str, str, int], str]:
+    """(model, sampler, NFE) -> the schedule with the lowest mean there (of those with a cell at that NFE)."""
+    values: dict[tuple[str, str, int], dict[str, float]] = defaultdict(dict)
+    for (model, sampler, schedule), row in rows.items():
+        for n, records in row.items():
+            values[(model, sampler, n)][schedule] = mean(records, metric.key)
+    return {key: min(v, key=v.get) for key, v in values.items() if len(v) > 1}
+
+
+def markdown(records: list[dict], metric: Metric, unit: str = "sequence") -> str:
+    """One Markdown table of a metric: a row per (model, sampler, schedule), a column per NFE; the best schedule
+    of each (model, sampler, NFE) in bold; below it, uniform / JYS per sampler and the reference and floor cells."""
+    rows = rows_of(records, metric)
+    nfes = sorted({n for row in rows.values() for n in row})
+    best = best_schedules(rows, metric)
+    lines = ["| model | sampler | schedule | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+             "|---|---|---|" + "---|" * len(nfes)]
+    order = sorted(rows, key=lambda k: (k[0] == "oracle", k[0], k[1], SCHEDULES.index(k[2])))
+    for model, sampler, schedule in order:
+        row = rows[(model, sampler, schedule)]
+        cells = []
+        for n in nfes:
+            text = cell_text(row[n], metric) if n in row else "-"
+            cells.append(f"**{text}**" if best.get((model, sampler, n)) == schedule else text)
+        lines.append(f"| {model} | {sampler} | {schedule} | " + " | ".join(cells) + " |")
+    notes = []
+    for model, sampler in sorted({k[:2] for k in rows}):
+        u, j = rows.get((model, sampler, "uniform"), {}), rows.get((model, sampler, "jys"), {})
+        ratios = [f"{n}: {mean(u[n], metric.key) / mean(j[n], metric.key):.2f}" for n in nfes if n in u and n in j
+                  and mean(j[n], metric.key) > 0]
+        if ratios:
+            notes.append(f"uniform / JYS ({model}, {sampler}), by NFE: " + ", ".join(ratios))
+    for r in records:
+        if r.get("role") == "reference" and metric.key in r["metrics"]:
+            notes.append(f"reference ({r['model']}, {r['sampler']}, uniform, NFE {r['nfe_calls']}, seed {r['seed']}): "
+                         f"{cell_text([r], metric)}")
+        if r.get("role") == "floor" and metric.key in r["metrics"]:
+            notes.append(f"held-out data (the floor), {r['num_samples']} {unit}s: {cell_text([r], metric)}")
+    return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
+
+
+def tables(records: list[dict], spec: Spec) -> str:
+    """Every metric's table of an experiment, each under a line naming it."""
+    head = (f"{spec.experiment}: {len([r for r in records if r.get('role') != 'floor'])} records; NFE = model calls "
+            f"per {spec.unit}; mean ± standard error where recorded, [n seeds] where averaged over sampling seeds")
+    parts = [head]
+    for metric in spec.metrics:
+        parts += ["", f"{metric.label} (`{metric.key}`" + (f", `{metric.extra}` in brackets" if metric.extra else "")
+                  + "):", "", markdown(records, metric, spec.unit)]
+    return "\n".join(parts)

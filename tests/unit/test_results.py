@@ -1,0 +1,100 @@
+"""The results layer on hand-made records: the table's cells (mean over seeds, standard error, the best schedule in
+bold, uniform / JYS), the identity checks, the spec lookup, and the pages' generated blocks."""
+import json
+
+import pytest
+
+from results import pages
+from results.records import ResultsError
+from results.specs import spec_for
+from results.tables import collect, markdown, with_floor
+
+
+def record(schedule, calls, value, seed=0, se=None, model="m", sampler="euler", identity="w1", num=64):
+    metrics = {"hellinger_ref": value, "hellinger_true": value + 1}
+    if se is not None:
+        metrics["hellinger_ref_se"] = se
+    return {"experiment": "folk", "model": model, "sampler": sampler, "schedule": schedule, "nfe": calls - 1,
+            "nfe_calls": calls, "num_samples": num, "seed": seed, "metrics": metrics,
+            "model_identity": {"weights_sha256": identity}}
+
+
+def write_runs(tmp_path, records, experiment="folk", model="m"):
+    folder = tmp_path / experiment / model / "metrics"
+    folder.mkdir(parents=True)
+    for i, r in enumerate(records):
+        (folder / f"{i}.json").write_text(json.dumps(r))
+
+
+def test_table_cells_by_hand():
+    metric = spec_for("folk").metrics[0]
+    records = [record("uniform", 8, 0.5, se=0.01), record("jys", 8, 0.35, se=0.02),
+               record("cosine", 8, 0.30, seed=0), record("cosine", 8, 0.50, seed=1),  # two seeds: mean 0.40
+               record("uniform", 16, 0.2, se=0.01), record("jys", 16, 0.25, se=0.01)]
+    text = markdown(records, metric)
+    lines = text.splitlines()
+    assert lines[0] == "| model | sampler | schedule | NFE 8 | NFE 16 |"
+    assert lines[2] == "| m | euler | uniform | 0.5000 ± 0.0100 | **0.2000 ± 0.0100** |"
+    assert lines[3] == "| m | euler | cosine | 0.4000 [2 seeds] | - |"
+    assert lines[4] == "| m | euler | jys | **0.3500 ± 0.0200** | 0.2500 ± 0.0100 |"
+    assert "uniform / JYS (m, euler), by NFE: 8: 1.43, 16: 0.80" in text
+
+
+def test_collect_refuses_two_model_identities_and_names_the_script(tmp_path):
+    write_runs(tmp_path, [record("uniform", 8, 0.5), record("jys", 8, 0.4, identity="w2")], model="folk-tauldr")
+    with pytest.raises(ResultsError, match=r"2 values of model_identity.*bash scripts/piano\.sh"):
+        collect(tmp_path, spec_for("folk"))
+
+
+def test_collect_refuses_two_sample_counts(tmp_path):
+    write_runs(tmp_path, [record("uniform", 8, 0.5), record("jys", 8, 0.4, num=128)], model="folk-tauldr")
+    with pytest.raises(ResultsError, match="num_samples"):
+        collect(tmp_path, spec_for("folk"))
+
+
+def test_collect_sorts_cells_reference_and_floor(tmp_path):
+    write_runs(tmp_path, [record("uniform", 8, 0.5), record("jys", 8, 0.4), record("uniform", 512, 0.1, seed=100),
+                          record("jys", 8, 0.9, seed=100)], model="folk-tauldr")
+    (tmp_path / "folk" / "floor.json").write_text(json.dumps(
+        {"schedule": "heldout", "num_samples": 64, "metrics": {"hellinger_ref": 0.05}}))
+    spec = spec_for("folk")
+    records = with_floor(collect(tmp_path, spec), tmp_path, spec)
+    roles = sorted((r["role"], r["schedule"], r.get("nfe_calls")) for r in records)
+    assert roles == [("cell", "jys", 8), ("cell", "uniform", 8), ("floor", "heldout", None),
+                     ("reference", "uniform", 512)]  # the seed-100 JYS cell belongs to no table
+    text = markdown(records, spec.metrics[0])
+    assert "reference (m, euler, uniform, NFE 512, seed 100): 0.1000" in text
+    assert "held-out data (the floor), 64 sequences: 0.0500" in text
+
+
+def test_collect_without_records_names_the_command(tmp_path):
+    with pytest.raises(ResultsError, match="bash scripts/count.sh"):
+        collect(tmp_path, spec_for("count"))
+
+
+def test_spec_lookup():
+    assert spec_for("folk_twin").models == ("oracle",)
+    assert spec_for("piano").metrics == spec_for("folk").metrics
+    assert spec_for("cifar10").metrics[0].key == "fid"
+    assert spec_for("text", quality_nfe=1024).quality_nfe == 1024
+    with pytest.raises(ValueError, match="no results spec for experiment 'nope'; known: cifar10, count, digits"):
+        spec_for("nope")
+
+
+def test_pages_regenerate_marked_blocks_from_committed_records(tmp_path):
+    records_dir = tmp_path / "records"
+    records_dir.mkdir()
+    (records_dir / "folk.json").write_text(json.dumps([record("uniform", 8, 0.5) | {"role": "cell"},
+                                                       record("jys", 8, 0.4) | {"role": "cell"}]))
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- results: folk hellinger_ref -->\nstale\n<!-- /results -->\n"
+                    "<!-- results: summary all -->\n<!-- /results -->\nend\n")
+    assert pages.regenerate([page], records_dir) == [page]
+    text = page.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    assert "| m | euler | jys | **0.4000** |" in text
+    assert "| [folk](docs/results/music.md) | m | euler | hellinger_ref | **jys 0.4000** |" in text
+    assert pages.regenerate([page], records_dir) == []  # idempotent
+    page.write_text("<!-- results: folk no_such_metric -->\n<!-- /results -->\n")
+    with pytest.raises(ResultsError, match="no_such_metric"):
+        pages.regenerate([page], records_dir)
