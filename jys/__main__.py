@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from common import dist
 from pipeline.build import setup_torch
 from pipeline.evaluate import evaluate_schedule
-from pipeline.search import optimize
+from pipeline.search import optimize_config
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
             print(f"{r['label']} grid, {r['nfe']} steps: J = {r['J']:.6g} ± {r['J_se']:.2g} (weight {r['weight']}, "
                   f"{r['lattice_samples']} sequences, {r['lattice_points']} lattice points) -> {path}")
         return
-    path = optimize(cfg)
+    path = optimize_config(cfg)
     if not dist.is_main():
         return
     record = json.loads(path.read_text())

@@ -29,13 +29,13 @@ def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") ->
     """J's one-step term (jys.klub.step_terms) for `sampler`: 'sampler' gives J that sampler's own one-step error,
     'none' leaves it out; 'auto' the sampler's for uniform kernels, none for absorbing ones (Euler and Tweedie unmask
     each token with the step's exact law there; tested) and ordinal ones (no Tweedie step). Count-grid samplers
-    time their steps exactly: none."""
+    time their steps exactly: none. The θ-trapezoidal step: none (its one-step term is not derived)."""
     if rule not in RULES:
         raise ValueError(f"unknown jys.rule {rule!r}; expected one of {RULES}")
     if rule == "auto":
         rule = "none" if kernel.mask is not None or kernel.ordinal else "sampler"
-    if rule == "none" or sampler not in TIME_GRID:
-        return "none"
+    if rule == "none" or sampler not in TIME_GRID or sampler == "trapezoidal":
+        return "none"  # the second-order step's own one-step term is not derived: J scores the path alone
     if sampler == "tau_leaping":
         return "tau_leaping_last" if multi_jump == "last" else "tau_leaping"
     return sampler

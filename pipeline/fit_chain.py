@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from common.io import atomic_write_npz
 from models.chains import fit_chain, nll_per_token
-from pipeline.build import data_spec, dataset_vocab, load_data
+from pipeline.experiment import Experiment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -24,12 +24,13 @@ def fit_experiment(experiment: str, out: str | Path, smoothing: float = 0.5) -> 
         raise ValueError(f"unknown experiment {experiment!r}; expected one of {names} (configs/experiment/*.yaml)")
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         cfg = compose("config", overrides=[f"experiment={experiment}"])
-    if data_spec(cfg) is None:
+    if not cfg.experiment.get("data"):
         raise ValueError(f"experiment {experiment!r} has no dataset files (experiment.data is null): nothing to fit "
                          "a chain to; choose an experiment with data, e.g. folk, digits or text")
-    num_states = dataset_vocab(cfg)
+    e = Experiment.from_config(cfg)
+    num_states = e.vocab
     try:
-        train = load_data(cfg, "train")
+        train = e.load("train")
     except (ValueError, FileNotFoundError) as err:
         raise ValueError(f"experiment {experiment!r}: cannot load its training split ({err})") from None
     chain = fit_chain(train, num_states, smoothing)
@@ -40,7 +41,7 @@ def fit_experiment(experiment: str, out: str | Path, smoothing: float = 0.5) -> 
              "used_states": int(((chain.initial > 0) | (chain.transition.sum(0) > 0)).sum()),
              "sequences": int(train.shape[0]), "length": int(train.shape[1]), "floor": floor}
     try:
-        valid = load_data(cfg, "valid")
+        valid = e.load("valid")
     except (ValueError, FileNotFoundError) as err:
         stats["valid_error"] = str(err)
         return stats

@@ -30,21 +30,24 @@ from metrics.sequences import (
 )
 from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, token_entropy
 from models.chains import MarkovChain
-from pipeline.build import build_chain, build_model, condition_prefix, condition_rows, data_vocab, load_data
+from pipeline.build import build_model
+from pipeline.experiment import Experiment, experiment_of
 from pipeline.runs import artifact_path, resolve_schedule, samples_key
 
 
 class MetricContext:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self._chain: MarkovChain | None = None
         self._memo: dict = {}
+
+    @property
+    def experiment(self) -> Experiment:
+        """The config's experiment, built when a metric first needs it (the judge alone never does)."""
+        return experiment_of(self.cfg)
 
     def chain(self, metric: str) -> MarkovChain:
         """The experiment's chain; an experiment without one (experiment.chain) cannot report `metric`."""
-        if self._chain is None:
-            self._chain = build_chain(self.cfg, need=f"metric {metric!r}")
-        return self._chain
+        return self.experiment.need_chain(f"metric {metric!r}")
 
     def exact_chain(self, metric: str) -> MarkovChain:
         """The law the oracle is exact for: the experiment's chain mixed with oracle.floor."""
@@ -58,7 +61,7 @@ class MetricContext:
         key = ("chain_reference", id(samples))
         if key not in self._memo:
             g = torch.Generator().manual_seed(int(self.cfg.metrics.reference_seed))
-            self._memo[key] = chain_reference(samples, self.exact_chain(metric), condition_prefix(self.cfg), g)
+            self._memo[key] = chain_reference(samples, self.exact_chain(metric), self.experiment.prefix, g)
         return self._memo[key]
 
     def truth(self) -> str:
@@ -77,7 +80,7 @@ class MetricContext:
                 raise ValueError(f"model {self.cfg.model.name!r} names no tokenizer: set tokenizer.path=DIR "
                                  "(a Hugging Face tokenizer directory or tokenizer.json)")
             tok = TextTokenizer(path)
-            tok.check_vocab(data_vocab(self.cfg))
+            tok.check_vocab(self.experiment.vocab)
             self._memo["tokenizer"] = tok
         return self._memo["tokenizer"]
 
@@ -98,11 +101,11 @@ class MetricContext:
         if shape is None:
             raise ValueError(f"experiment {self.cfg.experiment.name!r} has no image_shape: FID needs images")
         if ("fid_reference",) not in self._memo:
-            self._memo[("fid_reference",)] = load_data(self.cfg, "train")
+            self._memo[("fid_reference",)] = self.experiment.load("train")
         if ("extractor", features) not in self._memo:
             self._memo[("extractor", features)] = load_extractor(features, self.cfg.metrics.get("inception_path"))
         return frechet_distance(samples, self._memo[("fid_reference",)], self._memo[("extractor", features)],
-                                tuple(shape), data_vocab(self.cfg), self.cfg.metrics.get("inception_path"))
+                                tuple(shape), self.experiment.vocab, self.cfg.metrics.get("inception_path"))
 
     def hellinger(self, samples: torch.Tensor, against: str) -> tuple[float, float]:
         """Mean and standard error over sequences of the note-histogram Hellinger distance of the generated
@@ -113,14 +116,14 @@ class MetricContext:
         the same prefixes)."""
         key = ("hellinger", against, id(samples))
         if key not in self._memo:
-            K = condition_prefix(self.cfg)
+            K = self.experiment.prefix
             if against == "true" and self.truth() == "chain":
                 reference = self.chain_reference(samples, f"hellinger_{against}")[: samples.shape[0]]
             elif against == "true":
-                reference = condition_rows(self.cfg, samples.shape[0])
+                reference = self.experiment.condition_rows(samples.shape[0])
             else:
                 reference = self._reference_samples(samples.shape[0])
-            self._memo[key] = mean_and_se(hellinger_to(samples, reference, K, data_vocab(self.cfg)))
+            self._memo[key] = mean_and_se(hellinger_to(samples, reference, K, self.experiment.vocab))
         return self._memo[key]
 
     def _reference_samples(self, num: int) -> torch.Tensor:
@@ -163,7 +166,7 @@ METRICS: dict[str, Metric] = {
     "countdown_error_published": lambda x, ctx: countdown_error_published(x),
     "gen_ppl": lambda x, ctx: generative_perplexity(ctx.judge(), ctx.texts(x), int(ctx.cfg.metrics.judge_batch),
                                                     progress=bool(ctx.cfg.progress)),
-    "entropy": lambda x, ctx: token_entropy(x[:, condition_prefix(ctx.cfg):]),  # of the generated part
+    "entropy": lambda x, ctx: token_entropy(x[:, ctx.experiment.prefix:]),  # of the generated part
     "judge": lambda x, ctx: ctx.judge().name,
     "digits_fid": lambda x, ctx: ctx.fid(x, "digits"),  # digits-FID: the digits classifier's features
     "fid": lambda x, ctx: ctx.fid(x, "inception"),      # Inception FID (needs metrics.inception_path)
@@ -173,10 +176,10 @@ METRICS: dict[str, Metric] = {
     "hellinger_true": lambda x, ctx: ctx.hellinger(x, "true")[0],    # against the true continuations
     "hellinger_true_se": lambda x, ctx: ctx.hellinger(x, "true")[1],
     # against the chain the oracle is exact for (metrics/sequences.py), on the generated positions
-    "unigram_tv": lambda x, ctx: unigram_tv(x, ctx.exact_chain("unigram_tv"), condition_prefix(ctx.cfg)),
-    "bigram_tv": lambda x, ctx: bigram_tv(x, ctx.exact_chain("bigram_tv"), condition_prefix(ctx.cfg)),
+    "unigram_tv": lambda x, ctx: unigram_tv(x, ctx.exact_chain("unigram_tv"), ctx.experiment.prefix),
+    "bigram_tv": lambda x, ctx: bigram_tv(x, ctx.exact_chain("bigram_tv"), ctx.experiment.prefix),
     "token_entropy_gap": lambda x, ctx: token_entropy_gap(x, ctx.chain_reference(x, "token_entropy_gap"),
-                                                          condition_prefix(ctx.cfg)),
+                                                          ctx.experiment.prefix),
 }
 
 
@@ -205,11 +208,12 @@ def metric_names(cfg: DictConfig) -> list[str]:
 def evaluate(cfg: DictConfig, samples: torch.Tensor) -> dict:
     """{metric: value} for the experiment's metrics, in the order the config lists them."""
     names = metric_names(cfg)
-    vocab = data_vocab(cfg)
+    experiment = experiment_of(cfg)
+    vocab = experiment.vocab
     if samples.numel() and (int(samples.min()) < 0 or int(samples.max()) >= vocab):
         raise ValueError(f"samples hold tokens in [{int(samples.min())}, {int(samples.max())}] but the data has "
                          f"{vocab} tokens (a MASK left by final_step=none?)")
-    K = condition_prefix(cfg)
+    K = experiment.prefix
     whole = [n for n in names if n not in PREFIX_AWARE]
     if K and whole:
         raise ValueError(f"metrics {whole} score whole sequences, but the first {K} tokens are a condition prefix "

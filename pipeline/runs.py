@@ -1,18 +1,33 @@
 """Where each stage's file lives, how `schedule=` resolves to a time grid, and what keys a cached file."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.build import build_process, data_identity, model_identity
+from pipeline.build import model_identity
+from pipeline.experiment import experiment_of
 from samplers.schedules import BASELINES, geometric, load_schedule
+from samplers.unmasking import check_gamma
 
 # Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
 # every cached file then misses its key and is redone.
 FORMAT_VERSION = 2  # 2: the Gaussian kernel starts from its exact stationary law
+CACHE_KINDS = ("samples", "search", "lattice", "eb")  # what the project caches: samples files, search levels,
+#                                                       lattice tables, EB's tuned γ
+
+
+def cache_key(kind: str, payload: dict) -> tuple[dict, str]:
+    """The reuse key of a cached file of `kind` (CACHE_KINDS): the payload, which must name everything that fixes
+    the file (model and data identities, the settings that change it), with FORMAT_VERSION; and the key's 16-hex
+    digest for file names. A stored key that differs from this one means the file is redone, never reused."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; expected one of {CACHE_KINDS}")
+    key = {**payload, "format_version": FORMAT_VERSION}
+    return key, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -31,13 +46,20 @@ def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int | None, suff
         tag = f"-{multi_jump(cfg)}jump{tag}"  # τ-leaping's other multi-jump rule: never the default's files
     if stage in ("samples", "metrics") and confidence(cfg) not in (None, "max"):
         tag = f"-{confidence(cfg)}{tag}"
+    if stage == "schedules":
+        return schedule_path(run_dir(cfg), str(cfg.sampler), label, int(nfe))
     steps = "" if nfe is None else f"-nfe{nfe}"
     return run_dir(cfg) / stage / f"{cfg.sampler}-{label}{steps}{tag}.{suffix}"
 
 
+def schedule_path(out_dir: Path, sampler: str, label: str, nfe: int) -> Path:
+    """out_dir/schedules/<sampler>-<label>-nfe<N>.json: a schedule serves every sampling seed and rule."""
+    return Path(out_dir) / "schedules" / f"{sampler}-{label}-nfe{nfe}.json"
+
+
 def multi_jump(cfg: DictConfig) -> str | None:
     """τ-leaping's rule for a position with several jumps (samplers.steps); None for the other samplers."""
-    return str(cfg.get("multi_jump") or "reject") if cfg.sampler == "tau_leaping" else None
+    return str(cfg.get("multi_jump") or "reject") if cfg.sampler in ("tau_leaping", "trapezoidal") else None
 
 
 def confidence(cfg: DictConfig) -> str | None:
@@ -47,10 +69,7 @@ def confidence(cfg: DictConfig) -> str | None:
 
 def eb_gamma(cfg: DictConfig) -> float:
     """sampler=eb's entropy budget per call, checked."""
-    gamma = cfg.unmask.gamma
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma >= 0:
-        raise ValueError(f"unmask.gamma must be a number >= 0 (nats per call), got {gamma!r}")
-    return float(gamma)
+    return check_gamma(cfg.unmask.gamma)
 
 
 def jys_label(objective: str, search: str = "auto", weight: str = "none") -> str:
@@ -73,7 +92,7 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
         return f"gamma{eb_gamma(cfg):g}", torch.tensor([1.0, float(cfg.eps)], dtype=torch.float64), None, {}
     spec = str(cfg.schedule)
     if spec == "geometric":
-        process = build_process(cfg)
+        process = experiment_of(cfg).process
         if process.kernel.mask is None:
             raise ValueError("schedule=geometric counts unmasked tokens: it needs an absorbing kernel")
         return spec, geometric(int(cfg.nfe), process, int(cfg.experiment.length)), int(cfg.nfe), {}
@@ -118,8 +137,8 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
 def samples_key(cfg: DictConfig, grid: torch.Tensor, model) -> dict:
     """The reuse key of a samples file: the config and grid, the model's identity (its weights' or its
     chain's hash), the data's identity (dataset files' or chain's hash), the random streams and FORMAT_VERSION."""
-    return {**run_config(cfg, grid), "model_identity": model_identity(model), "data_identity": data_identity(cfg),
-            "streams": "per-batch", "format_version": FORMAT_VERSION}
+    return cache_key("samples", {**run_config(cfg, grid), "model_identity": model_identity(model),
+                                 "data_identity": experiment_of(cfg).identity(), "streams": "per-batch"})[0]
 
 
 def key_differences(stored: dict, now: dict, limit: int = 8) -> list[str]:

@@ -1,15 +1,19 @@
-"""From a config to a schedule file: cached, resumable levels, then the grid for the asked NFE."""
+"""A schedule file: cached, resumable levels (or J's lattice table), then the grid for the asked NFE.
+
+`optimize(experiment, model, settings, nfe, sampler, out_dir)` takes plain values; `optimize_config(cfg)` is the
+config's door to it (python -m jys).
+"""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+from dataclasses import dataclass
 import json
 import math
 import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from common import dist
 from common.io import atomic_write_json
@@ -18,9 +22,10 @@ from jys.lattice import base_lattice, optimal_grids
 from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
-from pipeline.build import build_model, condition_prefix, data_identity, sample_data
-from pipeline.runs import FORMAT_VERSION, artifact_path, jys_label, run_dir
-from samplers.registry import COUNT_GRID, check_sampler, spec
+from pipeline.build import build_model
+from pipeline.experiment import Experiment, experiment_of
+from pipeline.runs import FORMAT_VERSION, cache_key, jys_label, run_dir, schedule_path
+from samplers.registry import COUNT_GRID, check_prefix_support, check_sampler, spec
 from samplers.schedules import check_grid, first_count, times_from_counts
 
 SEARCHES = ("auto", "hierarchy", "lattice")  # auto | the published golden-section levels | J's exact optimum on a lattice
@@ -37,7 +42,27 @@ def resolve_search(search: str, kernel) -> str:
     return search
 
 
-def settings_from(cfg: DictConfig) -> SearchSettings:
+@dataclass(frozen=True)
+class JYSSettings:
+    """Everything the search reads, as plain values (`settings_from` reads them from the config, once, and checks
+    them): the KLUB search's settings, which search (`jys.search`), J's weight and one-step rule, the lattice's
+    size and sequences, a forced t_mix, and τ-leaping's multi-jump rule (for the rule's step term)."""
+    search: SearchSettings
+    kind: str = "auto"  # auto | hierarchy | lattice (resolve_search)
+    weight: str = "none"
+    rule: str = "auto"
+    lattice: int = 32
+    lattice_samples: int = 128
+    t_mix: float | None = None  # None: the process's mixing time for search.mix_tv
+    multi_jump: str = "reject"
+
+    @property
+    def label(self) -> str:
+        return jys_label(self.search.objective, self.kind, self.weight)
+
+
+def settings_from(cfg: DictConfig) -> JYSSettings:
+    """The config's jys.* (and eps, progress, multi_jump) as JYSSettings, each value checked here."""
     j = cfg.jys
     s = SearchSettings(num_samples=int(j.num_samples), batch_size=int(j.batch_size), objective=str(j.objective),
                        coarse_state=str(j.coarse_state),
@@ -53,72 +78,72 @@ def settings_from(cfg: DictConfig) -> SearchSettings:
         raise ValueError(f"eps must lie in (0, 1), got {s.eps}")
     if not 0.0 <= s.margin < 0.5:
         raise ValueError(f"jys.margin is a fraction of the interval width in [0, 0.5), got {s.margin}")
-    return s
+    kind = str(j.get("search", "auto"))
+    if kind not in SEARCHES:
+        raise ValueError(f"unknown jys.search {kind!r}; expected one of {SEARCHES}")
+    lattice, lattice_samples = int(j.get("lattice", 32)), int(j.get("lattice_samples", 128))
+    if lattice < 2:
+        raise ValueError(f"jys.lattice must be >= 2, got {lattice}")
+    if lattice_samples < 2:
+        raise ValueError(f"jys.lattice_samples must be >= 2, got {lattice_samples}")
+    t_mix = j.get("t_mix")
+    if t_mix is not None and not s.eps < float(t_mix) <= 1.0:
+        raise ValueError(f"jys.t_mix must lie in (eps, 1], got {t_mix}")
+    return JYSSettings(search=s, kind=kind, weight=str(j.get("weight", "none")), rule=str(j.get("rule", "auto")),
+                       lattice=lattice, lattice_samples=lattice_samples,
+                       t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"))
 
 
-def resolve_t_mix(cfg: DictConfig, process, s: SearchSettings) -> float:
-    """jys.t_mix if set (1.0: search all of [eps, 1]), else the process's mixing time for jys.mix_tv."""
-    forced = cfg.jys.get("t_mix")
-    if forced is not None:
-        if not s.eps < float(forced) <= 1.0:
-            raise ValueError(f"jys.t_mix must lie in (eps, 1], got {forced}")
-        return float(forced)
-    return mixing_time(process, s.mix_tv)
-
-
-def checked_data_fn(cfg: DictConfig, process):
-    """x_0 sampler for the KLUB; its output is checked against the model's vocabulary and length."""
-    length, states = int(cfg.experiment.length), process.data_states
-
-    def data_fn(n, generator):
-        x0 = sample_data(cfg, n, generator)
-        if x0.shape != (n, length):
-            raise ValueError(f"data of shape {tuple(x0.shape)}, expected ({n}, {length}) (experiment.length)")
-        if x0.min() < 0 or x0.max() >= states:
-            raise ValueError(f"data tokens in [{int(x0.min())}, {int(x0.max())}], but the model has {states} data states")
-        return x0
-
-    return data_fn
-
-
-def optimize(cfg: DictConfig, model=None) -> Path:
-    """Write runs/<exp>/<model>/schedules/<sampler>-<jys label>-nfe<N>.json and return its path."""
+def optimize_config(cfg: DictConfig, model=None) -> Path:
+    """The config's door to `optimize`: its experiment, model (built unless given), settings, NFE and sampler;
+    the schedule lands under runs/<experiment>/<model>/schedules/."""
     nfe = cfg.nfe
     if not isinstance(nfe, int) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
-    s = settings_from(cfg)
-    model = model if model is not None else build_model(cfg)
-    check_sampler(cfg.sampler, model.process)
-    if not spec(cfg.sampler).schedule:
-        raise ValueError(f"{cfg.sampler} takes no schedule (first_hitting is exact, eb chooses its counts as it goes); "
+    experiment = experiment_of(cfg)
+    settings = settings_from(cfg)
+    model = model if model is not None else build_model(cfg, experiment)
+    return optimize(experiment, model, settings, nfe, str(cfg.sampler), run_dir(cfg))
+
+
+def identity_of(model) -> dict:
+    return model.identity() if hasattr(model, "identity") else {"name": getattr(model, "name", type(model).__name__)}
+
+
+def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sampler: str, out_dir: Path) -> Path:
+    """Write out_dir/schedules/<sampler>-<jys label>-nfe<N>.json (the JYS grid of `nfe` steps for `sampler` on
+    `model`, searched on x_0 from `experiment`) and return its path. Levels and lattice tables are cached under
+    out_dir/schedules/search/, keyed on everything that fixes them."""
+    if not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    check_sampler(sampler, model.process)
+    if not spec(sampler).schedule:
+        raise ValueError(f"{sampler} takes no schedule (first_hitting is exact, eb chooses its counts as it goes); "
                          f"JYS serves euler, tau_leaping, tweedie and the count-grid samplers {', '.join(COUNT_GRID)}")
-    length = int(cfg.experiment.length)
+    length, prefix = experiment.length, experiment.prefix
     # Count-grid samplers share k-Gillespie's search over unmasked-token counts (the KLUB of uniformly chosen
     # positions; see docs/results/peers.md): one search state serves all three.
-    family = "kgillespie" if cfg.sampler in COUNT_GRID else "tau"
+    family = "kgillespie" if sampler in COUNT_GRID else "tau"
     if family == "kgillespie" and nfe > length:
-        raise ValueError(f"{cfg.sampler} unmasks at least one token per step: nfe={nfe} exceeds length {length}")
-    prefix = condition_prefix(cfg)
-    if family == "kgillespie" and prefix:
-        raise ValueError("the count search counts all L tokens; conditional generation "
-                         f"(experiment.condition.prefix={prefix}) is not supported there yet")
-    label = jys_label(s.objective, str(cfg.jys.get("search", "auto")), str(cfg.jys.get("weight", "none")))
-    search = resolve_search(str(cfg.jys.get("search", "auto")), model.process.kernel)
-    s.objective = resolve_objective(s.objective, model.process.kernel)
-    if search == "lattice":
-        return _optimize_lattice(cfg, model, s, family, prefix, label)
-    t_mix = 1.0 if family == "kgillespie" else resolve_t_mix(cfg, model.process, s)
-    searcher = (CountSearch(model, checked_data_fn(cfg, model.process), s, length) if family == "kgillespie"
-                else TimeSearch(model, checked_data_fn(cfg, model.process), s, length, t_mix, prefix))
-    identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
+        raise ValueError(f"{sampler} unmasks at least one token per step: nfe={nfe} exceeds length {length}")
+    if prefix:
+        check_prefix_support(sampler)
+    s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
+    if resolve_search(settings.kind, model.process.kernel) == "lattice":
+        return _optimize_lattice(experiment, model, settings, s, nfe, sampler, family, out_dir)
+    if family == "kgillespie":
+        t_mix = 1.0
+    else:
+        t_mix = settings.t_mix if settings.t_mix is not None else mixing_time(model.process, s.mix_tv)
+    searcher = (CountSearch(model, experiment.sample_x0, s, length) if family == "kgillespie"
+                else TimeSearch(model, experiment.sample_x0, s, length, t_mix, prefix))
+    identity = identity_of(model)
     speed_only = ("progress", "batch_size", "max_bytes")
-    key = {"family": family, "model": identity,
-           "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
-                          if k not in ("metrics", "models")},  # what is evaluated, and with which models, fixes no level
-           "settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in speed_only}, "t_mix": t_mix,
-           "data": data_identity(cfg), "format_version": FORMAT_VERSION}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    state_file = run_dir(cfg) / "schedules" / "search" / f"{family}-{s.objective}-{digest}.json"
+    key, digest = cache_key("search", {
+        "family": family, "model": identity, "experiment": experiment.config,  # metrics and models fix no level
+        "settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in speed_only}, "t_mix": t_mix,
+        "data": experiment.identity()})
+    state_file = out_dir / "schedules" / "search" / f"{family}-{s.objective}-{digest}.json"
     state = SearchState()
     if state_file.is_file():
         saved = json.loads(state_file.read_text())
@@ -151,8 +176,8 @@ def optimize(cfg: DictConfig, model=None) -> Path:
         grid = new_grid
     points = state.grid(start, nfe)
     used = _levels_used(state, start, nfe)
-    record = {"label": label, "times": None, "nfe": nfe, "sampler": cfg.sampler,
-              "objective": s.objective, "process": key["experiment"]["process"], "experiment": cfg.experiment.name,
+    record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler,
+              "objective": s.objective, "process": experiment.config["process"], "experiment": experiment.name,
               "model": identity, "num_samples": s.num_samples, "seed": s.seed,
               "search": key["settings"], "state_file": str(state_file),
               "klub_per_level": [lv.klub for lv in state.levels[:used]],
@@ -161,60 +186,54 @@ def optimize(cfg: DictConfig, model=None) -> Path:
               "evaluations": sum(lv.evaluations for lv in state.levels[:used]), "t_mix": t_mix, "prefix": prefix,
               "format_version": FORMAT_VERSION,
               "wall_time": state.wall_time}
-    return _write_schedule(cfg, model, record, family, points)
+    return _write_schedule(out_dir, experiment, model, record, family, points)
 
 
-def _write_schedule(cfg: DictConfig, model, record: dict, family: str, points: list) -> Path:
+def _write_schedule(out_dir: Path, experiment: Experiment, model, record: dict, family: str, points: list) -> Path:
     """Add the grid (times; for the count family its counts too) to the record and write the schedule file."""
     if family == "kgillespie":
         record["counts"] = [int(k) for k in points]
-        points = times_from_counts(points, model.process, int(cfg.experiment.length)).tolist()
+        points = times_from_counts(points, model.process, experiment.length).tolist()
     record["times"] = check_grid(torch.tensor(points, dtype=torch.float64)).tolist()
-    path = artifact_path(cfg, "schedules", record["label"], int(cfg.nfe), "json")
+    path = schedule_path(out_dir, record["sampler"], record["label"], record["nfe"])
     if dist.is_main():
         atomic_write_json(path, record)
     dist.barrier()  # no rank reads a state file before rank 0 has written it
     return path
 
 
-def lattice_points(cfg: DictConfig, process, family: str, eps: float, nfe: int) -> list[float]:
+def lattice_points(lattice: int, length: int, process, family: str, eps: float, nfe: int) -> list[float]:
     """The lattice of the grid objective: times (base_lattice of n uniform points), or for the count family every
-    count L/(2n) apart that some t < 1 reaches, with 0 and L; n = max(jys.lattice, 2·nfe), so that a grid of
-    many steps still has lattice points to choose between."""
-    n = int(cfg.jys.get("lattice", 32))
-    if n < 2:
-        raise ValueError(f"jys.lattice must be >= 2, got {n}")
-    n = max(n, 2 * nfe)
+    count L/(2n) apart that some t < 1 reaches, with 0 and L; n = max(lattice, 2·nfe), so that a grid of many
+    steps still has lattice points to choose between."""
+    n = max(lattice, 2 * nfe)
     if family == "kgillespie":
-        L = int(cfg.experiment.length)
-        low = first_count(process, L)
-        return sorted({0, L} | {k for k in range(0, L + 1, max(1, L // (2 * n))) if k >= low})
+        low = first_count(process, length)
+        return sorted({0, length} | {k for k in range(0, length + 1, max(1, length // (2 * n))) if k >= low})
     return base_lattice(n, eps)
 
 
-def step_rule(cfg: DictConfig, kernel) -> str:
-    """jys.rule resolved for this config's sampler (jys.schedule.resolve_rule)."""
-    return resolve_rule(str(cfg.jys.get("rule", "auto")), str(cfg.sampler), kernel, str(cfg.get("multi_jump", "reject")))
+def step_rule(settings: JYSSettings, sampler: str, kernel) -> str:
+    """jys.rule resolved for a sampler (jys.schedule.resolve_rule)."""
+    return resolve_rule(settings.rule, sampler, kernel, settings.multi_jump)
 
 
-def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, prefix: int, label: str) -> Path:
+def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: SearchSettings, nfe: int, sampler: str,
+                      family: str, out_dir: Path) -> Path:
     """jys.search=lattice: the grid of `nfe` steps that minimizes J (jys.lattice, weight jys.weight) exactly over
     the lattice's points, by dynamic programming. The table of D over all pairs of points is cached and serves
     every NFE."""
-    nfe = int(cfg.nfe)
-    M, weight = int(cfg.jys.get("lattice_samples", 128)), str(cfg.jys.get("weight", "none"))
-    points = lattice_points(cfg, model.process, family, s.eps, nfe)
-    span = lattice_span(nfe, int(cfg.jys.get("lattice", 32)), len(points))
-    identity = model.identity() if hasattr(model, "identity") else {"name": cfg.model.name}
-    key = {"search": "lattice", "family": family, "model": identity,
-           "experiment": {k: v for k, v in OmegaConf.to_container(cfg.experiment, resolve=True).items()
-                          if k not in ("metrics", "models")},
-           "objective": s.objective, "coarse_state": s.coarse_state, "seed": s.seed, "weight": weight,
-           **({"rule": step_rule(cfg, model.process.kernel)} if step_rule(cfg, model.process.kernel) != "none" else {}),
-           "lattice_samples": M, "points": points, "data": data_identity(cfg), "format_version": FORMAT_VERSION,
-           **({"max_span": span} if span else {})}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    table_file = run_dir(cfg) / "schedules" / "search" / f"lattice-{family}-{s.objective}-{digest}.json"
+    M, weight, prefix = settings.lattice_samples, settings.weight, experiment.prefix
+    points = lattice_points(settings.lattice, experiment.length, model.process, family, s.eps, nfe)
+    span = lattice_span(nfe, settings.lattice, len(points))
+    rule = step_rule(settings, sampler, model.process.kernel)
+    identity = identity_of(model)
+    key, digest = cache_key("lattice", {
+        "search": "lattice", "family": family, "model": identity, "experiment": experiment.config,
+        "objective": s.objective, "coarse_state": s.coarse_state, "seed": s.seed, "weight": weight,
+        **({"rule": rule} if rule != "none" else {}), "lattice_samples": M, "points": points,
+        "data": experiment.identity(), **({"max_span": span} if span else {})})
+    table_file = out_dir / "schedules" / "search" / f"lattice-{family}-{s.objective}-{digest}.json"
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
     if saved.get("key") == key:
         print(f"reusing the lattice table {table_file}")
@@ -222,12 +241,11 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
         calls, wall = saved["model_calls"], saved["wall_time"]
     else:
         t0 = time.time()
-        x0 = checked_data_fn(cfg, model.process)(M, torch.Generator().manual_seed(s.seed))
+        x0 = experiment.sample_x0(M, torch.Generator().manual_seed(s.seed))
         D, calls = lattice_table(model, x0, points, "count" if family == "kgillespie" else "tau", seed=s.seed + 1,
-                                 objective=s.objective, coarse_state=s.coarse_state, weight=weight,
-                                 rule=step_rule(cfg, model.process.kernel), prefix=prefix, batch_size=s.batch_size,
-                                 progress=s.progress, base_points=max(int(cfg.jys.get("lattice", 32)), 2 * nfe),
-                                 max_span=span)
+                                 objective=s.objective, coarse_state=s.coarse_state, weight=weight, rule=rule,
+                                 prefix=prefix, batch_size=s.batch_size, progress=s.progress,
+                                 base_points=max(settings.lattice, 2 * nfe), max_span=span)
         wall = time.time() - t0
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": [[v if math.isfinite(v) else None for v in row]
@@ -236,12 +254,12 @@ def _optimize_lattice(cfg: DictConfig, model, s: SearchSettings, family: str, pr
         dist.barrier()
     path_idx, J = optimal_grids(D, nfe)[nfe]
     chosen = [points[i] for i in path_idx]
-    record = {"label": label, "times": None, "nfe": nfe, "sampler": cfg.sampler,
+    record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler,
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
-              "process": key["experiment"]["process"], "experiment": cfg.experiment.name, "model": identity,
+              "process": experiment.config["process"], "experiment": experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
               "model_calls": calls, "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
-    return _write_schedule(cfg, model, record, family, chosen)
+    return _write_schedule(out_dir, experiment, model, record, family, chosen)
 
 
 def _levels_used(state: SearchState, start, nfe: int) -> int:

@@ -13,9 +13,10 @@ from omegaconf import DictConfig
 
 from common import dist
 from common.io import atomic_write_npz
-from pipeline.build import build_model, condition_prefix, condition_prefixes, setup_torch
+from pipeline.build import build_model, setup_torch
+from pipeline.experiment import experiment_of
 from pipeline.runs import FORMAT_VERSION, artifact_path, eb_gamma, key_differences, resolve_schedule, samples_key
-from samplers.loop import batch_seed, run_sampler
+from samplers.loop import batch_seed, check_sizes, run_sampler
 
 HASHES = ("weights_sha256", "chain_sha256")
 
@@ -43,9 +44,10 @@ def main(cfg: DictConfig) -> None:
     label, grid, nfe, schedule = resolve_schedule(cfg)
     key = samples_key(cfg, grid, model)
     check_schedule_model(schedule, key["model_identity"], label)
-    if schedule and int(schedule.get("prefix") or 0) != condition_prefix(cfg):
+    experiment = experiment_of(cfg)
+    if schedule and int(schedule.get("prefix") or 0) != experiment.prefix:
         raise ValueError(f"schedule {label!r} was searched with a condition prefix of {schedule.get('prefix') or 0} "
-                         f"tokens, but experiment.condition.prefix is {condition_prefix(cfg)}; rerun `python -m jys`")
+                         f"tokens, but experiment.condition.prefix is {experiment.prefix}; rerun `python -m jys`")
     path = artifact_path(cfg, "samples", label, nfe, "npz")
     if path.is_file() and not cfg.overwrite:
         with np.load(path) as f:
@@ -55,10 +57,9 @@ def main(cfg: DictConfig) -> None:
             return
         print(f"{cfg.sampler} / {label}: {path} holds other samples ({'; '.join(key_differences(stored, key))}); "
               "redoing them")
-    prefix = condition_prefixes(cfg, int(cfg.num_samples))  # None unless experiment.condition.prefix > 0
+    prefix = experiment.prefixes(int(cfg.num_samples))  # None unless experiment.condition.prefix > 0
     n, bs = int(cfg.num_samples), int(cfg.batch_size)
-    if n < 1 or bs < 1:
-        raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {n} and {bs}")
+    check_sizes(n, bs)
     starts = list(range(0, n, bs))
     start = time.time()
     done = {}
@@ -85,7 +86,7 @@ def main(cfg: DictConfig) -> None:
                      model_calls=calls, sequence_calls=sequence_calls.numpy(), seed=int(cfg.seed), world_size=dist.world_size(), sampler=cfg.sampler, schedule=label,
                      wall_time=wall, config=json.dumps(key), model_identity=json.dumps(key["model_identity"]),
                      data_identity=json.dumps(key["data_identity"]), format_version=FORMAT_VERSION,
-                     prefix=condition_prefix(cfg))
+                     prefix=experiment.prefix)
     print(f"{cfg.sampler} / {label}: {samples.shape[0]} samples, grid of {nfe if nfe is not None else 'no'} steps, "
           f"{calls:g} model calls (NFE spent), {wall:.1f} s on {dist.world_size()} process(es) -> {path}")
 

@@ -9,7 +9,7 @@ import torch
 
 from common.progress import progress as progress_bar
 from models.protocol import denoised_probs
-from samplers.registry import COUNT_GRID, NOISE_REMOVAL, check_sampler
+from samplers.registry import COUNT_GRID, NOISE_REMOVAL, check_prefix_support, check_sampler, spec
 from samplers.schedules import check_grid, token_counts
 from samplers.steps import (
     STEPS,
@@ -19,8 +19,9 @@ from samplers.steps import (
     sample_by_positions,
     sample_categorical,
     tau_leaping_step,
+    trapezoidal_step,
 )
-from samplers.unmasking import CONFIDENCES, confidence_step, dus_step, eb_sample
+from samplers.unmasking import CONFIDENCES, check_gamma, confidence_step, dus_step, eb_sample
 
 F64 = torch.float64
 
@@ -54,9 +55,10 @@ class SampleResult:
 
 def calls_per_sequence(sampler: str, steps: int, final_step: str = "sample") -> int:
     """NFE as every table counts it: model calls per sequence, the noise-removal call always counted
-    (SEDD's NFE = steps + 1) even where a batch with no mask left skips it. Count-grid samplers: their steps.
+    (SEDD's NFE = steps + 1) even where a batch with no mask left skips it; the θ-trapezoidal step counts two. Count-grid
+    samplers: their steps.
     (EB-Sampler has no grid: its calls are counted per sequence as it runs.)"""
-    return steps + (1 if sampler in NOISE_REMOVAL and final_step != "none" else 0)
+    return steps * spec(sampler).calls_per_step + (1 if sampler in NOISE_REMOVAL and final_step != "none" else 0)
 
 
 def check_prefix(prefix: torch.Tensor, num_samples: int, length: int, data_states: int) -> None:
@@ -128,6 +130,11 @@ def batch_seed(seed: int, k: int) -> int:
     return int(np.random.SeedSequence([seed, k]).generate_state(1, np.uint64)[0] % 2**63)
 
 
+def check_sizes(num_samples: int, batch_size: int) -> None:
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {num_samples} and {batch_size}")
+
+
 def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, length: int,
                 generator: torch.Generator | int, batch_size: int = 256, final_step: str = "sample",
                 progress: bool = True, prefix: torch.Tensor | None = None,
@@ -151,22 +158,19 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     check_sampler(sampler, model.process)
     if prefix is not None:
         check_prefix(prefix, num_samples, length, model.process.data_states)
-        if sampler in COUNT_GRID:
-            name = {"kgillespie": "k-Gillespie", "dus": "DUS"}.get(sampler, sampler)
-            raise ValueError(f"{name} counts its grid over all L tokens; conditional generation (a prefix) is not "
-                             "supported there yet: use euler, tau_leaping, tweedie, eb or first_hitting")
+        check_prefix_support(sampler)
     grid = check_grid(grid)
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"need num_samples >= 1 and batch_size >= 1, got {num_samples} and {batch_size}")
+    check_sizes(num_samples, batch_size)
     if final_step not in ("sample", "argmax", "none"):
         raise ValueError(f"final_step {final_step!r}; expected 'sample', 'argmax' or 'none'")
     if sampler in COUNT_GRID:
         token_counts(grid, model.process, length)  # fail before any model call on a grid it cannot follow
     if sampler == "confidence" and confidence not in CONFIDENCES:
         raise ValueError(f"unknown unmask.confidence {confidence!r}; expected one of {CONFIDENCES}")
-    if sampler == "eb" and not gamma >= 0:
-        raise ValueError(f"unmask.gamma must be a number >= 0, got {gamma}")
+    if sampler == "eb":
+        check_gamma(gamma)
     steps = {**STEPS, "tau_leaping": partial(tau_leaping_step, multi_jump=multi_jump),
+             "trapezoidal": partial(trapezoidal_step, multi_jump=multi_jump),
              "confidence": partial(confidence_step, confidence=confidence), "dus": dus_step}
     counter = CountingModel(model)
     chunks, calls, per_sequence = [], [], []
@@ -194,7 +198,8 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
             bar.update(len(times) - 1)
         else:
             for t, s in zip(times[:-1], times[1:]):
-                x = held(steps[sampler](counter, x, t, s, generator))
+                extra = {"hold": held} if sampler == "trapezoidal" else {}  # its midpoint call sees the prefix
+                x = held(steps[sampler](counter, x, t, s, generator, **extra))
                 bar.update(1)
             if final_step != "none" and sampler not in COUNT_GRID:
                 x = held(denoise(counter, x, times[-1], generator, final_step))

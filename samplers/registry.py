@@ -18,6 +18,7 @@ class SamplerSpec:
     noise_removal: bool  # ends with the noise-removal call at ε (one more model call than grid steps)
     prefix: bool  # conditional generation (a prefix held in place)
     schedule: bool  # takes a JYS schedule (first_hitting is exact; eb chooses its counts as it goes)
+    calls_per_step: int = 1  # model calls per grid step (the θ-trapezoidal step: two)
 
 
 CATEGORICAL = ("absorbing", "uniform")
@@ -25,6 +26,7 @@ SPECS = {s.name: s for s in (
     SamplerSpec("euler", "time", KERNELS, noise_removal=True, prefix=True, schedule=True),
     SamplerSpec("tau_leaping", "time", KERNELS, noise_removal=True, prefix=True, schedule=True),
     SamplerSpec("tweedie", "time", CATEGORICAL, noise_removal=True, prefix=True, schedule=True),
+    SamplerSpec("trapezoidal", "time", KERNELS, noise_removal=True, prefix=True, schedule=True, calls_per_step=2),
     SamplerSpec("kgillespie", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("confidence", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("dus", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
@@ -55,11 +57,38 @@ def check_sampler(name: str, process) -> None:
                          f"{type(process.kernel).__name__}")
 
 
+def steps_for_calls(name: str, calls: int) -> int:
+    """The grid steps that a budget of `calls` model calls per sequence buys: (calls − the noise-removal call) /
+    calls per step, rounded down (a two-call step under an even budget leaves one call unspent)."""
+    s = spec(name)
+    steps = (calls - (1 if s.noise_removal else 0)) // s.calls_per_step
+    if steps < 1:
+        raise ValueError(f"{name} needs at least {s.calls_per_step + s.noise_removal} model calls per sequence, "
+                         f"got a budget of {calls}")
+    return steps
+
+
+def check_prefix_support(name: str) -> None:
+    """Refuses conditional generation (a prefix) for a sampler that cannot hold one (the count-grid samplers count
+    their grid over all L tokens)."""
+    if not spec(name).prefix:
+        able = ", ".join(n for n, s in SPECS.items() if s.prefix)
+        raise ValueError(f"{name} counts its grid over all L tokens; conditional generation (a prefix, "
+                         f"experiment.condition.prefix) is not supported there yet: use {able}")
+
+
 def main(argv: list[str]) -> None:
-    """python -m samplers.registry FIELD NAME: one field of a sampler's spec (grid, kernels, ...), for scripts."""
+    """python -m samplers.registry FIELD NAME: one field of a sampler's spec (grid, kernels, ...), for scripts;
+    python -m samplers.registry steps NAME CALLS: the grid steps a budget of model calls buys."""
     fields = list(SamplerSpec.__dataclass_fields__)
+    if len(argv) == 3 and argv[0] == "steps":
+        try:
+            print(steps_for_calls(argv[1], int(argv[2])))
+        except ValueError as err:
+            sys.exit(f"error: {err}")
+        return
     if len(argv) != 2 or argv[0] not in fields:
-        sys.exit(f"usage: python -m samplers.registry {{{','.join(fields)}}} SAMPLER")
+        sys.exit(f"usage: python -m samplers.registry {{{','.join(fields)}}} SAMPLER | steps SAMPLER CALLS")
     try:
         value = getattr(spec(argv[1]), argv[0])
     except ValueError as err:

@@ -133,13 +133,19 @@ def count_times(counts: torch.Tensor, process, length: int) -> torch.Tensor:
     return times_from_counts(torch.where((counts > 0) & (counts < low), low, counts).tolist(), process, length)
 
 
+def check_gamma(gamma) -> float:
+    """EB-Sampler's entropy budget per call (unmask.gamma): a number >= 0, in nats."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma >= 0:
+        raise ValueError(f"unmask.gamma must be a number >= 0 (nats per call), got {gamma!r}")
+    return float(gamma)
+
+
 def eb_sample(model, x: torch.Tensor, generator: torch.Generator, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """EB-Sampler from x (masked) until no mask is left. Each call takes the sequences that still hold masks,
     at their own time t(k) = the time where k of L tokens are unmasked in expectation (times_from_counts),
     orders their masked positions by entropy (ties at random) and reveals entropy_bounded_counts of them.
     Returns (samples [B, L], model calls of each sequence [B] long)."""
-    if not gamma >= 0:
-        raise ValueError(f"unmask.gamma must be a number >= 0, got {gamma}")
+    check_gamma(gamma)
     proc = model.process
     mask = proc.kernel.mask
     B, L = x.shape

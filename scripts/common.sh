@@ -27,7 +27,8 @@ start_run() {
 }
 join() { echo "$*" | tr ' ' ','; }
 # NFE = model calls per sequence: Euler, Tweedie and τ-leaping take NFE − 1 grid steps and the noise-removal
-# call, the count-grid samplers (k-Gillespie, confidence, DUS) take NFE steps and no such call
+# call, the θ-trapezoidal step two calls ((NFE − 1)/2 steps, rounded down), the count-grid samplers (k-Gillespie,
+# confidence, DUS) take NFE steps and no such call
 # (samplers.loop.calls_per_sequence). From 32 steps on, the cosine grid's first step unmasks no token of the
 # presets' 128 or 256 (L·(1 − cos(π/2N)) < 0.5), which count-grid samplers refuse: those cells are skipped.
 count_grid() { [[ $($PY -m samplers.registry grid "$1") == count ]]; }  # samplers/registry.py
@@ -36,7 +37,7 @@ grid_steps() {
   shift
   steps=(); cosine=()
   for calls in "$@"; do
-    nfe=$calls; count_grid $sampler || nfe=$((calls - 1))
+    nfe=$($PY -m samplers.registry steps "$sampler" "$calls")  # the grid steps this budget of model calls buys
     steps+=("$nfe")
     if count_grid $sampler && ((nfe >= 32)); then
       echo "$sampler / cosine / NFE $calls: skipped, the grid's first step unmasks no token"

@@ -18,8 +18,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from common.io import atomic_write_json
-from pipeline.build import build_model, condition_prefix, model_identity, setup_torch
-from pipeline.runs import run_dir
+from pipeline.build import build_model, model_identity, setup_torch
+from pipeline.experiment import experiment_of
+from pipeline.runs import cache_key, run_dir
 from samplers.loop import run_sampler
 from samplers.schedules import uniform
 
@@ -61,10 +62,10 @@ def main() -> None:
     setup_torch(cfg)
     model = build_model(cfg)
     length, batch = int(cfg.experiment.length), int(cfg.batch_size)
-    if condition_prefix(cfg):
+    if experiment_of(cfg).prefix:
         raise ValueError("eb_tune draws unconditional pilots; experiment.condition.prefix is not supported here yet")
-    key = {"model_identity": model_identity(model), "pilot": a.pilot, "pilot_seed": a.pilot_seed, "iters": a.iters,
-           "length": length, "batch_size": batch}
+    key, _ = cache_key("eb", {"model_identity": model_identity(model), "pilot": a.pilot, "pilot_seed": a.pilot_seed,
+                              "iters": a.iters, "length": length, "batch_size": batch})
     path = run_dir(cfg) / "eb_gamma.json"
     done = {}
     if path.is_file():

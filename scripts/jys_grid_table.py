@@ -36,8 +36,9 @@ from common.io import atomic_write_json, atomic_write_npz
 from jys.lattice import PathLattice
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
-from pipeline.build import build_model, condition_prefix, condition_prefixes, sample_data, setup_torch
-from pipeline.search import lattice_points, optimize, settings_from, step_rule
+from pipeline.build import build_model, setup_torch
+from pipeline.experiment import experiment_of
+from pipeline.search import lattice_points, optimize_config, settings_from, step_rule
 from samplers.loop import run_sampler
 from samplers.registry import COUNT_GRID
 from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform
@@ -85,10 +86,12 @@ def main() -> None:
     chain = model.data_chain.mixed(float(cfg.oracle.floor))
     eps, L = float(cfg.eps), int(cfg.experiment.length)
     use_error = cfg.experiment.get("chain") == "countdown" and model.process.kernel.mask is not None
-    K = condition_prefix(cfg)
+    experiment = experiment_of(cfg)
+    K = experiment.prefix
     primary = "hellinger_ref" if K else "countdown_error" if use_error else "chain_nll"
-    prefixes = condition_prefixes(cfg, a.num)
-    s = settings_from(cfg)
+    prefixes = experiment.prefixes(a.num)
+    jys_settings = settings_from(cfg)
+    s = jys_settings.search
     out = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"grids-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
     settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,
                 "weight": a.weight, "objective": a.objective, "model": model.identity()}
@@ -105,7 +108,7 @@ def main() -> None:
         g = {"uniform": uniform(steps, eps).tolist(), "cosine": cosine(steps, eps).tolist()}
         g.update({f"power{q:g}": power(steps, q, eps) for q in a.powers})
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-            rec = json.loads(optimize(compose("config", overrides=base + [f"nfe={steps}"] + HIERARCHY), model).read_text())
+            rec = json.loads(optimize_config(compose("config", overrides=base + [f"nfe={steps}"] + HIERARCHY), model).read_text())
         if family == "count":
             g = {name: _counts(grid, model.process, L) for name, grid in g.items()}
             g = {name: c for name, c in g.items() if c is not None}
@@ -117,18 +120,18 @@ def main() -> None:
     print(f"hierarchical searches: {time.time() - t0:.0f} s", flush=True)
 
     t0 = time.time()
-    x0 = sample_data(cfg, a.klub_samples, torch.Generator().manual_seed(s.seed))
+    x0 = experiment.sample_x0(a.klub_samples, torch.Generator().manual_seed(s.seed))
     objective = a.objective or s.objective
 
     def lattice_base(steps: int) -> list:  # the lattice jys.search=lattice uses for this many steps
-        return lattice_points(cfg, model.process, "kgillespie" if family == "count" else "tau", eps, steps)
+        return lattice_points(a.lattice, L, model.process, "kgillespie" if family == "count" else "tau", eps, steps)
 
     def lattice(points, steps):  # the base lattice, where every grid meets the same path, and the grid's points
         base_points = lattice_base(steps)
         order = sorted(set(points) | set(base_points), reverse=family == "tau")
         return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
                            batch_size=s.batch_size, base_points=max(a.lattice, 2 * steps), read_cache=reads,
-                           rule=step_rule(cfg, model.process.kernel))
+                           rule=step_rule(jys_settings, a.sampler, model.process.kernel))
 
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
 
@@ -137,7 +140,7 @@ def main() -> None:
         lat_cfg = base + [f"nfe={steps}", "jys.search=lattice", f"jys.objective={objective}", f"jys.weight={a.weight}",
                           f"jys.lattice={a.lattice}", f"jys.lattice_samples={a.klub_samples}"]
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-            rec = json.loads(optimize(compose("config", overrides=lat_cfg), model).read_text())
+            rec = json.loads(optimize_config(compose("config", overrides=lat_cfg), model).read_text())
         grids[calls]["dp"] = rec["counts"] if family == "count" else rec["times"]
         print(f"J optimum for {steps} steps on {rec['lattice_points']} points, {a.klub_samples} sequences, objective "
               f"{objective}: {time.time() - t0:.0f} s", flush=True)

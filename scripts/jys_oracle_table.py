@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from common.io import atomic_write_json
 from metrics.sequences import chain_nll, countdown_error
 from pipeline.build import build_model, setup_torch
-from pipeline.search import optimize
+from pipeline.search import optimize_config
 from samplers.loop import run_sampler
 from samplers.schedules import cosine, uniform
 
@@ -75,7 +75,7 @@ def main() -> None:
     for nfe in a.nfes:
         t0 = time.time()
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-            rec = json.loads(optimize(compose("config", overrides=base + [f"nfe={nfe}"]), model).read_text())
+            rec = json.loads(optimize_config(compose("config", overrides=base + [f"nfe={nfe}"]), model).read_text())
         jys = cell("jys", nfe, torch.tensor(rec["times"], dtype=torch.float64))
         uni, cos = cell("uniform", nfe, uniform(nfe, eps)), cell("cosine", nfe, cosine(nfe, eps))
         powers = {} if a.no_power else {q: cell(f"power{q}", nfe, power(nfe, q, eps)) for q in POWERS}

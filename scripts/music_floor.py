@@ -11,19 +11,20 @@ from omegaconf import DictConfig
 
 from common.io import atomic_write_json
 from metrics.music import mean_and_se, other_tune_hellinger
-from pipeline.build import condition_prefix, data_identity, data_vocab, load_data
+from pipeline.experiment import experiment_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    tunes = load_data(cfg, str(cfg.experiment.condition.get("split") or "valid"))[: int(cfg.num_samples)]
-    h = other_tune_hellinger(tunes, condition_prefix(cfg), data_vocab(cfg), torch.Generator().manual_seed(int(cfg.seed)))
+    experiment = experiment_of(cfg)
+    tunes = experiment.load(experiment.condition_split)[: int(cfg.num_samples)]
+    h = other_tune_hellinger(tunes, experiment.prefix, experiment.vocab, torch.Generator().manual_seed(int(cfg.seed)))
     mean, se = mean_and_se(h)
     record = {"experiment": cfg.experiment.name, "model": None, "sampler": None, "schedule": "other_tune", "nfe": None,
               "num_samples": len(tunes), "seed": int(cfg.seed),
-              "metrics": {"hellinger_true": mean, "hellinger_true_se": se}, "data_identity": data_identity(cfg)}
+              "metrics": {"hellinger_true": mean, "hellinger_true_se": se}, "data_identity": experiment.identity()}
     path = Path(cfg.runs_dir) / cfg.experiment.name / "floor.json"
     atomic_write_json(path, record)
     print(f"another held-out tune's continuation against each tune's: H = {mean:.4f} ± {se:.4f} ({len(tunes)} tunes) "

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from common.io import atomic_write_json
-from pipeline.build import data_identity, load_data, setup_torch
+from pipeline.experiment import experiment_of
 from pipeline.metrics import evaluate
 
 
@@ -21,7 +21,7 @@ from pipeline.metrics import evaluate
 def main(cfg: DictConfig) -> None:
     setup_torch(cfg)
     length, num = int(cfg.experiment.length), int(cfg.num_samples)
-    windows = load_data(cfg, "valid")  # [T - L + 1, L]
+    windows = experiment_of(cfg).load("valid")  # [T - L + 1, L]
     slots = (windows.shape[0] - 1) // length + 1
     if num > slots:
         print(f"the valid split holds {slots} disjoint windows of {length} tokens, fewer than the {num} asked for: "
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     starts = torch.randperm(slots, generator=torch.Generator().manual_seed(int(cfg.seed)))[:num] * length
     record = {"experiment": cfg.experiment.name, "model": cfg.model.name, "sampler": None, "schedule": "heldout",
               "nfe": None, "num_samples": num, "seed": int(cfg.seed), "metrics": evaluate(cfg, windows[starts]),
-              "data_identity": data_identity(cfg)}
+              "data_identity": experiment_of(cfg).identity()}
     path = Path(cfg.runs_dir) / cfg.experiment.name / "floor.json"
     atomic_write_json(path, record)
     print(json.dumps(record["metrics"]), "->", path)

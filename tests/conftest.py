@@ -19,6 +19,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def fresh_experiments():
+    """Each test builds its experiments afresh: tests register toy datasets and rewrite chain files under names an
+    earlier test used, which the per-process memo of pipeline.experiment.experiment_of would not see."""
+    from pipeline import experiment
+
+    experiment._BUILT.clear()
+    yield
+    experiment._BUILT.clear()
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """The project's Hydra config with overrides, writing under a temporary runs_dir."""

@@ -7,7 +7,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from common import dist
-from pipeline.build import build_process, condition_prefix, load_data, setup_torch
+from pipeline.build import setup_torch
+from pipeline.experiment import experiment_of
 from train.loop import train
 
 
@@ -20,15 +21,16 @@ def main(cfg: DictConfig) -> None:
     if tc.get("name") is None:
         raise ValueError(f"experiment {cfg.experiment.name!r} has no training preset (configs/training/<name>.yaml "
                          f"in its defaults list); the experiments that train are count, text, digits and folk")
-    data = load_data(cfg, "train")
-    process = build_process(cfg)
+    experiment = experiment_of(cfg)
+    data = experiment.load("train")
+    process = experiment.process
     spec = OmegaConf.to_container(cfg.experiment.process, resolve=True)
     spec["kernel"]["num_states"] = process.data_states
     settings = {k: tc[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema",
                                    "t_min", "seed", "bf16", "log_every", "ckpt_every")}
     settings.update({k: tc.get(k) for k in ("valid_every", "valid_size", "max_minutes", "objective", "nll_weight")})
-    settings["prefix"] = condition_prefix(cfg)  # conditional experiments never noise their first tokens
-    valid = load_data(cfg, "valid") if tc.get("valid_every") else None
+    settings["prefix"] = experiment.prefix  # conditional experiments never noise their first tokens
+    valid = experiment.load("valid") if tc.get("valid_every") else None
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),
                  Path(cfg.runs_dir) / "train" / tc.name, cfg.experiment.name, progress=cfg.progress,
                  device=dist.resolve_device(cfg.get("device", "auto")), valid=valid)

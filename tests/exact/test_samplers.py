@@ -30,6 +30,7 @@ CASES = [
     ("absorbing", "kgillespie"), ("absorbing", "first_hitting"),
     ("uniform", "euler"), ("uniform", "tau_leaping"), ("uniform", "tweedie"),
     ("gaussian", "euler"), ("gaussian", "tau_leaping"),
+    ("absorbing", "trapezoidal"), ("uniform", "trapezoidal"), ("gaussian", "trapezoidal"),
 ]
 
 
@@ -125,11 +126,11 @@ def test_count_time_map_is_exact_at_both_ends_for_long_sequences(L):
 @pytest.mark.parametrize("search", ["hierarchy", "lattice"])
 def test_kgillespie_jys_search_at_length_1024_gives_a_grid_the_sampler_follows(make_cfg, search):
     from pipeline.build import build_model
-    from pipeline.search import optimize
+    from pipeline.search import optimize_config
     cfg = make_cfg("experiment.length=1024", "experiment.data=null", "sampler=kgillespie", "nfe=3",
                    "jys.num_samples=2", "jys.max_iter=4", f"jys.search={search}", "jys.lattice=4",
                    "jys.lattice_samples=2")
-    rec = json.loads(optimize(cfg).read_text())
+    rec = json.loads(optimize_config(cfg).read_text())
     assert rec["counts"][0] == 0 and rec["counts"][-1] == 1024 and len(rec["counts"]) == 4
     res = run_sampler(build_model(cfg), "kgillespie", torch.tensor(rec["times"], dtype=torch.float64), 2, 1024,
                       torch.Generator().manual_seed(0), progress=False)
@@ -242,4 +243,4 @@ def test_the_sampler_registry_answers_scripts_and_matches_the_loop():
     assert bad.returncode != 0 and "unknown sampler 'heun'" in bad.stderr
     assert set(STEPS) <= set(SPECS)
     for name, s in SPECS.items():
-        assert calls_per_sequence(name, 7) == 7 + s.noise_removal
+        assert calls_per_sequence(name, 7) == 7 * s.calls_per_step + s.noise_removal

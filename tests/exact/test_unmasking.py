@@ -18,7 +18,7 @@ from models.noise import LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
 from models.protocol import ModelOutput
-from pipeline.search import optimize
+from pipeline.search import optimize_config
 from samplers.loop import CountingModel, run_sampler
 from samplers.schedules import first_count, times_from_counts, uniform, unmasked_counts
 from samplers.unmasking import count_times, dilated_order, entropy_bounded_counts
@@ -180,9 +180,9 @@ def test_pipeline_eb_files_and_count_samplers_share_the_count_search(make_cfg, t
     with pytest.raises(ValueError, match="unmask.gamma must be a number >= 0"):
         samplers_main.main.__wrapped__(make_cfg(*common, "sampler=eb", "unmask.gamma=-1"))
     with pytest.raises(ValueError, match="eb takes no schedule"):
-        optimize(make_cfg(*common, "sampler=eb"))
+        optimize_config(make_cfg(*common, "sampler=eb"))
     # confidence and DUS take k-Gillespie's schedule in counts, from the same cached search
-    paths = {s: optimize(make_cfg(*common, f"sampler={s}", "nfe=3")) for s in ("kgillespie", "confidence", "dus")}
+    paths = {s: optimize_config(make_cfg(*common, f"sampler={s}", "nfe=3")) for s in ("kgillespie", "confidence", "dus")}
     recs = {s: json.loads(p.read_text()) for s, p in paths.items()}
     assert recs["confidence"]["counts"] == recs["dus"]["counts"] == recs["kgillespie"]["counts"]
     assert recs["confidence"]["state_file"] == recs["kgillespie"]["state_file"]

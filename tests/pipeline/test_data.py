@@ -7,7 +7,7 @@ import torch
 
 from data import countdown
 from metrics.sequences import countdown_error
-from pipeline.build import sample_data
+from pipeline.experiment import experiment_of
 
 
 def test_build_is_deterministic_valid_and_never_overwrites(tmp_path):
@@ -27,10 +27,10 @@ def test_build_is_deterministic_valid_and_never_overwrites(tmp_path):
 def test_search_data_are_distinct_seeded_rows_of_the_training_file(make_cfg, tmp_path):
     cfg = make_cfg("experiment=count", "experiment.length=16", f"experiment.data.dir={tmp_path / 'data'}",
                    "experiment.data.num_train=40", "experiment.data.num_valid=8")
-    x0 = sample_data(cfg, 25, torch.Generator().manual_seed(0))
+    x0 = experiment_of(cfg).sample_x0(25, torch.Generator().manual_seed(0))
     rows = np.load(tmp_path / "data" / "train.npy").astype(np.int64)
     drawn, held = Counter(map(tuple, x0.tolist())), Counter(map(tuple, rows.tolist()))
     assert all(held[r] >= k for r, k in drawn.items())  # rows of the file, none drawn twice
-    assert torch.equal(x0, sample_data(cfg, 25, torch.Generator().manual_seed(0)))
+    assert torch.equal(x0, experiment_of(cfg).sample_x0(25, torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match="asked for 41 data sequences"):
-        sample_data(cfg, 41, torch.Generator().manual_seed(0))
+        experiment_of(cfg).sample_x0(41, torch.Generator().manual_seed(0))

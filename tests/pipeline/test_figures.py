@@ -11,7 +11,7 @@ import torch
 
 import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
-from pipeline.search import optimize
+from pipeline.search import optimize_config
 from results import figures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def make_count_runs(make_cfg, runs) -> None:
             f"experiment.data.dir={runs / 'datasets'}", "experiment.data.num_train=64", "experiment.data.num_valid=16",
             "jys.num_samples=8", "jys.lattice_samples=8", "num_samples=64")
     for calls in CALLS:
-        optimize(make_cfg(*tiny, f"nfe={calls - 1}"))
+        optimize_config(make_cfg(*tiny, f"nfe={calls - 1}"))
         for schedule in figures.SCHEDULES:
             cfg = make_cfg(*tiny, f"nfe={calls - 1}", f"schedule={schedule}")
             samplers_main.main.__wrapped__(cfg)

@@ -8,7 +8,8 @@ from omegaconf import open_dict
 
 import data as data_registry
 from models.kernels import Absorbing
-from pipeline.build import MODELS, build_model, build_process, data_identity, data_vocab, sample_data
+from pipeline.build import MODELS, build_model
+from pipeline.experiment import experiment_of
 from pipeline.metrics import METRICS, evaluate
 
 TOY = torch.tensor([[i % 5, i // 5] + [j % 5 for j in range(6)] for i in range(10)])  # 10 distinct [8] in [0, 5)
@@ -47,17 +48,17 @@ def toy_cfg(make_cfg, *overrides):
 def test_a_registered_toy_dataset_serves_an_experiment_without_a_chain(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setitem(data_registry.DATASETS, "toy", toy_module(tmp_path))
     cfg = toy_cfg(make_cfg)
-    x0 = sample_data(cfg, 6, torch.Generator().manual_seed(0))
+    x0 = experiment_of(cfg).sample_x0(6, torch.Generator().manual_seed(0))
     rows = {tuple(r) for r in TOY.tolist()}
     assert x0.shape == (6, 8) and all(tuple(r) in rows for r in x0.tolist())
     assert len({tuple(r) for r in x0.tolist()}) == 6  # distinct rows
-    assert torch.equal(x0, sample_data(cfg, 6, torch.Generator().manual_seed(0)))
+    assert torch.equal(x0, experiment_of(cfg).sample_x0(6, torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match="asked for 11 data sequences.*'toy' holds 10"):
-        sample_data(cfg, 11, torch.Generator().manual_seed(0))
-    assert data_vocab(cfg) == 5  # from the dataset module: no experiment.chain needed
-    process = build_process(cfg)
+        experiment_of(cfg).sample_x0(11, torch.Generator().manual_seed(0))
+    assert experiment_of(cfg).vocab == 5  # from the dataset module: no experiment.chain needed
+    process = experiment_of(cfg).process
     assert isinstance(process.kernel, Absorbing) and process.data_states == 5
-    ident = data_identity(cfg)
+    ident = experiment_of(cfg).identity()
     assert ident["dataset"] == "toy" and len(ident["sha256"]["train"]) == 64
     assert evaluate(cfg, x0) == {"countdown_error": pytest.approx(float(
         ((x0[:, :-1] > 0) & (x0[:, 1:] != x0[:, :-1] - 1)).double().mean()))}
@@ -70,17 +71,17 @@ def test_a_registered_toy_dataset_serves_an_experiment_without_a_chain(make_cfg,
     with open_dict(cfg):
         cfg.experiment.length = 16
     with pytest.raises(ValueError, match="dataset 'toy' holds sequences of length 8, but experiment 'count' has length 16"):
-        sample_data(cfg, 2, torch.Generator().manual_seed(0))
+        experiment_of(cfg).sample_x0(2, torch.Generator().manual_seed(0))
 
 
 def test_unknown_names_are_clear_errors(make_cfg, tmp_path):
     with pytest.raises(ValueError, match=r"unknown dataset 'nope' \(experiment.data.name\); expected one of \['countdown'"):
-        sample_data(make_cfg("experiment.data.name=nope"), 2, torch.Generator().manual_seed(0))
+        experiment_of(make_cfg("experiment.data.name=nope")).sample_x0(2, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"unknown model kind 'nope' \(model.kind of model 'oracle'\); expected one of "
                                          r"\['oracle', 'sedd', 'tauldr'\]"):
         build_model(make_cfg("model.kind=nope"))
     with pytest.raises(ValueError, match=r"unknown metric 'nope' in experiment.metrics of 'count'; expected names from "
-                                         r"\['bigram_tv', 'chain_invalid_rate', 'chain_nll', 'countdown_error', 'countdown_error_published', 'digits_fid', 'entropy'"):
+                                         r"\['bigram_tv', 'chain_invalid_rate', 'chain_nll', 'countdown_error', 'countdown_error_published', 'countdown_error_se', 'digits_fid', 'entropy'"):
         evaluate(make_cfg("experiment.metrics=[countdown_error,nope]"), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"model 'count-sedd' is not among experiment 'chain'.s models \['oracle'\]"):
         build_model(make_cfg("experiment=chain", "model=count-sedd"))
@@ -92,8 +93,8 @@ def test_unknown_names_are_clear_errors(make_cfg, tmp_path):
 def test_metrics_come_from_the_experiment_config(make_cfg, tmp_path):
     x = torch.tensor([[3, 2, 1, 0, 5, 4], [3, 1, 0, 0, 2, 2]])
     out = evaluate(make_cfg("experiment=count"), x)
-    assert list(out) == ["chain_invalid_rate", "chain_nll", "countdown_error", "countdown_error_published", "unigram_tv",
-                         "bigram_tv", "token_entropy_gap"]
+    assert list(out) == ["chain_invalid_rate", "chain_nll", "countdown_error", "countdown_error_se",
+                         "countdown_error_published", "unigram_tv", "bigram_tv", "token_entropy_gap"]
     assert out["countdown_error"] == pytest.approx(2 / 10)  # (3,1), (2,2) broken; (0, ·) free
     chain_file = tmp_path / "chain.npz"
     np.savez(chain_file, initial=np.full(6, 1 / 6), transition=np.full((6, 6), 1 / 6))

@@ -10,7 +10,7 @@ import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
 from models.sedd import SEDD, SEDDConfig
 from pipeline.runs import FORMAT_VERSION
-from pipeline.search import optimize
+from pipeline.search import optimize_config
 from train.loop import EMA, export_weights
 
 SPEC = {"noise": {"name": "loglinear", "eps": 1e-3}, "kernel": {"name": "absorbing", "num_states": 32}}
@@ -74,14 +74,14 @@ def test_samples_are_redone_when_weights_or_data_change(make_cfg, tmp_path, samp
     assert record["model_identity"]["weights_sha256"] == second and record["format_version"] == FORMAT_VERSION
     assert record["data_identity"] == stored(samples, "data_identity")
 
-    optimize(cfg)
+    optimize_config(cfg)
     assert len(list(search.glob("*.json"))) == 1
     train = tmp_path / "data" / "train.npy"
     rows = np.load(train)
     np.save(train, (rows + 1) % 32)  # same shape, other bytes
     samplers_main.main.__wrapped__(cfg)
     assert len(sampling_calls) == 3
-    optimize(cfg)
+    optimize_config(cfg)
     assert len(list(search.glob("*.json"))) == 2  # x_0 come from the data: its levels are not reused
     assert stored(samples, "data_identity") != record["data_identity"]
 
@@ -96,14 +96,14 @@ def test_chain_file_bytes_key_samples_and_search_levels(make_cfg, tmp_path, samp
     T = np.full((4, 4), 0.25)
     np.savez(chain, initial=np.full(4, 0.25), transition=T)
     samplers_main.main.__wrapped__(cfg)
-    optimize(cfg)
+    optimize_config(cfg)
     samplers_main.main.__wrapped__(cfg)
     assert len(sampling_calls) == 1 and len(list(search.glob("*.json"))) == 1
     np.savez(chain, initial=np.full(4, 0.25), transition=np.roll(np.eye(4), 1, axis=1) * 0.7 + 0.075)
     samplers_main.main.__wrapped__(cfg)
     assert len(sampling_calls) == 2  # same path, other chain: redone
     assert stored(samples, "data_identity") == {"chain_sha256": stored(samples, "model_identity")["chain_sha256"]}
-    optimize(cfg)
+    optimize_config(cfg)
     assert len(list(search.glob("*.json"))) == 2  # a new search, not the old chain's levels
 
 

@@ -92,7 +92,7 @@ def test_fit_command_writes_the_chain_of_the_training_split(tmp_path, monkeypatc
     training split, and the valid NLL is the per-token NLL of the held-out sequences."""
     import hydra
 
-    import pipeline.build as build
+    from pipeline.experiment import Experiment
 
     def compose(name, overrides):  # the real config with CountDown's files made small under tmp_path
         return real_compose(name, overrides=overrides + [f"experiment.data.dir={tmp_path / 'data'}", "experiment.length=8",
@@ -106,7 +106,8 @@ def test_fit_command_writes_the_chain_of_the_training_split(tmp_path, monkeypatc
     chain = load_chain(tmp_path / "chain.npz")
     with hydra.initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=["experiment=count"])
-    train, valid = build.load_data(cfg, "train"), build.load_data(cfg, "valid")
+    experiment = Experiment.from_config(cfg)
+    train, valid = experiment.load("train"), experiment.load("valid")
     assert torch.equal(chain.transition, fit_chain(train, 32, 0.25).transition)
     assert st["states"] == 32 and st["sequences"] == 64 and st["length"] == 8
     assert st["used_states"] == int((torch.bincount(train.reshape(-1), minlength=32) > 0).sum())

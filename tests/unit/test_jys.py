@@ -15,7 +15,7 @@ from models.noise import LogLinear
 from models.process import ForwardProcess
 from models.protocol import ModelOutput, rates_from_ratios
 from pipeline.build import build_model
-from pipeline.search import optimize
+from pipeline.search import optimize_config
 from samplers.loop import run_sampler
 from samplers.schedules import check_grid, cosine, uniform
 
@@ -134,10 +134,10 @@ def test_klub_chunks_and_coarse_groups_do_not_change_results(make_cfg, monkeypat
     whole = klub_terms(*args)
     monkeypatch.setattr(klub_module, "CHUNK_BYTES", 16 * 5 * 8 * 3)  # 3 positions per chunk
     assert torch.allclose(klub_terms(*args), whole, rtol=1e-12)
-    one = times(optimize(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'a'}")))
-    grouped = times(optimize(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'b'}", "jys.max_bytes=1")))
+    one = times(optimize_config(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'a'}")))
+    grouped = times(optimize_config(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'b'}", "jys.max_bytes=1")))
     assert grouped == one  # one interval at a time: same schedule
-    straddling = times(optimize(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'c'}", "jys.batch_size=5")))
+    straddling = times(optimize_config(make_cfg(*FAST, "nfe=4", f"runs_dir={tmp_path / 'c'}", "jys.batch_size=5")))
     assert straddling == one  # model-call batches that straddle intervals' rows: same schedule
 
 
@@ -146,7 +146,7 @@ def test_fixed_mixing_step_nests_for_any_nfe_and_resumes(make_cfg, tmp_path):
     """count_uniform (t_mix ≈ 0.79 < 1): level 0 is the step 1 → t_mix; NFE 1 … 6 nest, every grid below
     t_mix comes from the search, and a rerun reuses the cached levels."""
     fast = ["experiment=count_uniform", *FAST]
-    grids = {n: times(optimize(make_cfg(*fast, f"nfe={n}"))) for n in (6, 1, 2, 3, 4, 5)}
+    grids = {n: times(optimize_config(make_cfg(*fast, f"nfe={n}"))) for n in (6, 1, 2, 3, 4, 5)}
     rec = json.loads(next((tmp_path / "count_uniform" / "oracle" / "schedules").glob("*nfe6.json")).read_text())
     t_mix = rec["t_mix"]
     assert 0.7 < t_mix < 0.9
@@ -159,22 +159,22 @@ def test_fixed_mixing_step_nests_for_any_nfe_and_resumes(make_cfg, tmp_path):
 @pytest.mark.slow
 def test_search_is_deterministic_nested_and_any_nfe(make_cfg, tmp_path):
     cfg = make_cfg(*FAST, "nfe=8")
-    path8 = optimize(cfg)
+    path8 = optimize_config(cfg)
     t8 = times(path8)
     (tmp_path / "count").rename(tmp_path / "first")
-    again = times(optimize(make_cfg(*FAST, "nfe=8")))
+    again = times(optimize_config(make_cfg(*FAST, "nfe=8")))
     assert again == t8  # same seed, same schedule (no cache: the first run was moved away)
     for nfe in (1, 2, 3, 4, 5, 6, 7):
-        grid = times(optimize(make_cfg(*FAST, f"nfe={nfe}")))
+        grid = times(optimize_config(make_cfg(*FAST, f"nfe={nfe}")))
         assert len(grid) == nfe + 1
         check_grid(grid)
         assert set(grid) <= set(t8)  # coarser points never move
-    assert set(times(optimize(make_cfg(*FAST, "nfe=2")))) <= set(times(optimize(make_cfg(*FAST, "nfe=4"))))
+    assert set(times(optimize_config(make_cfg(*FAST, "nfe=2")))) <= set(times(optimize_config(make_cfg(*FAST, "nfe=4"))))
 
 
 @pytest.mark.slow
 def test_resumed_search_equals_uninterrupted(make_cfg, tmp_path, monkeypatch):
-    straight = times(optimize(make_cfg(*FAST, "nfe=8", "runs_dir=" + str(tmp_path / "a"))))
+    straight = times(optimize_config(make_cfg(*FAST, "nfe=8", "runs_dir=" + str(tmp_path / "a"))))
     real = search_module.TimeSearch.level
     calls = {"n": 0}
 
@@ -187,17 +187,17 @@ def test_resumed_search_equals_uninterrupted(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(search_module.TimeSearch, "level", dies_at_third_level)
     cfg = make_cfg(*FAST, "nfe=8", "runs_dir=" + str(tmp_path / "b"))
     with pytest.raises(KeyboardInterrupt):
-        optimize(cfg)
+        optimize_config(cfg)
     monkeypatch.setattr(search_module.TimeSearch, "level", real)
     levels_run = []
     monkeypatch.setattr(search_module.TimeSearch, "level",
                         lambda self, grid, level: levels_run.append(level) or real(self, grid, level))
-    assert times(optimize(cfg)) == straight
+    assert times(optimize_config(cfg)) == straight
     assert levels_run == [2]  # levels 0 and 1 came from the state file
 
 
 def test_kgillespie_search_gives_increasing_counts(make_cfg):
-    path = optimize(make_cfg(*FAST, "sampler=kgillespie", "nfe=5"))
+    path = optimize_config(make_cfg(*FAST, "sampler=kgillespie", "nfe=5"))
     rec = json.loads(path.read_text())
     counts = rec["counts"]
     assert len(counts) == 6 and counts[0] == 0 and counts[-1] == 32
@@ -206,20 +206,20 @@ def test_kgillespie_search_gives_increasing_counts(make_cfg):
 
 def test_bad_input_is_a_clear_error(make_cfg, monkeypatch):
     with pytest.raises(ValueError, match="nfe must be an integer >= 1"):
-        optimize(make_cfg(*FAST, "nfe=0"))
+        optimize_config(make_cfg(*FAST, "nfe=0"))
     with pytest.raises(ValueError, match="unknown sampler 'heun'"):
-        optimize(make_cfg(*FAST, "sampler=heun"))
+        optimize_config(make_cfg(*FAST, "sampler=heun"))
     with pytest.raises(ValueError, match=r"eps must lie in \(0, 1\)"):
-        optimize(make_cfg(*FAST, "eps=1.5"))
+        optimize_config(make_cfg(*FAST, "eps=1.5"))
     with pytest.raises(ValueError, match="unknown JYS objective 'kl'"):
-        optimize(make_cfg(*FAST, "jys.objective=kl"))
-    import pipeline.search as run_module
-    monkeypatch.setattr(run_module, "sample_data", lambda cfg, n, g: torch.randint(0, 40, (n, 32), generator=g))
-    with pytest.raises(ValueError, match="the model has 32 data states"):
-        optimize(make_cfg(*FAST, "nfe=2"))
-    monkeypatch.setattr(run_module, "sample_data", lambda cfg, n, g: torch.randint(0, 32, (n, 16), generator=g))
+        optimize_config(make_cfg(*FAST, "jys.objective=kl"))
+    from pipeline.experiment import Experiment
+    monkeypatch.setattr(Experiment, "draw_x0", lambda self, n, g: torch.randint(0, 40, (n, 32), generator=g))
+    with pytest.raises(ValueError, match="the process has 32 data states"):
+        optimize_config(make_cfg(*FAST, "nfe=2"))
+    monkeypatch.setattr(Experiment, "draw_x0", lambda self, n, g: torch.randint(0, 32, (n, 16), generator=g))
     with pytest.raises(ValueError, match=r"expected \(16, 32\)"):
-        optimize(make_cfg(*FAST, "nfe=2"))
+        optimize_config(make_cfg(*FAST, "nfe=2"))
 
 
 def _errors(cfg, grids, sampler, metric, num=512):
@@ -237,7 +237,7 @@ def _errors(cfg, grids, sampler, metric, num=512):
 def test_jys_beats_uniform_and_cosine_on_the_countdown_oracle(make_cfg):
     """A small version of the README's check: Euler, NFE 4, error at most 0.7 × uniform's and below cosine's."""
     cfg = make_cfg("experiment.length=64", "experiment.data=null", "jys.num_samples=32", "nfe=4")
-    jys_grid = torch.tensor(times(optimize(cfg)), dtype=torch.float64)
+    jys_grid = torch.tensor(times(optimize_config(cfg)), dtype=torch.float64)
     errors = _errors(cfg, {"uniform": uniform(4), "cosine": cosine(4), "jys": jys_grid}, "euler",
                      lambda x, chain: countdown_error(x))
     assert errors["jys"] <= 0.7 * errors["uniform"] and errors["jys"] < errors["cosine"], errors
@@ -248,7 +248,7 @@ def test_jys_beats_uniform_under_the_uniform_kernel(make_cfg):
     """count_uniform_const (tauLDR's constant-rate uniform kernel), Euler, NFE 4, chain NLL."""
     cfg = make_cfg("experiment=count_uniform_const", "experiment.length=32", "experiment.data=null",
                    "jys.num_samples=32", "nfe=4")
-    jys_grid = torch.tensor(times(optimize(cfg)), dtype=torch.float64)
+    jys_grid = torch.tensor(times(optimize_config(cfg)), dtype=torch.float64)
     nll = _errors(cfg, {"uniform": uniform(4), "jys": jys_grid}, "euler", lambda x, c: chain_nll(x, c, 1e-3))
     assert nll["jys"] <= 0.7 * nll["uniform"], nll
 
@@ -260,7 +260,7 @@ def test_jys_beats_uniform_under_the_gaussian_kernel(make_cfg, tmp_path):
     smooth_chain().save(tmp_path / "chain.npz")
     cfg = make_cfg("experiment=chain_gauss", f"oracle.chain_file={tmp_path / 'chain.npz'}", "experiment.length=16",
                    "sampler=tau_leaping", "eps=0.01", "jys.num_samples=32", "nfe=4")
-    rec = json.loads(optimize(cfg).read_text())
+    rec = json.loads(optimize_config(cfg).read_text())
     assert rec["times"][1] == pytest.approx(rec["t_mix"]) and rec["t_mix"] < 0.5
     grid = torch.tensor(rec["times"], dtype=torch.float64)
     nll = _errors(cfg, {"uniform": uniform(4, 0.01), "jys": grid}, "tau_leaping", lambda x, c: chain_nll(x, c, 1e-3))

@@ -167,10 +167,10 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
 
     from pipeline.build import build_model
     from pipeline.evaluate import evaluate_schedule
-    from pipeline.search import optimize
+    from pipeline.search import optimize_config
     cfg = make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3", "jys.objective=destination", *LATTICE)
     model = build_model(cfg)
-    rec = json.loads(optimize(cfg, model).read_text())
+    rec = json.loads(optimize_config(cfg, model).read_text())
     assert rec["label"] == "jys-destination-lattice" and rec["search"] == "lattice" and len(rec["times"]) == 4
     table = json.loads(open(rec["state_file"]).read())
     D = torch.tensor([[math.inf if v is None else v for v in row] for row in table["D"]], dtype=F64)
@@ -179,7 +179,7 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
                 for i in range(1, len(pts) - 1) for j in range(i + 1, len(pts) - 1))
     assert rec["J"] == pytest.approx(brute, rel=1e-12)
     # another NFE on the same lattice reuses the table; J falls with more steps
-    rec2 = json.loads(optimize(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=2",
+    rec2 = json.loads(optimize_config(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=2",
                                         "jys.objective=destination", *LATTICE), model).read_text())
     assert rec2["state_file"] == rec["state_file"] and rec2["J"] > rec["J"]
     # the evaluator scores the written schedule by the same J (its lattice: the base plus the grid's points)
@@ -194,11 +194,11 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
 
 
 def test_lattice_search_bad_input(make_cfg):
-    from pipeline.search import optimize
+    from pipeline.search import optimize_config
     with pytest.raises(ValueError, match="jys.search"):
-        optimize(make_cfg("experiment=count", "model=oracle", "nfe=3", "jys.search=golden", *LATTICE[:2]))
+        optimize_config(make_cfg("experiment=count", "model=oracle", "nfe=3", "jys.search=golden", *LATTICE[:2]))
     with pytest.raises(ValueError, match="jys.lattice must be"):
-        optimize(make_cfg("experiment=count", "model=oracle", "nfe=3", *LATTICE, "jys.lattice=1"))
+        optimize_config(make_cfg("experiment=count", "model=oracle", "nfe=3", *LATTICE, "jys.lattice=1"))
 
 
 def test_grids_scored_apart_meet_the_same_base_path_and_share_its_reads():

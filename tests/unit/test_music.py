@@ -69,7 +69,7 @@ def test_kgillespie_and_bad_prefixes_are_clear_errors():
     proc = tiny_process("absorbing")
     oracle = OracleModel(tiny_chain(), proc, floor=0.05, prefix=1)
     g = torch.Generator().manual_seed(0)
-    with pytest.raises(ValueError, match="k-Gillespie .* not supported"):
+    with pytest.raises(ValueError, match="kgillespie counts its grid over all L tokens.* not supported"):
         run_sampler(oracle, "kgillespie", uniform(4, 1e-4), 2, L, g, prefix=torch.zeros(2, 1, dtype=torch.long))
     with pytest.raises(ValueError, match=f"a prefix of {L} tokens: it must be shorter than the sequence"):
         run_sampler(oracle, "euler", uniform(4, 1e-4), 2, L, g, prefix=torch.zeros(2, L, dtype=torch.long))
@@ -78,11 +78,11 @@ def test_kgillespie_and_bad_prefixes_are_clear_errors():
 
 
 def test_condition_prefix_not_shorter_than_the_sequence_fails_naming_it(make_cfg):
-    from pipeline.build import condition_prefix
+    from pipeline.experiment import Experiment
 
-    assert condition_prefix(make_cfg("experiment=folk")) == 32
+    assert Experiment.from_config(make_cfg("experiment=folk")).prefix == 32
     with pytest.raises(ValueError, match=r"experiment.condition.prefix=256: the prefix must lie in \[0, 256\)"):
-        condition_prefix(make_cfg("experiment=folk", "experiment.condition.prefix=256"))
+        Experiment.from_config(make_cfg("experiment=folk", "experiment.condition.prefix=256"))
 
 
 def test_klub_sums_the_generated_positions_only():
@@ -310,8 +310,9 @@ def test_conditional_search_and_sampling_through_the_config(make_cfg, tmp_path, 
     runs with them held, and the samples keep them."""
     from test_jys import smooth_chain
 
-    from pipeline.build import build_model, condition_prefixes
-    from pipeline.search import optimize
+    from pipeline.build import build_model
+    from pipeline.experiment import Experiment, experiment_of
+    from pipeline.search import optimize_config
 
     smooth_chain().save(tmp_path / "chain.npz")
     cfg = make_cfg("experiment=chain_gauss", f"oracle.chain_file={tmp_path / 'chain.npz'}", "experiment.length=12",
@@ -329,15 +330,13 @@ def test_conditional_search_and_sampling_through_the_config(make_cfg, tmp_path, 
         def identity(self):
             return model.identity()
 
-    import pipeline.build
-
-    real = pipeline.build.sample_data
-    monkeypatch.setattr("pipeline.search.sample_data", lambda c, n, g: torch.cat([torch.zeros(n, 4, dtype=torch.long),
-                                                                         real(c, n, g)[:, 4:]], 1))
-    rec = json.loads(optimize(cfg, Watch()).read_text())
+    real = Experiment.draw_x0
+    monkeypatch.setattr(Experiment, "draw_x0", lambda self, n, g: torch.cat([torch.zeros(n, 4, dtype=torch.long),
+                                                                            real(self, n, g)[:, 4:]], 1))
+    rec = json.loads(optimize_config(cfg, Watch()).read_text())
     assert len(rec["times"]) == 5 and rec["model"]["prefix"] == 4 and rec["prefix"] == 4
     assert calls and all(calls)
-    prefix = condition_prefixes(cfg, 32)
+    prefix = experiment_of(cfg).prefixes(32)
     assert prefix.shape == (32, 4)
     res = run_sampler(build_model(cfg), "tau_leaping", torch.tensor(rec["times"], dtype=torch.float64), 32, 12,
                       torch.Generator().manual_seed(0), progress=False, prefix=prefix)
@@ -358,7 +357,7 @@ def test_hellinger_metrics_through_the_stages(make_cfg, tmp_path):
     made with other settings is refused."""
     import metrics.__main__ as metrics_main
     import samplers.__main__ as samplers_main
-    from pipeline.build import load_data
+    from pipeline.experiment import experiment_of
 
     base = ["experiment=count", "model=oracle", "experiment.length=8", f"experiment.data.dir={tmp_path / 'data'}",
             "experiment.data.num_train=16", "experiment.data.num_valid=4", "+experiment.condition.prefix=2",
@@ -371,7 +370,7 @@ def test_hellinger_metrics_through_the_stages(make_cfg, tmp_path):
     record = json.loads((tmp_path / "count" / "oracle" / "metrics" / "euler-uniform-nfe2.json").read_text())
     with np.load(tmp_path / "count" / "oracle" / "samples" / "euler-uniform-nfe2.npz") as f:
         samples = torch.from_numpy(f["samples"].astype(np.int64))
-    valid = load_data(cell, "valid")
+    valid = experiment_of(cell).load("valid")
     truth = valid[torch.arange(6) % 4]
     assert torch.equal(samples[:, :2], truth[:, :2])
     hand = [math.sqrt(sum((math.sqrt(float((s[2:] == k).sum()) / 6) - math.sqrt(float((v[2:] == k).sum()) / 6)) ** 2

@@ -156,7 +156,7 @@ def test_twin_metrics_through_the_registry(make_cfg, tmp_path):
     """An oracle experiment whose chain comes from experiment.chain_file, with a prefix and truth=chain:
     the chain metrics score the chain with the oracle's floor, and hellinger_true compares against
     continuations of each sample's prefix drawn from it (seed metrics.reference_seed)."""
-    from pipeline.build import build_chain, condition_prefixes
+    from pipeline.experiment import Experiment
     from pipeline.metrics import evaluate
 
     chain = smooth_chain(6)
@@ -165,8 +165,9 @@ def test_twin_metrics_through_the_registry(make_cfg, tmp_path):
     cfg = make_cfg("experiment=chain_gauss", f"+experiment.chain_file={tmp_path / 'chain.npz'}", "experiment.length=10",
                    "+experiment.condition.prefix=3", "+experiment.truth=chain", f"experiment.metrics=[{','.join(names)}]",
                    "oracle.floor=0.01", "metrics.reference_seed=7")
-    assert torch.equal(build_chain(cfg).transition, chain.transition)  # experiment.chain_file, no override needed
-    prefix = condition_prefixes(cfg, 40)
+    experiment = Experiment.from_config(cfg)
+    assert torch.equal(experiment.chain.transition, chain.transition)  # experiment.chain_file, no override needed
+    prefix = experiment.prefixes(40)
     x = chain.sample_continuations(prefix, 10, torch.Generator().manual_seed(0))
     out = evaluate(cfg, x)
     assert list(out) == names
@@ -183,10 +184,10 @@ def test_twin_metrics_through_the_registry(make_cfg, tmp_path):
     smooth_chain(6, persistence=0.5).save(other)
     overridden = make_cfg("experiment=chain_gauss", f"+experiment.chain_file={tmp_path / 'chain.npz'}",
                           f"oracle.chain_file={other}")
-    assert torch.equal(build_chain(overridden).transition, load_chain(other).transition)
+    assert torch.equal(Experiment.from_config(overridden).chain.transition, load_chain(other).transition)
     with pytest.raises(FileNotFoundError, match=r"reads its chain from '.*missing.npz' \(experiment.chain_file\), which "
                                                 r"does not exist; fit it .*: python -m pipeline.fit_chain <experiment>"):
-        build_chain(make_cfg("experiment=chain_gauss", f"+experiment.chain_file={tmp_path / 'missing.npz'}"))
+        Experiment.from_config(make_cfg("experiment=chain_gauss", f"+experiment.chain_file={tmp_path / 'missing.npz'}"))
     with pytest.raises(ValueError, match=r"experiment.truth='nope'; expected data or chain"):
         evaluate(make_cfg("experiment=chain_gauss", f"oracle.chain_file={tmp_path / 'chain.npz'}", "experiment.length=10",
                           "+experiment.condition.prefix=3", "+experiment.truth=nope",
@@ -195,13 +196,14 @@ def test_twin_metrics_through_the_registry(make_cfg, tmp_path):
 
 def test_twin_configs_share_their_experiments_data(make_cfg):
     """Each twin reads its real experiment's files (x_0 of the search, prefixes) and runs only the oracle."""
-    from pipeline.build import condition_prefix, data_spec
+    from omegaconf import OmegaConf
 
     for real in ("folk", "digits", "text"):
         twin = make_cfg(f"experiment={real}_twin")
         base = make_cfg(f"experiment={real}")
-        assert data_spec(twin) == data_spec(base)
-        assert condition_prefix(twin) == condition_prefix(base)
+        assert OmegaConf.to_container(twin.experiment.data, resolve=True) == \
+            OmegaConf.to_container(base.experiment.data, resolve=True)
+        assert twin.experiment.get("condition") == base.experiment.get("condition")
         assert twin.experiment.chain == "file" and twin.experiment.chain_file == f"datasets/{real}_twin/chain.npz"
         assert list(twin.experiment.models) == ["oracle"] and twin.experiment.truth == "chain"
         assert twin.experiment.process == base.experiment.process

@@ -1,5 +1,6 @@
 """tauLDR's image model and its loaders: published names, shapes and size, the discretized logistic head
 against its closed form, every checkpoint format, clear errors."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from models.tauldr_loaders import (
     unet_config_from_tauldr,
 )
 from pipeline.build import MODELS
+from pipeline.experiment import Experiment
 
 # The published CIFAR-10 training config (andrew-cr/tauLDR config/train/cifar10.py), as config_001.yaml holds it.
 PUBLISHED_CIFAR = {
@@ -222,12 +224,13 @@ def test_bad_project_weights_fail_naming_the_problem(tmp_path):
 def test_pipeline_builds_tauldr_models_and_needs_a_path(make_cfg, tmp_path):
     cfg = make_cfg("experiment=chain_gauss", "model=tauldr-cifar")
     with pytest.raises(ValueError, match=r"model 'tauldr-cifar' \(kind 'tauldr'\) needs \['model.path'\]"):
-        MODELS["tauldr"](cfg, None, None)
+        MODELS["tauldr"](cfg, None)  # the checkpoint is asked for before the experiment is read
     export_tauldr(tiny_net(), TINY_SPEC, tmp_path / "w", {"steps": 0})
     cfg = make_cfg("experiment=chain_gauss", "model=digits-tauldr", f"model.path={tmp_path / 'w'}", "device=cpu")
     spec = {"noise": TINY_SPEC["noise"], "kernel": TINY_SPEC["kernel"]}
-    model = MODELS["tauldr"](cfg, make_process(spec), None)
+    experiment = Experiment(name="tiny", length=4, prefix=0, chain=None, process=make_process(spec), data=None)
+    model = MODELS["tauldr"](cfg, experiment)
     assert isinstance(model, TauLDRModel)
     other = make_process({**spec, "kernel": {**spec["kernel"], "Q_sigma": 8.0}})
     with pytest.raises(ValueError, match="another GaussianTarget kernel"):
-        MODELS["tauldr"](cfg, other, None)
+        MODELS["tauldr"](cfg, dataclasses.replace(experiment, process=other))

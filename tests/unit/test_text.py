@@ -193,7 +193,8 @@ def test_text_dit_loss_falls_and_resume_is_bit_identical(built, tmp_path):
 # ---------------------------------------------------------------------------------------- bad input
 
 def context(**over):
-    cfg = OmegaConf.create({"experiment": {"name": "text", "chain": None, "vocab": 4096, "length": 128, "data": None},
+    cfg = OmegaConf.create({"experiment": {"name": "text", "chain": None, "vocab": 4096, "length": 128, "data": None,
+                                           "process": {"noise": {"name": "loglinear"}, "kernel": {"name": "absorbing"}}},
                             "model": {"name": "text-sedd", "tokenizer": str(TOKENIZER)}, "tokenizer": {"path": None},
                             "metrics": {"judge": "smollm2", "judge_path": None, "judge_batch": 4, "judge_dtype": "fp32"},
                             "device": "cpu", "progress": False})
