@@ -52,7 +52,6 @@ class Experiment:
     data: dict | None  # experiment.data, resolved (None: x_0 come from the chain)
     condition_split: str = "valid"
     condition_seed: int = 0
-    models: list[str] | None = None  # the model names it runs (None: any)
     config: dict = field(default_factory=dict)  # the resolved experiment config less metrics and models: keys caches
 
     @classmethod
@@ -85,7 +84,7 @@ class Experiment:
         spec["kernel"] = {**spec["kernel"], "num_states": chain.num_states if chain is not None else from_data}
         return cls(name=name, length=length, prefix=prefix, chain=chain, process=make_process(spec), data=data,
                    condition_split=str(condition.get("split") or "valid"), condition_seed=int(condition.get("seed") or 0),
-                   models=e.get("models"), config={k: v for k, v in e.items() if k not in ("metrics", "models")})
+                   config={k: v for k, v in e.items() if k not in ("metrics", "models")})
 
     @property
     def vocab(self) -> int:
@@ -108,7 +107,9 @@ class Experiment:
 
     def paths(self) -> dict[str, Path]:
         """The dataset files by split, built by the data module when missing."""
-        return self._module("its dataset files").build(self.data)
+        if self.data is None:
+            raise ValueError(f"experiment {self.name!r} has no dataset files (experiment.data is null)")
+        return get_dataset(self.data["name"]).build(self.data)
 
     def load(self, split: str = "train", rows: torch.Tensor | None = None) -> torch.Tensor:
         """A split of the dataset [N, L] int64 (only the given rows, if any)."""
@@ -168,7 +169,9 @@ _BUILT: dict[str, Experiment] = {}
 
 
 def experiment_of(cfg: DictConfig) -> Experiment:
-    """The experiment of a config, built once per (experiment config, oracle.chain_file) in this process."""
+    """The experiment of a config, built once per (experiment config, oracle.chain_file) in this process. A chain
+    file rewritten with the same size and modification time within one process (a copy that keeps the time) is not
+    seen; each stage is its own process."""
     oracle = cfg.get("oracle") or {}
     experiment = OmegaConf.to_container(cfg.experiment, resolve=True)
     chain_file = oracle.get("chain_file") or experiment.get("chain_file")

@@ -24,7 +24,7 @@ class Spec:
     unit: str = "sequence"  # NFE = model calls per <unit>
     quality_nfe: int | None = None  # a uniform-grid cell at many calls: the model's quality, not a comparison
     reference: tuple[int, int] | None = None  # (model calls, seed) of the uniform cell other samples are judged against
-    identity: tuple[str, ...] = ("model_identity", "num_samples")
+    identity: tuple[str, ...] = ("model_identity", "data_identity", "format_version", "num_samples")
     floor: str | None = None  # the label of runs/<experiment>/floor.json (held-out data's value)
 
 
@@ -33,7 +33,7 @@ SCHEDULES = ("uniform", "cosine", "jys")
 SPECS = {
     "count": Spec("count", "bash scripts/count.sh", ("count-sedd", "oracle"),
                   (Metric("countdown_error", "CountDown error (fraction of broken transitions)", 4, log=True),),
-                  identity=("model_identity",)),
+                  identity=("model_identity", "data_identity", "format_version")),
     "digits": Spec("digits", "bash scripts/cifar.sh", ("digits-tauldr",),
                    (Metric("digits_fid", "digits-FID", 2, log=True),), unit="image", quality_nfe=256,
                    floor="held-out images"),
@@ -43,8 +43,15 @@ SPECS = {
                  reference=(512, 100), floor="another tune"),
     "text": Spec("text", "bash scripts/text.sh", ("text-sedd",),
                  (Metric("gen_ppl", "generative perplexity", 1, log=True, extra="entropy"),), quality_nfe=256,
-                 identity=("model_identity", "judge", "num_samples"), floor="held-out text"),
+                 identity=("model_identity", "data_identity", "format_version", "judge", "num_samples"),
+                 floor="held-out text"),
 }
+# The oracle experiments on Markov chains: the chain NLL and the bigram divergence of the samples against the chain.
+CHAIN = Spec("chain", "bash scripts/solvers.sh", ("oracle",),
+             (Metric("chain_nll", "NLL per token under the chain", 4),
+              Metric("bigram_tv", "TV of the bigram frequencies against the chain's", 4)))
+for name in ("chain", "chain_gauss", "count_uniform", "count_uniform_const"):
+    SPECS[name] = replace(CHAIN, experiment=name)
 SPECS["cifar10"] = replace(SPECS["digits"], experiment="cifar10", models=("tauldr-cifar",),
                           metrics=(Metric("fid", "FID", 2, log=True),), floor=None)
 # The published checkpoints' other experiments share their embedded twins' tables.

@@ -3,6 +3,7 @@ each cell the mean over sampling seeds with its standard error where the record 
 console and the pages print the same text."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -10,13 +11,16 @@ import numpy as np
 
 from results.records import ResultsError, check_one, read_floor, read_metrics
 from results.specs import SCHEDULES, Metric, Spec
+from samplers.registry import steps_for_calls
 
 Rows = dict[tuple[str, str, str], dict[int, list[dict]]]  # (model, sampler, schedule) -> NFE -> records (seeds)
 
 
 def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None) -> list[dict]:
     """The records of one experiment's table: its grid cells, each model's quality cell and the reference cell;
-    each record gets a `role` (cell, quality, reference). Refuses records of two identities per model."""
+    each record gets a `role` (cell, quality, reference) and a `budget`: the model calls per sequence of its column
+    (its nfe_calls, or the budget in `nfes` whose grid steps it took: a two-call step under an even budget spends
+    one call less). Refuses records of two identities per model, and two records of one cell and seed."""
     out = []
     for model in spec.models:
         mine = []
@@ -28,16 +32,20 @@ def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None) -> list[dict
                 role = "reference"
             elif spec.reference and r["seed"] == spec.reference[1]:
                 continue  # the reference's seed is for the reference only
-            elif spec.quality_nfe and uniform and r["nfe_calls"] == spec.quality_nfe and r["seed"] == 0:
+            elif (spec.quality_nfe and uniform and r["nfe_calls"] == spec.quality_nfe and r["seed"] == 0
+                  and r["sampler"] == (samplers[0] if samplers else r["sampler"])):
                 role = "quality"
-            elif (samplers is None or r["sampler"] in samplers) and (nfes is None or r["nfe_calls"] in nfes):
+            elif (samplers is None or r["sampler"] in samplers) and budget_of(r, nfes) is not None:
                 role = "cell"
             else:
                 continue
-            if spec.metrics[0].key in r["metrics"]:
-                mine.append(r | {"role": role})
+            if spec.metrics[0].key not in r["metrics"]:
+                raise ResultsError(f"runs/{spec.experiment}/{model}/metrics/{r['metrics_file']} has no "
+                                   f"{spec.metrics[0].key}: rerun the metrics stage ({spec.script})")
+            mine.append(r | {"role": role, "budget": budget_of(r, nfes) or r["nfe_calls"]})
         if mine:
             check_one(mine, spec.identity, f"runs/{spec.experiment}/{model}", f"rerun {spec.script}")
+            check_distinct(mine, f"runs/{spec.experiment}/{model}/metrics")
         out += mine
     if not out:
         raise ResultsError(f"no metrics records of {spec.experiment} under {Path(runs) / spec.experiment}/"
@@ -45,16 +53,54 @@ def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None) -> list[dict
     return out
 
 
+def budget_of(r: dict, nfes) -> int | None:
+    """The column of a record: its model calls per sequence when they are among `nfes` (or no list is given), else
+    the budget in `nfes` whose grid steps it took (steps_for_calls), else None."""
+    if nfes is None or r["nfe_calls"] in nfes:
+        return r["nfe_calls"]
+    return next((n for n in nfes if steps_for_calls(r["sampler"], n) == r["nfe"]), None)
+
+
+def row_of(r: dict) -> tuple[str, str, str]:
+    """(model, sampler, schedule); a sampler run with another multi-jump or confidence rule than its default is
+    its own row (its files carry the rule in their names)."""
+    sampler = r["sampler"]
+    if r.get("multi_jump") not in (None, "reject"):
+        sampler += f" ({r['multi_jump']} jump)"
+    if r.get("confidence") not in (None, "max"):
+        sampler += f" ({r['confidence']})"
+    return r["model"], sampler, r["schedule"]
+
+
+def check_distinct(records: list[dict], where: str) -> None:
+    """One record per (row, column, seed): two would be averaged as if they were seeds."""
+    seen: dict[tuple, str] = {}
+    for r in records:
+        key = (row_of(r), r.get("budget", r["nfe_calls"]), r["seed"], r.get("role"))
+        if key in seen:
+            raise ResultsError(f"{where}: {seen[key]} and {r.get('metrics_file')} are the same cell {key[0]} at "
+                               f"{key[1]} calls, seed {key[2]}, made with settings the table does not tell apart; "
+                               "move one away")
+        seen[key] = r.get("metrics_file", "?")
+
+
 def with_floor(records: list[dict], runs: str | Path, spec: Spec) -> list[dict]:
+    """The records and the experiment's floor record (held-out data), refused if made from other data."""
     floor = read_floor(runs, spec.experiment) if spec.floor else None
-    return records + ([floor | {"role": "floor"}] if floor else [])
+    if floor is None:
+        return records
+    data = {json.dumps(r.get("data_identity"), sort_keys=True) for r in records}
+    if json.dumps(floor.get("data_identity"), sort_keys=True) not in data:
+        raise ResultsError(f"{Path(runs) / spec.experiment / 'floor.json'} was made from other data than the "
+                           f"samples' records: rerun {spec.script}")
+    return records + [floor | {"role": "floor"}]
 
 
 def rows_of(records: list[dict], metric: Metric, roles=("cell", "quality")) -> Rows:
     rows: Rows = defaultdict(lambda: defaultdict(list))
     for r in records:
         if r.get("role", "cell") in roles and metric.key in r.get("metrics", {}):
-            rows[(r["model"], r["sampler"], r["schedule"])][r["nfe_calls"]].append(r)
+            rows[row_of(r)][r.get("budget", r["nfe_calls"])].append(r)
     return rows
 
 
@@ -72,6 +118,8 @@ def cell_text(records: list[dict], metric: Metric) -> str:
         text += f" ({mean(records, metric.extra):.2f})"
     if len(records) > 1:
         text += f" [{len(records)} seeds]"
+    if any(r.get("budget", r["nfe_calls"]) != r["nfe_calls"] for r in records):
+        text += f" ({records[0]['nfe_calls']} calls)"
     return text
 
 

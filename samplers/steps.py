@@ -167,15 +167,13 @@ def trapezoidal_step(model, x, t, s, generator, theta: float = 0.5, multi_jump: 
         y = (x + (jumps * (states - x.unsqueeze(-1).to(F64))).sum(-1).long()).clamp_(0, S - 1)
         y = hold(y) if hold is not None else y
         r1 = _rates(model, y, t_mid)
-        lam = (a1 * _displacement_rates(r1, y) - a2 * _displacement_rates(r0, x)).clamp_(min=0)
-        lam[..., S - 1] = 0.0  # d = 0 is no move
+        lam = (a1 * _displacement_rates(r1, y) - a2 * _displacement_rates(r0, x)).clamp_(min=0)  # d = 0: R̂ = 0, clipped
         n = torch.poisson((1 - theta) * dt * lam, generator=generator)
         return (y + (n * moves).sum(-1).long()).clamp_(0, S - 1)
     y = _categorical_jumps(theta * dt * r0, x, generator, multi_jump)
     y = hold(y) if hold is not None else y
     r1 = _rates(model, y, t_mid)
-    lam = (a1 * r1 - a2 * r0).clamp_(min=0)
-    lam.scatter_(-1, y.unsqueeze(-1), 0.0)  # no mark to the token y* already holds
+    lam = (a1 * r1 - a2 * r0).clamp_(min=0)  # R̂(y* → y*_l) = 0: no mark to the token y* holds survives the clip
     return _categorical_jumps((1 - theta) * dt * lam, y, generator, multi_jump)
 
 

@@ -64,7 +64,8 @@ def main() -> None:
     length, batch = int(cfg.experiment.length), int(cfg.batch_size)
     if experiment_of(cfg).prefix:
         raise ValueError("eb_tune draws unconditional pilots; experiment.condition.prefix is not supported here yet")
-    key, _ = cache_key("eb", {"model_identity": model_identity(model), "pilot": a.pilot, "pilot_seed": a.pilot_seed,
+    key, _ = cache_key("eb", {"model_identity": model_identity(model), "experiment": experiment_of(cfg).config,
+                              "pilot": a.pilot, "pilot_seed": a.pilot_seed,
                               "iters": a.iters, "length": length, "batch_size": batch})
     path = run_dir(cfg) / "eb_gamma.json"
     done = {}

@@ -40,7 +40,7 @@ from pipeline.build import build_model, setup_torch
 from pipeline.experiment import experiment_of
 from pipeline.search import lattice_points, optimize_config, settings_from, step_rule
 from samplers.loop import run_sampler
-from samplers.registry import COUNT_GRID
+from samplers.registry import COUNT_GRID, steps_for_calls
 from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def main() -> None:
     t0 = time.time()
     grids: dict[int, dict[str, list[float]]] = {}
     for calls in a.calls:
-        steps = calls if family == "count" else calls - 1
+        steps = steps_for_calls(a.sampler, calls)
         g = {"uniform": uniform(steps, eps).tolist(), "cosine": cosine(steps, eps).tolist()}
         g.update({f"power{q:g}": power(steps, q, eps) for q in a.powers})
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
@@ -136,7 +136,7 @@ def main() -> None:
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
 
     for calls in a.calls:  # the J optimum: jys.search=lattice with the same settings (its table cached in runs/)
-        steps = calls if family == "count" else calls - 1
+        steps = steps_for_calls(a.sampler, calls)
         lat_cfg = base + [f"nfe={steps}", "jys.search=lattice", f"jys.objective={objective}", f"jys.weight={a.weight}",
                           f"jys.lattice={a.lattice}", f"jys.lattice_samples={a.klub_samples}"]
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
@@ -172,7 +172,7 @@ def main() -> None:
         return times_from_counts(grid, model.process, L) if family == "count" else torch.tensor(grid, dtype=torch.float64)
 
     for calls in a.calls:
-        steps = calls if family == "count" else calls - 1
+        steps = steps_for_calls(a.sampler, calls)
         g = grids[calls]
         print(f"\n{a.experiment}, {a.sampler}, {calls} model calls ({steps} steps), {a.num} samples; J weight={a.weight}")
         print(f"{'grid':>10}{'J':>12}{'± se':>9}{primary:>17}{'bigram_tv':>11}" + (f"{'entropy_gap':>13}" if K else ""))

@@ -13,7 +13,7 @@ import scipy.stats
 import torch
 
 from conftest import S0, tiny_chain
-from models.kernels import Absorbing
+from models.kernels import Absorbing, Uniform
 from models.noise import LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
@@ -28,10 +28,6 @@ OUTCOMES = [list(o) for o in itertools.product(range(STATES), repeat=2)]  # ever
 
 def oracle(floor: float = 0.05):
     return OracleModel(tiny_chain(), ForwardProcess(LogLinear(), Absorbing(S0)), floor=floor)
-
-
-def index(x: torch.Tensor) -> torch.Tensor:
-    return x[..., 0] * STATES + x[..., 1]
 
 
 def exact_law(model, t: float, s: float) -> torch.Tensor:
@@ -49,16 +45,17 @@ def exact_law(model, t: float, s: float) -> torch.Tensor:
     return law
 
 
-def jump_law(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """multi_jump='last' from one sequence x [2] with intensities lam [2, S] (the step folded in): each position
-    jumps with probability 1 − e^{−Λ_l}, to y ∝ λ_{l,y}; positions independent. [16]"""
+def jump_law(lam: torch.Tensor, x: torch.Tensor, states: int = STATES, rule: str = "last") -> torch.Tensor:
+    """The law of one categorical Poisson-mark step from one sequence x [2] with intensities lam [2, S] (the step
+    folded in), positions independent: 'last' jumps with probability 1 − e^{−Λ_l} to y ∝ λ_{l,y}; 'reject' moves
+    to y with probability λ_{l,y} e^{−Λ_l} and stays otherwise. [states²]"""
     per = []
     for i in range(2):
         total = float(lam[i].sum())
-        p = torch.zeros(STATES, dtype=torch.float64)
-        p[int(x[i])] = math.exp(-total)
+        p = torch.zeros(states, dtype=torch.float64)
         if total > 0:
-            p[: lam.shape[1]] += -math.expm1(-total) * lam[i] / total
+            p[: lam.shape[1]] += lam[i] * (-math.expm1(-total) / total if rule == "last" else math.exp(-total))
+        p[int(x[i])] += 1 - float(p.sum())
         per.append(p)
     return torch.outer(per[0], per[1]).reshape(-1)
 
@@ -68,36 +65,64 @@ def tau_leaping_law(model, t: float, s: float) -> torch.Tensor:
     return jump_law((t - s) * _rates(model, x, t)[0], x[0])
 
 
-def trapezoidal_law(model, t: float, s: float, theta: float = 0.5) -> torch.Tensor:
+def trapezoidal_law(model, t: float, s: float, theta: float = 0.5, x: torch.Tensor | None = None,
+                    rule: str = "last") -> torch.Tensor:
     """Stage 1 (τ-leaping over θΔ) to every y*, then stage 2 from y* with (α1 R̂(y*, t_θ) − α2 R̂(x, t))₊ over
-    (1 − θ)Δ, the rule of samplers.steps.trapezoidal_step written out over all intermediate states."""
-    dt, x = t - s, torch.full((1, 2), MASK)
+    (1 − θ)Δ, paired by destination: the rule of samplers.steps.trapezoidal_step for categorical kernels written
+    out over all intermediate states. x: the start [1, 2] (default all masked)."""
+    states = model.process.num_states
+    x = torch.full((1, 2), MASK) if x is None else x
+    dt = t - s
     a1 = 1 / (2 * theta * (1 - theta))
     a2 = ((1 - theta) ** 2 + theta ** 2) / (2 * theta * (1 - theta))
     r0 = _rates(model, x, t)[0]
-    first = jump_law(theta * dt * r0, x[0])
-    ys = torch.tensor(OUTCOMES)
-    r1 = _rates(model, ys, t - theta * dt)  # [16, 2, S]
-    law = torch.zeros(STATES ** 2, dtype=torch.float64)
+    first = jump_law(theta * dt * r0, x[0], states, rule)
+    ys = torch.tensor(list(itertools.product(range(states), repeat=2)))
+    r1 = _rates(model, ys, t - theta * dt)  # [states², 2, S]
+    law = torch.zeros(states ** 2, dtype=torch.float64)
     for k, y in enumerate(ys):
-        if first[k] == 0:
-            continue
-        lam = (a1 * r1[k] - a2 * r0).clamp(min=0)
-        lam[torch.arange(2), y.clamp(max=S0 - 1)] = torch.where(y < S0, 0.0, lam[torch.arange(2), y.clamp(max=S0 - 1)])
-        law += first[k] * jump_law((1 - theta) * dt * lam, y)
+        if first[k] > 0:
+            law += first[k] * jump_law((1 - theta) * dt * (a1 * r1[k] - a2 * r0).clamp(min=0), y, states, rule)
     return law
 
 
-def test_the_step_draws_the_law_written_out():
-    model, t, s, n = oracle(), 0.7, 0.35, 40000
-    x = torch.full((n, 2), MASK)
-    out = trapezoidal_step(model, x, t, s, torch.Generator().manual_seed(0), multi_jump="last")
-    law = trapezoidal_law(model, t, s)
+@pytest.mark.parametrize("kernel,start,theta,rule", [
+    ("absorbing", None, 0.5, "last"), ("absorbing", None, 1 / 3, "reject"),
+    ("uniform", [0, 2], 0.5, "reject"), ("uniform", [1, 1], 0.3, "last")])
+def test_the_step_draws_the_law_written_out(kernel, start, theta, rule):
+    model = oracle() if kernel == "absorbing" else OracleModel(tiny_chain(), ForwardProcess(LogLinear(), Uniform(S0)),
+                                                               floor=0.05)
+    states, t, s, n = model.process.num_states, 0.7, 0.35, 40000
+    x = torch.full((1, 2), MASK) if start is None else torch.tensor([start])
+    out = trapezoidal_step(model, x.expand(n, 2).clone(), t, s, torch.Generator().manual_seed(0), theta=theta,
+                           multi_jump=rule)
+    law = trapezoidal_law(model, t, s, theta, x, rule)
     assert abs(float(law.sum()) - 1) < 1e-12
-    counts = np.bincount(index(out).numpy(), minlength=STATES ** 2)
+    counts = np.bincount((out[:, 0] * states + out[:, 1]).numpy(), minlength=states ** 2)
     keep = law.numpy() > 0
     assert counts[~keep].sum() == 0
     assert scipy.stats.chisquare(counts[keep], law.numpy()[keep] * n).pvalue > 1e-3
+
+
+def test_the_second_call_sees_the_held_prefix():
+    """hold() puts the prefix back into y* before the midpoint call (the loop holds the final state too); under a
+    uniform kernel stage 1 moves the first position of most rows over this long step, so without it the check fails."""
+    model, seen = OracleModel(tiny_chain(), ForwardProcess(LogLinear(), Uniform(S0)), floor=0.05), []
+
+    class Watch:
+        process = model.process
+
+        def __call__(self, x, t):
+            seen.append(x.clone())
+            return model(x, t)
+
+    x = torch.tensor([[1, 0]] * 64)
+    free = trapezoidal_step(Watch(), x, 0.9, 0.1, torch.Generator().manual_seed(0))
+    assert (seen[1][:, 0] != 1).any()  # the step moves it when nothing holds it
+    seen.clear()
+    trapezoidal_step(Watch(), x, 0.9, 0.1, torch.Generator().manual_seed(0),
+                     hold=lambda y: torch.cat([x[:, :1], y[:, 1:]], 1))
+    assert len(seen) == 2 and (seen[1][:, 0] == 1).all() and free.shape == x.shape
 
 
 def slope(steps, errors) -> float:

@@ -77,7 +77,7 @@ def test_spec_lookup():
     assert spec_for("piano").metrics == spec_for("folk").metrics
     assert spec_for("cifar10").metrics[0].key == "fid"
     assert spec_for("text", quality_nfe=1024).quality_nfe == 1024
-    with pytest.raises(ValueError, match="no results spec for experiment 'nope'; known: cifar10, count, digits"):
+    with pytest.raises(ValueError, match="no results spec for experiment 'nope'; known: chain, chain_gauss, cifar10, count"):
         spec_for("nope")
 
 
