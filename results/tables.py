@@ -118,7 +118,7 @@ def cell_text(records: list[dict], metric: Metric) -> str:
         text += f" ({mean(records, metric.extra):.2f})"
     if len(records) > 1:
         text += f" [{len(records)} seeds]"
-    if any(r.get("budget", r["nfe_calls"]) != r["nfe_calls"] for r in records):
+    if any("budget" in r and r["budget"] != r.get("nfe_calls") for r in records):
         text += f" ({records[0]['nfe_calls']} calls)"
     return text
 
