@@ -98,3 +98,17 @@ def test_pages_regenerate_marked_blocks_from_committed_records(tmp_path):
     page.write_text("<!-- results: folk no_such_metric -->\n<!-- /results -->\n")
     with pytest.raises(ResultsError, match="no_such_metric"):
         pages.regenerate([page], records_dir)
+
+
+def test_two_call_steps_stand_under_the_budget_they_were_made_for(tmp_path):
+    """θ-trapezoidal at 8 calls takes (8 − 1)//2 = 3 steps, 7 calls: its cell stands in the NFE 8 column beside
+    Euler's 7 steps, saying the calls it spent; a second record of one cell and seed is refused."""
+    euler = record("jys", 8, 0.4) | {"nfe": 7}
+    trap = record("jys", 7, 0.3, sampler="trapezoidal") | {"nfe": 3}
+    write_runs(tmp_path, [euler, trap], model="folk-tauldr")
+    records = collect(tmp_path, spec_for("folk"), nfes=[8])
+    text = markdown(records, spec_for("folk").metrics[0])
+    assert text.splitlines()[2:] == ["| m | euler | jys | 0.4000 |", "| m | trapezoidal | jys | 0.3000 (7 calls) |"]
+    write_runs(tmp_path / "again", [euler, euler | {"metrics_file": "copy"}], model="folk-tauldr")
+    with pytest.raises(ResultsError, match="are the same cell"):
+        collect(tmp_path / "again", spec_for("folk"), nfes=[8])
