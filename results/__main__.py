@@ -3,7 +3,7 @@
     python -m results table EXPERIMENT [--models M ..] [--samplers S ..] [--nfes N ..]   # runs/<exp>/results.json
     python -m results figure EXPERIMENT [--nfe 16] [--prefix 32] [--shape C H W] [--levels L]
                                         [--tokenizer FILE --vocab V]                     # runs/<exp>/figures/
-    python -m results record EXPERIMENT      # runs/<exp>/results.json -> docs/records/<exp>.json (committed)
+    python -m results record EXPERIMENT [--tag T]  # runs/<exp>/results.json -> docs/records/<exp>[+T].json
     python -m results pages                  # the generated blocks of README.md and docs/results/*.md
     python -m results notebook               # executes figures.ipynb headless: the paper's figures under docs/
     python -m results peers --runs-of count:oracle .. --samplers .. --nfes ..
@@ -71,6 +71,7 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="+")
     ap.add_argument("--samplers", nargs="+")
     ap.add_argument("--nfes", nargs="+", type=int, help="model calls per sequence")
+    ap.add_argument("--tag", help="record: commit as docs/records/<experiment>+<tag>.json, beside the main table")
     ap.add_argument("--quality", type=int, help="table: the model-quality cell's NFE (uniform grid; spec default)")
     ap.add_argument("--nfe", type=int, default=16, help="figure: the NFE of the sample sheets and piano rolls")
     ap.add_argument("--prefix", type=int, default=32, help="figure: the music prefix")
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
         elif args.command == "figure":
             figure(args)
         elif args.command == "record":
-            print(f"-> {commit_records(args.runs, args.experiment)}")
+            print(f"-> {commit_records(args.runs, args.experiment, tag=args.tag)}")
         elif args.command == "pages":
             changed = pages.regenerate()
             print("regenerated " + (", ".join(str(p.relative_to(ROOT)) for p in changed) or "nothing (up to date)"))

@@ -64,13 +64,14 @@ def committed(experiment: str, records_dir: str | Path = RECORDS) -> Path:
     return Path(records_dir) / f"{experiment}.json"
 
 
-def commit_records(runs: str | Path, experiment: str, records_dir: str | Path = RECORDS) -> Path:
+def commit_records(runs: str | Path, experiment: str, records_dir: str | Path = RECORDS, tag: str | None = None) -> Path:
     """Copy runs/<experiment>/results.json to docs/records/<experiment>.json, the record a page is made from;
-    samples files under another runs directory are named as under runs/, so no machine's path is committed."""
+    samples files under another runs directory are named as under runs/, so no machine's path is committed. A tag
+    commits another table of the experiment beside its main one (docs/records/<experiment>+<tag>.json)."""
     runs = Path(runs).resolve()
     records = load_results(results_path(runs, experiment))
     for r in records:
         path = Path(r.get("samples_file", ""))
         if path.is_absolute() and path.is_relative_to(runs):
             r["samples_file"] = str(Path("runs") / path.relative_to(runs))
-    return atomic_write_json(committed(experiment, records_dir), records)
+    return atomic_write_json(committed(f"{experiment}+{tag}" if tag else experiment, records_dir), records)

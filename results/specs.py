@@ -60,7 +60,9 @@ ALIASES = {"piano": "folk", "text_gpt2": "text"}
 
 def spec_for(experiment: str, models: tuple[str, ...] | None = None, quality_nfe: int | None = None) -> Spec:
     """The spec of an experiment, of a published one's embedded twin, or of an oracle twin (`folk_twin`: folk's
-    table on the oracle). An unknown name is an error listing the known ones."""
+    table on the oracle); `<experiment>+<tag>` names another committed table of the same experiment (e.g.
+    count+solvers). An unknown name is an error listing the known ones."""
+    experiment = experiment.split("+")[0]
     base = experiment.removesuffix("_twin")
     base = ALIASES.get(base, base)
     if base not in SPECS:

@@ -124,12 +124,14 @@ def cell_text(records: list[dict], metric: Metric) -> str:
 
 
 def best_schedules(rows: Rows, metric: Metric) -> dict[tuple[str, str, int], str]:
-    """(model, sampler, NFE) -> the schedule with the lowest mean there (of those with a cell at that NFE)."""
+    """(model, sampler, NFE) -> the schedule with the lowest mean there (of those with a cell at that NFE; none
+    where several share it, as every grid of one step does)."""
     values: dict[tuple[str, str, int], dict[str, float]] = defaultdict(dict)
     for (model, sampler, schedule), row in rows.items():
         for n, records in row.items():
             values[(model, sampler, n)][schedule] = mean(records, metric.key)
-    return {key: min(v, key=v.get) for key, v in values.items() if len(v) > 1}
+    return {key: min(v, key=v.get) for key, v in values.items()
+            if len(v) > 1 and list(v.values()).count(min(v.values())) == 1}  # a tie has no best
 
 
 def markdown(records: list[dict], metric: Metric, unit: str = "sequence") -> str:
