@@ -95,6 +95,38 @@ def fmt(r: dict | None, exp: str) -> str:
     return v
 
 
+def pair_table(exp: str, model: str, records: list[dict], nfes: list[int]) -> str:
+    """One pair's Markdown table at equal model calls and, per budget, the best cell and JYS's best combination
+    against the best peer alone (records as `collect` returns them, each with value, value_se and budget)."""
+    rows = {}
+    for r in records:
+        rows.setdefault(row_name(r), {})[r["budget"]] = r
+    what = "CountDown error ± s.e." if exp == "count" else "generative perplexity"
+    lines = [f"{exp} / {model}: {what} at equal model calls per sequence (EB: its mean calls in brackets)", "",
+             "| sampler / schedule | " + " | ".join(f"{n} calls" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+    lines += [f"| {name} | " + " | ".join(fmt(rows[name].get(n), exp) for n in nfes) + " |" for name in sorted(rows)]
+    lines.append("")
+    for n in nfes:
+        cells = [r for r in records if r["budget"] == n]
+        if not cells:
+            continue
+        best = min(cells, key=lambda r: r["value"])
+        jys = [r for r in cells if r["schedule"] == "jys"]
+        peers = [r for r in cells if r["sampler"] == "eb" or r["schedule"] in OWN.get(r["sampler"], ())]
+        line = f"- {n} calls: best {row_name(best)} {fmt(best, exp)}"
+        if jys and peers:
+            bj, bp = min(jys, key=lambda r: r["value"]), min(peers, key=lambda r: r["value"])
+            line += f"; best JYS combination {row_name(bj)} {fmt(bj, exp)} vs best peer alone {row_name(bp)} {fmt(bp, exp)}"
+            if bj["value"] > 0:
+                line += f": ratio peer/JYS {bp['value'] / bj['value']:.2f}"
+            if bj["value_se"] is not None:
+                diff = bp["value"] - bj["value"]
+                se = math.hypot(bj["value_se"], bp["value_se"])
+                line += f", difference {diff:+.4f} ± {se:.4f}" + (f" ({diff / se:+.1f} s.e.)" if se > 0 else "")
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def report(runs: Path, runs_of: list[str], samplers: list[str], nfes: list[int]) -> None:
     """Print each pair's table and the best lines; write runs/peers/results.json and the figure."""
     everything, panels = [], []
@@ -105,33 +137,7 @@ def report(runs: Path, runs_of: list[str], samplers: list[str], nfes: list[int])
             raise ResultsError(f"no metrics records under {runs / exp / model / 'metrics'}: run bash scripts/peers.sh first")
         everything += records
         panels.append((exp, model, records))
-        rows = {}
-        for r in records:
-            rows.setdefault(row_name(r), {})[r["budget"]] = r
-        what = "CountDown error ± s.e." if exp == "count" else "generative perplexity"
-        print(f"\n{exp} / {model}: {what} at equal model calls per sequence (EB: its mean calls in brackets)")
-        print("| sampler / schedule | " + " | ".join(f"{n} calls" for n in nfes) + " |")
-        print("|---|" + "---|" * len(nfes))
-        for name in sorted(rows):
-            print(f"| {name} | " + " | ".join(fmt(rows[name].get(n), exp) for n in nfes) + " |")
-        for n in nfes:
-            cells = [r for r in records if r["budget"] == n]
-            if not cells:
-                continue
-            best = min(cells, key=lambda r: r["value"])
-            jys = [r for r in cells if r["schedule"] == "jys"]
-            peers = [r for r in cells if r["sampler"] == "eb" or r["schedule"] in OWN.get(r["sampler"], ())]
-            line = f"{n} calls: best {row_name(best)} {fmt(best, exp)}"
-            if jys and peers:
-                bj, bp = min(jys, key=lambda r: r["value"]), min(peers, key=lambda r: r["value"])
-                line += f"; best JYS combination {row_name(bj)} {fmt(bj, exp)} vs best peer alone {row_name(bp)} {fmt(bp, exp)}"
-                if bj["value"] > 0:
-                    line += f": ratio peer/JYS {bp['value'] / bj['value']:.2f}"
-                if bj["value_se"] is not None:
-                    diff = bp["value"] - bj["value"]
-                    se = math.hypot(bj["value_se"], bp["value_se"])
-                    line += f", difference {diff:+.4f} ± {se:.4f}" + (f" ({diff / se:+.1f} s.e.)" if se > 0 else "")
-            print(line)
+        print("\n" + pair_table(exp, model, records, nfes))
     out = runs / "peers"
     atomic_write_json(out / "results.json", everything)
     fig = Figure(figsize=(5.5 * len(panels) + 2, 4.6))

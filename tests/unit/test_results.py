@@ -112,3 +112,21 @@ def test_two_call_steps_stand_under_the_budget_they_were_made_for(tmp_path):
     write_runs(tmp_path / "again", [euler, euler | {"metrics_file": "copy"}], model="folk-tauldr")
     with pytest.raises(ResultsError, match="are the same cell"):
         collect(tmp_path / "again", spec_for("folk"), nfes=[8])
+
+
+def test_the_peers_block_is_generated_from_its_record(tmp_path):
+    """A page's `<!-- results: peers count:oracle -->` block: the pair's table at the budgets its records hold,
+    JYS's best combination against the best peer alone with the difference in standard errors."""
+    records_dir = tmp_path / "records"
+    records_dir.mkdir()
+    base = {"experiment": "count", "model": "oracle", "seed": 0, "model_calls": 8.0}
+    rows = [base | {"sampler": "dus", "schedule": "geometric", "budget": 8, "value": 0.05, "value_se": 0.003},
+            base | {"sampler": "dus", "schedule": "jys", "budget": 8, "value": 0.04, "value_se": 0.004}]
+    (records_dir / "peers.json").write_text(json.dumps(rows))
+    page = tmp_path / "peers.md"
+    page.write_text("<!-- results: peers count:oracle -->\n<!-- /results -->\n")
+    pages.regenerate([page], records_dir)
+    text = page.read_text()
+    assert "| dus / geometric | 0.0500 ± 0.0030 |" in text and "| dus / jys | 0.0400 ± 0.0040 |" in text
+    assert "best JYS combination dus / jys 0.0400 ± 0.0040 vs best peer alone dus / geometric" in text
+    assert "difference +0.0100 ± 0.0050 (+2.0 s.e.)" in text
