@@ -209,7 +209,9 @@ class PathLattice:
 
     def pair(self, p: int, q: int) -> torch.Tensor:
         """Σ_{positions, marks} of the integrand per sequence, coarse read at point p, fine at q (p before q). [M]"""
-        if p == q:
+        if p == q or (self.family == "count" and int(self.points[q]) == self.x.shape[2]):
+            # the count L has nothing masked: no mark, and no read at its time t = 0, where a network's σ̄ = 0
+            # (SEDD's absorbing output shift −log(e^σ̄ − 1)) is singular
             return torch.zeros(self.x.shape[1], dtype=F64)
         if (p, q) not in self.pairs:
             fine = self.read(q)

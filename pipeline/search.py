@@ -232,7 +232,8 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
         "search": "lattice", "family": family, "model": identity, "experiment": experiment.config,
         "objective": s.objective, "coarse_state": s.coarse_state, "seed": s.seed, "weight": weight,
         **({"rule": rule} if rule != "none" else {}), "lattice_samples": M, "points": points,
-        "data": experiment.identity(), **({"max_span": span} if span else {})})
+        "data": experiment.identity(), **({"max_span": span} if span else {}),
+        **({"end": "no read at count L"} if family == "kgillespie" else {})})  # tables before it read the model at t = 0
     table_file = out_dir / "schedules" / "search" / f"lattice-{family}-{s.objective}-{digest}.json"
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
     if saved.get("key") == key:

@@ -96,6 +96,28 @@ def test_count_family_lattice_nests_masks_and_times():
     assert lat.grid_value([0, 5, 8]).value > lat.grid_value([0, 2, 5, 8]).value > 0
 
 
+def test_the_count_lattice_never_reads_the_model_at_count_L():
+    """Count L (nothing masked) sits at t = 0, where a trained SEDD's output shift −log(e^σ̄ − 1) is singular: a model
+    that returns NaN there gives the same finite table as the oracle (the last point's integrand is 0)."""
+    from models.protocol import ModelOutput
+
+    chain = countdown_chain(4)
+    model = _oracle({"name": "absorbing"}, {"name": "loglinear"}, chain)
+
+    class SingularAtZero:
+        process = model.process
+
+        def __call__(self, x, t):
+            out = model(x, t)
+            return ModelOutput(out.kind, torch.where((t == 0).reshape(-1, 1, 1), math.nan, out.values))
+
+    x0 = chain.sample(16, 8, torch.Generator().manual_seed(0))
+    points = [0, 2, 5, 8]
+    exact = PathLattice(model, x0, points, "count", seed=0, objective="destination").table()
+    singular = PathLattice(SingularAtZero(), x0, points, "count", seed=0, objective="destination").table()
+    assert torch.isfinite(singular[0, 3]) and torch.equal(singular, exact)
+
+
 def test_survival_closed_forms():
     t = torch.tensor([0.05, 0.3, 0.7, 1.0], dtype=F64)
     absorbing = make_process({"noise": {"name": "loglinear"}, "kernel": {"name": "absorbing", "num_states": 5}})
