@@ -8,6 +8,7 @@ A new metric family is a module under metrics/ and its entries here (or `registe
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -40,7 +41,7 @@ class MetricContext:
         self.cfg = cfg
         self._memo: dict = {}
 
-    @property
+    @cached_property
     def experiment(self) -> Experiment:
         """The config's experiment, built when a metric first needs it (the judge alone never does)."""
         return experiment_of(self.cfg)

@@ -97,13 +97,10 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
 def optimize_config(cfg: DictConfig, model=None) -> Path:
     """The config's door to `optimize`: its experiment, model (built unless given), settings, NFE and sampler;
     the schedule lands under runs/<experiment>/<model>/schedules/."""
-    nfe = cfg.nfe
-    if not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
     experiment = experiment_of(cfg)
     settings = settings_from(cfg)
     model = model if model is not None else build_model(cfg, experiment)
-    return optimize(experiment, model, settings, nfe, str(cfg.sampler), run_dir(cfg))
+    return optimize(experiment, model, settings, cfg.nfe, str(cfg.sampler), run_dir(cfg))  # optimize checks nfe
 
 
 def identity_of(model) -> dict:

@@ -113,10 +113,7 @@ def tau_leaping_step(model, x, t, s, generator, multi_jump: str = "reject"):
         raise ValueError(f"unknown multi_jump {multi_jump!r}; expected one of {MULTI_JUMPS}")
     lam = (t - s) * _rates(model, x, t)  # [B, L, S]
     if model.process.kernel.ordinal:
-        jumps = torch.poisson(lam, generator=generator)
-        states = torch.arange(lam.shape[-1], dtype=F64)
-        move = (jumps * (states - x.unsqueeze(-1).to(F64))).sum(-1)
-        return (x + move.long()).clamp_(0, lam.shape[-1] - 1)
+        return _ordinal_jumps(lam, x, generator)
     return _categorical_jumps(lam, x, generator, multi_jump)
 
 
@@ -127,6 +124,15 @@ def _categorical_jumps(lam: torch.Tensor, x: torch.Tensor, generator: torch.Gene
     count = torch.poisson(total, generator=generator)
     dest = sample_categorical(lam + (total == 0).unsqueeze(-1).to(F64), generator)
     return torch.where(count == 1 if multi_jump == "reject" else count >= 1, dest, x)
+
+
+def _ordinal_jumps(lam: torch.Tensor, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Poisson moves of intensities lam [B, L, S] (the step folded in) added to x, x + Σ_y n_{l,y}(y − x_l), clamped
+    (tauLDR's ordinal τ-leaping)."""
+    jumps = torch.poisson(lam, generator=generator)
+    states = torch.arange(lam.shape[-1], dtype=F64)
+    move = (jumps * (states - x.unsqueeze(-1).to(F64))).sum(-1)
+    return (x + move.long()).clamp_(0, lam.shape[-1] - 1)
 
 
 def _displacement_rates(rates: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -162,9 +168,7 @@ def trapezoidal_step(model, x, t, s, generator, theta: float = 0.5, multi_jump: 
     S = r0.shape[-1]
     if ordinal:
         moves = torch.arange(-(S - 1), S, dtype=F64)
-        jumps = torch.poisson(theta * dt * r0, generator=generator)
-        states = torch.arange(S, dtype=F64)
-        y = (x + (jumps * (states - x.unsqueeze(-1).to(F64))).sum(-1).long()).clamp_(0, S - 1)
+        y = _ordinal_jumps(theta * dt * r0, x, generator)
         y = hold(y) if hold is not None else y
         r1 = _rates(model, y, t_mid)
         lam = (a1 * _displacement_rates(r1, y) - a2 * _displacement_rates(r0, x)).clamp_(min=0)  # d = 0: R̂ = 0, clipped
