@@ -70,15 +70,46 @@ class Coarse:
     x: torch.Tensor  # [M, L]
     t: torch.Tensor  # [M] float64
     log_ratio: torch.Tensor  # [M, L, S] float32
+    # log p(x0_l | x_{t1,−l}) [M, L, S0] float32, kept for ordinal kernels when the model gives a denoiser: the
+    # frozen-denoiser path and the step's exact law carry it forward (stable), where the ratios would need
+    # expm(+ΔσQ), which overflows for tauLDR's rates (see `context_posterior`)
+    log_context: torch.Tensor | None = None
 
     def rows(self, i: int, j: int) -> "Coarse":
-        return Coarse(self.x[i:j], self.t[i:j], self.log_ratio[i:j])
+        ctx = None if self.log_context is None else self.log_context[i:j]
+        return Coarse(self.x[i:j], self.t[i:j], self.log_ratio[i:j], ctx)
+
+    def context(self, *index) -> torch.Tensor | None:
+        """p(x0_l | x_{t1,−l}) in float64 at `index`, or None."""
+        return None if self.log_context is None else self.log_context[index].to(F64).exp()
+
+
+def context_posterior(probs: torch.Tensor, x: torch.Tensor, t: torch.Tensor, process) -> torch.Tensor:
+    """p(x0_l | x_{t,−l}) [B, L, S0] from the denoiser p(x0_l | x_t) [B, L, S0]: the forward process noises each
+    token alone, so p(x0_l | x_t) ∝ p(x0_l | x_{t,−l}) · P_t[x0_l, x_l], and dividing by the column undoes it.
+    An x0 that cannot reach x_l (P_t below the kernel's floor) gets 0: its context weight is not identified."""
+    S0 = process.data_states
+    col = process.kernel.transition_cols(x, process.sigma(t))[..., :S0]
+    post = torch.where(col > 0, probs.to(F64) / col.clamp_min(1e-300), 0.0)
+    return post / post.sum(-1, keepdim=True).clamp_min(1e-300)
+
+
+def carried(process, ratio1: torch.Tensor, context1: torch.Tensor | None, t1: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """m_s ∝ p_s(x_l = · | the context of x_{t1}) [b, l, S]: the token's marginal at s < t1 with the other tokens
+    frozen at x_{t1} (the Tweedie step's numerator). From the context posterior where kept (Σ_x0 p(x0|ctx) P_s[x0, ·],
+    forward transitions only), else expm(−ΔσQ)ᵀ r1 (categorical kernels)."""
+    if context1 is None:
+        return process.kernel.staggered(ratio1, process.sigma(t1) - process.sigma(s))
+    P = process.kernel.transition(process.sigma(s.expand(context1.shape[0])))[:, : process.data_states]
+    return torch.matmul(context1, P)
 
 
 def coarse_read(model, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> Coarse:
     """The model's log ratios at (x, t) in batches of batch_size sequences, kept in float32. Under torchrun
     batch k is read by rank k mod P and the reads are summed over ranks (each entry filled by one rank)."""
-    store = torch.zeros(*x.shape, model.process.num_states, dtype=torch.float32)
+    process = model.process
+    store = torch.zeros(*x.shape, process.num_states, dtype=torch.float32)
+    context = None
     for i in range(0, x.shape[0], batch_size):
         if not dist.mine(i // batch_size):
             continue
@@ -86,9 +117,15 @@ def coarse_read(model, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> Coa
         out = model(xb, tb)
         if out.kind == "score":  # already log ratios: no float64 copy of [b, L, S]
             store[i:i + batch_size] = out.values
-        else:
-            store[i:i + batch_size] = concrete_ratios(out, xb, tb, model.process).log()
-    return Coarse(x, t, dist.sum_disjoint(store))
+            continue
+        store[i:i + batch_size] = concrete_ratios(out, xb, tb, process).log()
+        if process.kernel.ordinal:
+            if context is None:
+                context = torch.zeros(*x.shape, process.data_states, dtype=torch.float32)
+            context[i:i + batch_size] = context_posterior(out.values, xb, tb, process).log()
+    if dist.any_true(context is not None):  # under torchrun a rank may have read no batch
+        context = dist.sum_disjoint(context if context is not None else torch.zeros(*x.shape, process.data_states))
+    return Coarse(x, t, dist.sum_disjoint(store), context)
 
 
 def draw_pair(process, x0: torch.Tensor, seed: int, t1: float, t2: torch.Tensor):
@@ -118,19 +155,20 @@ def _current_state_rates(process, ratio1: torch.Tensor, x1: torch.Tensor, x2: to
     return rates.scatter(-1, x2.unsqueeze(-1), 0.0)
 
 
-def _denoiser_rates(process, ratio1: torch.Tensor, x2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+def _denoiser_rates(process, ratio1: torch.Tensor, context1: torch.Tensor | None, x2: torch.Tensor, t1: torch.Tensor,
+                    t2: torch.Tensor) -> torch.Tensor:
     """The rates at (x_{t2,l}, t2) of the frozen-denoiser process: each token moves alone under the exact reverse
-    dynamics of its marginal at t1 (the coarse read, other tokens frozen at x_{t1}), carried to t2 by the kernel,
-    m_{t2} ∝ expm(−(σ̄(t1) − σ̄(t2))Q)ᵀ r1 (the Tweedie step's numerator). Its path is the Tweedie sampler's, so the
-    Girsanov integrand against it counts only the change of context, never a mistimed rate. [b, l, S]"""
-    m = process.kernel.staggered(ratio1, process.sigma(t1) - process.sigma(t2)).clamp_min(0.0)
+    dynamics of its marginal at t1 (the coarse read, other tokens frozen at x_{t1}), carried to t2 by the kernel
+    (`carried`; the Tweedie step's numerator). Its path is the Tweedie sampler's, so the Girsanov integrand
+    against it counts only the change of context, never a mistimed rate. [b, l, S]"""
+    m = carried(process, ratio1, context1, t1, t2).clamp_min(0.0)
     m_z = m.gather(-1, x2.unsqueeze(-1))
     ratio = torch.where(m_z > 0, m / torch.where(m_z > 0, m_z, 1.0), 0.0)
     rates = process.sigma_rate(t2).reshape(-1, 1, 1) * process.kernel.rate_cols(x2) * ratio
     return rates.scatter(-1, x2.unsqueeze(-1), 0.0)
 
 
-def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse_state: str) -> torch.Tensor:
+def _chunk_terms(process, ratio1, context1, x1, t1, ratio2, x2, t2, objective: str, coarse_state: str) -> torch.Tensor:
     """Σ over the chunk's positions and marks of the integrand, per sequence. [b] float64"""
     kernel = process.kernel
     R1 = process.sigma_rate(t1).reshape(-1, 1, 1) * kernel.rate_cols(x1) * ratio1
@@ -141,7 +179,7 @@ def _chunk_terms(process, ratio1, x1, t1, ratio2, x2, t2, objective: str, coarse
     if coarse_state == "denoiser":
         # Where the carried denoiser is not positive (ratios that are no marginal of the kernel: a trained model's
         # error; never the oracle's), the mark reads the coarse rate from the current value, as 'current' does.
-        R1 = _denoiser_rates(process, ratio1, x2, t1, t2)
+        R1 = _denoiser_rates(process, ratio1, context1, x2, t1, t2)
         R1 = torch.where(R1 > 0, R1, _current_state_rates(process, ratio1, x1, x2, t1))
     elif kernel.mask is None and not kernel.ordinal:
         R1 = torch.where(changed, R1.scatter(-1, x2.unsqueeze(-1), 0.0), R1)  # no-op marks have no intensity
@@ -183,7 +221,7 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
     first: positions before it are a condition prefix (data in both paths, never moved): not summed."""
     M, L = x2.shape
     S = process.num_states
-    coarse_state = resolve_coarse_state(coarse_state, process.kernel)
+    coarse_state = resolve_coarse_state(coarse_state, process.kernel, coarse.log_context is not None)
     t1 = coarse.t.to(F64)
     t2 = t2.to(F64)
     out = torch.zeros(M, dtype=F64)
@@ -197,7 +235,7 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
             bi, li = b[i:i + step], l[i:i + step]
             x1c, x2c = coarse.x[bi, li].unsqueeze(1), x2[bi, li].unsqueeze(1)  # [n, 1]
             r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[bi, li].unsqueeze(1)), x2c, t2[bi], process)
-            terms = _chunk_terms(process, coarse.log_ratio[bi, li].unsqueeze(1).to(F64).exp(), x1c, t1[bi], r2, x2c, t2[bi],
+            terms = _chunk_terms(process, coarse.log_ratio[bi, li].unsqueeze(1).to(F64).exp(), None, x1c, t1[bi], r2, x2c, t2[bi],
                                  objective, coarse_state)
             out.index_add_(0, bi, terms)
         return out
@@ -206,20 +244,21 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
         sl = slice(i, i + step)
         x1c, x2c = coarse.x[:, sl], x2[:, sl]
         r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[:, sl]), x2c, t2, process)
-        out += _chunk_terms(process, coarse.log_ratio[:, sl].to(F64).exp(), x1c, t1, r2, x2c, t2, objective,
-                            coarse_state)
+        out += _chunk_terms(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.context(slice(None), sl), x1c, t1,
+                            r2, x2c, t2, objective, coarse_state)
     return out
 
 
 STEP_RULES = ("none", "euler", "tau_leaping", "tau_leaping_last", "tweedie")
 
 
-def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor, s: torch.Tensor, rule: str):
+def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor, s: torch.Tensor, rule: str,
+              context1: torch.Tensor | None = None):
     """(q, P) per position [b, l, S]: the sampler's one-step law from (x_{t1}, t1) to s, and the exact one-step
     marginal given x_{t1} (the Tweedie step's law, normalized)."""
     kernel = process.kernel
     dsig = process.sigma(t1) - process.sigma(s)
-    P = (kernel.staggered(ratio1, dsig) * kernel.transition_cols(x1, dsig)).clamp_min(0.0)
+    P = (carried(process, ratio1, context1, t1, s) * kernel.transition_cols(x1, dsig)).clamp_min(0.0)
     P = P / P.sum(-1, keepdim=True)
     h = (t1 - s).reshape(-1, 1, 1)
     R = (process.sigma_rate(t1).reshape(-1, 1, 1) * kernel.rate_cols(x1) * ratio1).scatter(-1, x1.unsqueeze(-1), 0.0)
@@ -248,28 +287,35 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     out = torch.zeros(M, dtype=F64)
     if rule in ("none", "tweedie"):
         return out
-    if process.kernel.ordinal:
-        raise ValueError("the step rule term needs a categorical kernel (absorbing or uniform); ordinal kernels have "
-                         "no Tweedie step here")
+    if process.kernel.ordinal and (rule != "euler" or coarse.log_context is None):
+        raise ValueError(f"the step rule term {rule!r} under an ordinal kernel: only 'euler' (τ-leaping moves tokens by "
+                         f"summed displacements, a law not derived here), and only with a model that gives a denoiser "
+                         f"(the step's exact law is carried from p(x0 | context); this one gives "
+                         f"{'scores' if coarse.log_context is None else 'a denoiser'})")
     S = process.num_states
     t1 = coarse.t.to(F64)
     s = torch.as_tensor(s, dtype=F64).expand(M)
     step = max(1, CHUNK_BYTES // (M * S * 8 * 4))
     for i in range(first, L, step):
         sl = slice(i, i + step)
-        q, P = _step_law(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.x[:, sl], t1, s, rule)
+        q, P = _step_law(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.x[:, sl], t1, s, rule,
+                         coarse.context(slice(None), sl))
         pos = q > 0
         out += torch.where(pos, q * (torch.log(torch.where(pos, q, 1.0)) - torch.log(P.clamp_min(1e-300))), 0.0).sum((1, 2))
     return out
 
 
-def resolve_coarse_state(coarse_state: str, kernel) -> str:
-    """auto: 'start' for absorbing kernels (where 'denoiser' gives the same rates to a masked token),
-    'denoiser' for uniform ones, 'current' for ordinal ones (no Tweedie step to carry the denoiser with)
+def resolve_coarse_state(coarse_state: str, kernel, has_context: bool = False) -> str:
+    """auto: 'start' for absorbing kernels (where 'denoiser' gives the same rates to a masked token), 'denoiser' for
+    uniform ones and for ordinal ones whose model gives a denoiser (has_context: the read kept p(x0 | context)),
+    'current' for ordinal ones that give scores (their carried marginal would need expm(+ΔσQ))
     (docs/results/jys.md, "Where the coarse path reads its rates" and "The grid objective J")."""
     check_coarse_state(coarse_state)
     if coarse_state == "auto":
-        return "start" if kernel.mask is not None else "current" if kernel.ordinal else "denoiser"
+        return "start" if kernel.mask is not None else "current" if kernel.ordinal and not has_context else "denoiser"
+    if coarse_state == "denoiser" and kernel.ordinal and not has_context:
+        raise ValueError("jys.coarse_state=denoiser under an ordinal kernel needs a model that gives a denoiser "
+                         "p(x0 | x_t) (this one gives scores); use jys.coarse_state=current")
     return coarse_state
 
 

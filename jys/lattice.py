@@ -255,7 +255,9 @@ class PathLattice:
     def table(self, indices: list[int] | None = None, max_span: int | None = None) -> torch.Tensor:
         """D[a, b] (mean over sequences) of the step from the a-th to the b-th of `indices` (lattice points,
         in order; default all), by the trapezoid over those points only; inf where b <= a, and where b − a >
-        max_span (a step no grid of many steps takes: the pairs grow as the square of the lattice). [n, n]"""
+        max_span (a step no grid of many steps takes: the pairs grow as the square of the lattice), except from the
+        first point: the step from the prior may be as long as a grid likes (under a kernel that mixes early the
+        best grids leap from 1 far into the data's range). [n, n]"""
         idx = list(range(len(self.points))) if indices is None else list(indices)
         n = len(idx)
         span = n if max_span is None else max_span
@@ -263,7 +265,7 @@ class PathLattice:
         bar = progress_bar(total=n * (n - 1) // 2, desc="JYS lattice pairs", leave=False, enabled=self.progress)
         for a in range(n - 1):
             p, acc = idx[a], torch.zeros((), dtype=F64)
-            for b in range(a + 1, min(n, a + 1 + span)):
+            for b in range(a + 1, n if a == 0 else min(n, a + 1 + span)):
                 q, q0 = idx[b], idx[b - 1]
                 cur = (self.w[q] * self.pair(p, q) + self.w[q0] * self.pair(p, q0)) / 2
                 acc = acc + ((self.t[q0] - self.t[q]).abs() * cur).mean()

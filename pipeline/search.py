@@ -31,15 +31,13 @@ from samplers.schedules import check_grid, first_count, times_from_counts
 SEARCHES = ("auto", "hierarchy", "lattice")  # auto | the published golden-section levels | J's exact optimum on a lattice
 
 
-def resolve_search(search: str, kernel) -> str:
-    """auto: 'lattice' for categorical kernels (absorbing, uniform), where J ranks grids as the samples do
-    (docs/results/jys.md, "The grid objective J"); 'hierarchy' for ordinal kernels, whose J has no frozen-denoiser
-    path or step term yet (no Tweedie step)."""
+def resolve_search(search: str) -> str:
+    """auto: 'lattice' (J's exact optimum) for every kernel: J ranks grids as the samples do on the oracles of each
+    kind (docs/jys_objective.md); ordinal kernels read the frozen-denoiser path from the model's denoiser
+    (jys.klub.context_posterior). 'hierarchy' is the published golden-section search, with its step 1 → t_mix."""
     if search not in SEARCHES:
         raise ValueError(f"unknown jys.search {search!r}; expected one of {SEARCHES}")
-    if search == "auto":
-        return "hierarchy" if kernel.ordinal else "lattice"
-    return search
+    return "lattice" if search == "auto" else search
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
     if prefix:
         check_prefix_support(sampler)
     s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
-    if resolve_search(settings.kind, model.process.kernel) == "lattice":
+    if resolve_search(settings.kind) == "lattice":
         return _optimize_lattice(experiment, model, settings, s, nfe, sampler, family, out_dir)
     if family == "kgillespie":
         t_mix = 1.0
@@ -139,7 +137,7 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
     key, digest = cache_key("search", {
         "family": family, "model": identity, "experiment": experiment.config,  # metrics and models fix no level
         "settings": {k: v for k, v in dataclasses.asdict(s).items() if k not in speed_only}, "t_mix": t_mix,
-        "data": experiment.identity()})
+        "data": experiment.identity(), **_ordinal_key(model.process.kernel)})
     state_file = out_dir / "schedules" / "search" / f"{family}-{s.objective}-{digest}.json"
     state = SearchState()
     if state_file.is_file():
@@ -215,6 +213,12 @@ def step_rule(settings: JYSSettings, sampler: str, kernel) -> str:
     return resolve_rule(settings.rule, sampler, kernel, settings.multi_jump)
 
 
+def _ordinal_key(kernel) -> dict:
+    """Names, in a cache key, that ordinal kernels' 'auto' coarse state became the frozen-denoiser path (searches
+    and tables cached before it read the current-state rates)."""
+    return {"ordinal_coarse": "denoiser path from p(x0 | context)"} if kernel.ordinal else {}
+
+
 def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: SearchSettings, nfe: int, sampler: str,
                       family: str, out_dir: Path) -> Path:
     """jys.search=lattice: the grid of `nfe` steps that minimizes J (jys.lattice, weight jys.weight) exactly over
@@ -229,8 +233,9 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
         "search": "lattice", "family": family, "model": identity, "experiment": experiment.config,
         "objective": s.objective, "coarse_state": s.coarse_state, "seed": s.seed, "weight": weight,
         **({"rule": rule} if rule != "none" else {}), "lattice_samples": M, "points": points,
-        "data": experiment.identity(), **({"max_span": span} if span else {}),
-        **({"end": "no read at count L"} if family == "kgillespie" else {})})  # tables before it read the model at t = 0
+        "data": experiment.identity(), **({"max_span": span, "first_row": "full"} if span else {}),
+        **({"end": "no read at count L"} if family == "kgillespie" else {}),  # tables before it read the model at t = 0
+        **_ordinal_key(model.process.kernel)})
     table_file = out_dir / "schedules" / "search" / f"lattice-{family}-{s.objective}-{digest}.json"
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
     if saved.get("key") == key:

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from jys.klub import Coarse, _step_law, klub_terms, step_terms
+from jys.klub import Coarse, _step_law, carried, coarse_read, context_posterior, klub_terms, step_terms
 from jys.lattice import PathLattice
 from models.chains import MarkovChain
 from models.oracle import OracleModel
@@ -16,7 +16,8 @@ CHAIN = MarkovChain(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([[0.1, 0.8, 0.1]
 
 
 def _oracle(kernel: str, noise: str = "loglinear") -> OracleModel:
-    process = make_process({"noise": {"name": noise}, "kernel": {"name": kernel, "num_states": 3}})
+    params = {"rate_sigma": 1.5, "Q_sigma": 8.0} if kernel == "gaussian" else {}
+    process = make_process({"noise": {"name": noise}, "kernel": {"name": kernel, "num_states": 3, **params}})
     return OracleModel(CHAIN, process, floor=1e-3)
 
 
@@ -26,14 +27,17 @@ def _read(model, x: torch.Tensor, t: float) -> Coarse:
     return Coarse(x, tb, concrete_ratios(model(x, tb), x, tb, model.process).log().float())
 
 
-def test_exact_step_marginal_against_enumeration():
-    """P_l of _step_law is p(x_s,l | x_t) of the chain the oracle is exact for, by enumerating every x_0."""
-    model = _oracle("uniform")
+@pytest.mark.parametrize("kernel", ["uniform", "gaussian"])
+def test_exact_step_marginal_against_enumeration(kernel):
+    """P_l of _step_law is p(x_s,l | x_t) of the chain the oracle is exact for, by enumerating every x_0: carried by
+    expm(−ΔσQ)ᵀ r for the uniform kernel, from the context posterior p(x0_l | x_t,−l) for the ordinal one."""
+    model = _oracle(kernel)
     proc, chain = model.process, CHAIN.mixed(1e-3)
     x = torch.tensor([[2, 0, 1]])
     t, s = 0.7, 0.3
-    c = _read(model, x, t)
-    _, P = _step_law(proc, c.log_ratio.to(F64).exp(), x, c.t, torch.tensor([s], dtype=F64), "euler")
+    c = coarse_read(model, x, torch.tensor([t], dtype=F64), 8)
+    assert (c.log_context is not None) == (kernel == "gaussian")
+    _, P = _step_law(proc, c.log_ratio.to(F64).exp(), x, c.t, torch.tensor([s], dtype=F64), "euler", c.context())
     sig_t, sig_s = (float(proc.sigma(torch.tensor(v, dtype=F64))) for v in (t, s))
     Pt, Ps, Pd = (proc.kernel.transition(torch.tensor([v], dtype=F64))[0] for v in (sig_t, sig_s, sig_t - sig_s))
     want = torch.zeros(3, 3, dtype=F64)
@@ -101,3 +105,41 @@ def test_denoiser_coarse_path_of_a_lone_token_is_exact():
     assert lat.pair(0, 2).abs().max() < 1e-4
     cur = PathLattice(model, x0, [1.0, 0.6, 0.2], "tau", seed=6, objective="girsanov", coarse_state="current")
     assert cur.pair(0, 2).mean() > 1e-2  # the frozen-time path mistimes even a lone token
+
+
+def test_context_posterior_against_enumeration():
+    """p(x0_l | x_t,−l) from the oracle's denoiser equals the sum over every x_0 with token l left out of the
+    likelihood, and carrying it gives the same marginal as expm(−ΔσQ)ᵀ r where both exist (uniform kernel)."""
+    model = _oracle("uniform")
+    proc, chain = model.process, CHAIN.mixed(1e-3)
+    x, t = torch.tensor([[1, 2, 2]]), torch.tensor([0.45], dtype=F64)
+    post = context_posterior(model(x, t).values, x, t, proc)
+    Pt = proc.kernel.transition(proc.sigma(t))[0]
+    want = torch.zeros(3, 3, dtype=F64)
+    for seq in itertools.product(range(3), repeat=3):
+        p = float(chain.log_prob(torch.tensor([seq])).exp())
+        for l in range(3):
+            want[l, seq[l]] += p * float(torch.prod(torch.stack([Pt[seq[j], x[0, j]] for j in range(3) if j != l])))
+    want /= want.sum(-1, keepdim=True)
+    assert torch.allclose(post[0], want, atol=1e-9)
+    ratio = _read(model, x, 0.45).log_ratio.to(F64).exp()
+    s = torch.tensor([0.2], dtype=F64)
+    by_context, by_ratio = carried(proc, ratio, post, t, s), carried(proc, ratio, None, t, s)
+    assert torch.allclose(by_context / by_context.sum(-1, keepdim=True), by_ratio / by_ratio.sum(-1, keepdim=True),
+                          atol=1e-9)
+
+
+def test_ordinal_euler_step_law_is_the_samplers_own():
+    """Under the ordinal kernel Euler's q (the step term's) matches the sampler's frequencies, and the term needs the
+    context posterior: a score model's read is refused with a message naming it."""
+    model = _oracle("gaussian", "geometric")
+    x = torch.tensor([[2, 0, 1]]).expand(20000, 3).contiguous()
+    t, s = 0.6, 0.45
+    c = coarse_read(model, x[:1], torch.tensor([t], dtype=F64), 8)
+    q, P = _step_law(model.process, c.log_ratio.to(F64).exp(), x[:1], c.t, torch.tensor([s], dtype=F64), "euler",
+                     c.context())
+    y = euler_step(model, x, t, s, torch.Generator().manual_seed(0))
+    assert torch.allclose(torch.nn.functional.one_hot(y, 3).to(F64).mean(0), q[0], atol=0.015)
+    assert float(step_terms(model.process, c, torch.tensor([s], dtype=F64), "euler")) > 0
+    with pytest.raises(ValueError, match="gives scores"):
+        step_terms(model.process, Coarse(c.x, c.t, c.log_ratio), torch.tensor([s], dtype=F64), "euler")
