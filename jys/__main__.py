@@ -32,9 +32,13 @@ def main(cfg: DictConfig) -> None:
         return
     record = json.loads(path.read_text())
     times = ", ".join(f"{t:.4f}" for t in record["times"])
-    cost = (f"{record['sample_forwards']:,} sample-forwards in {record['model_calls']} model calls" if "sample_forwards"
-            in record else f"J = {record['J']:.6g} on a lattice of {record['lattice_points']} points, "
-                           f"{record['model_calls']} model calls")
+    if "sample_forwards" in record:  # the hierarchy
+        cost = f"{record['sample_forwards']:,} sample-forwards in {record['model_calls']} model calls"
+    elif record.get("search") == "beta":
+        cost = (f"Beta(a={record['a']:g}, b={record['b']:g}), J = {record['J']:.6g}, {record['pairs_scored']} pairs "
+                f"scored in {record['model_calls']} model calls")
+    else:
+        cost = f"J = {record['J']:.6g} on a lattice of {record['lattice_points']} points, {record['model_calls']} model calls"
     print(f"{record['label']} schedule, {record['nfe']} steps, {cost}: [{times}] -> {path}")
 
 

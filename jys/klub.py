@@ -49,6 +49,7 @@ the positions masked at t1 (every other row of both rate matrices is 0).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -252,6 +253,36 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
 STEP_RULES = ("none", "euler", "tau_leaping", "tau_leaping_last", "tweedie")
 
 
+def _ordinal_leap_law(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """τ-leaping's one-step law under an ordinal kernel [b, l, S]: x + D clamped to [0, S − 1], D = Σ_d d·N_d with
+    N_d ~ Poisson(λ_d) independent (lam [b, l, S]: the step's intensities to each state, its length folded in).
+    D's law from its characteristic function exp(Σ_d λ_d (e^{iωd} − 1)) on an FFT grid, centred on round(E D) so
+    that no mass wraps around (the grid spans ±6 standard deviations and the state space); the clamped ends take
+    the tails' sums."""
+    S = lam.shape[-1]
+    lam_d = _marks(lam, x, True)  # [b, l, 2S − 1], d = −(S − 1) … S − 1
+    d = torch.arange(-(S - 1), S, dtype=F64)
+    mean, var = (lam_d * d).sum(-1), (lam_d * d * d).sum(-1)
+    m = mean.round()
+    N = 1 << max(6, math.ceil(math.log2(12 * math.sqrt(float(var.max())) + 4 * S + 1)))
+    w = 2 * math.pi * torch.arange(N, dtype=F64) / N
+    E = torch.polar(torch.ones(2 * S - 1, N, dtype=F64), d[:, None] * w[None, :]) - 1  # e^{iωd} − 1 [2S − 1, N]
+    log_phi = lam_d.to(torch.complex128) @ E - 1j * m.unsqueeze(-1).to(torch.complex128) * w  # [b, l, N]
+    p = (torch.fft.fft(torch.exp(log_phi)).real / N).clamp_min(0.0)  # P(D − m = j) at j mod N (φ = E e^{iωD})
+    p = torch.roll(p, N // 2, dims=-1)  # index j + N/2 for j = −N/2 … N/2 − 1
+    cdf = p.cumsum(-1)
+    k = torch.arange(S)
+    j = (k - x.unsqueeze(-1) - m.long().unsqueeze(-1))  # D − m that lands on state k [b, l, S]
+    inside = (j >= -(N // 2)) & (j < N // 2)
+    idx = (j + N // 2).clamp(0, N - 1)
+    q = torch.where(inside, p.gather(-1, idx), 0.0)
+    low = torch.where(j[..., 0] < -(N // 2), 0.0, torch.where(j[..., 0] >= N // 2, 1.0, cdf.gather(-1, idx[..., :1]).squeeze(-1)))
+    below_top = torch.where(j[..., -1] <= -(N // 2), 0.0,
+                            torch.where(j[..., -1] > N // 2, 1.0, cdf.gather(-1, (idx[..., -1:] - 1).clamp_min(0)).squeeze(-1)))
+    q[..., 0], q[..., -1] = low, (1.0 - below_top).clamp_min(0.0)
+    return q
+
+
 def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor, s: torch.Tensor, rule: str,
               context1: torch.Tensor | None = None):
     """(q, P) per position [b, l, S]: the sampler's one-step law from (x_{t1}, t1) to s, and the exact one-step
@@ -266,6 +297,8 @@ def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor,
     total = lam.sum(-1, keepdim=True)
     if rule == "euler":  # stay takes the rest, clipped at 0; the draw normalizes
         q = lam.scatter(-1, x1.unsqueeze(-1), (1 - total).clamp_min(0.0))
+    elif kernel.ordinal and rule in ("tau_leaping", "tau_leaping_last"):  # moves summed and clamped; no multi-jump rule
+        q = _ordinal_leap_law(lam, x1)
     elif rule in ("tau_leaping", "tau_leaping_last"):  # N ~ Poisson(Λ) jumps to a destination ∝ λ
         pi = torch.where(total > 0, lam / torch.where(total > 0, total, 1.0), 0.0)
         move = total * torch.exp(-total) if rule == "tau_leaping" else -torch.expm1(-total)  # reject: N = 1 only
@@ -287,11 +320,9 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     out = torch.zeros(M, dtype=F64)
     if rule in ("none", "tweedie"):
         return out
-    if process.kernel.ordinal and (rule != "euler" or coarse.log_context is None):
-        raise ValueError(f"the step rule term {rule!r} under an ordinal kernel: only 'euler' (τ-leaping moves tokens by "
-                         f"summed displacements, a law not derived here), and only with a model that gives a denoiser "
-                         f"(the step's exact law is carried from p(x0 | context); this one gives "
-                         f"{'scores' if coarse.log_context is None else 'a denoiser'})")
+    if process.kernel.ordinal and coarse.log_context is None:
+        raise ValueError(f"the step rule term {rule!r} under an ordinal kernel needs a model that gives a denoiser (the "
+                         f"step's exact law is carried from p(x0 | context)); this one gives scores")
     S = process.num_states
     t1 = coarse.t.to(F64)
     s = torch.as_tensor(s, dtype=F64).expand(M)

@@ -27,9 +27,10 @@ RULES = ("auto", "none", "sampler")
 
 def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") -> str:
     """J's one-step term (jys.klub.step_terms) for `sampler`: 'sampler' gives J that sampler's own one-step error,
-    'none' leaves it out; 'auto' the sampler's for uniform kernels and for Euler under ordinal ones (its step law is
-    categorical; τ-leaping's summed ordinal moves are not derived), none for absorbing ones (Euler and Tweedie unmask
-    each token with the step's exact law there; tested). Count-grid samplers time their steps exactly: none. The
+    'none' leaves it out; 'auto' the sampler's for uniform kernels and for Euler under ordinal ones, none for absorbing
+    ones (Euler and Tweedie unmask each token with the step's exact law there; tested) and for τ-leaping under ordinal
+    ones (its law, summed clamped moves, is derived and selectable, but it made J's optimum worse on chain_gauss at
+    every budget and costs an FFT per lattice pair: docs/results/jys.md). Count-grid samplers time their steps exactly: none. The
     θ-trapezoidal step: none (its one-step term is not derived)."""
     if rule not in RULES:
         raise ValueError(f"unknown jys.rule {rule!r}; expected one of {RULES}")
@@ -37,8 +38,6 @@ def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") ->
         rule = "none" if kernel.mask is not None or (kernel.ordinal and sampler != "euler") else "sampler"
     if rule == "none" or sampler not in TIME_GRID or sampler == "trapezoidal":
         return "none"  # the second-order step's own one-step term is not derived: J scores the path alone
-    if kernel.ordinal and sampler != "euler":
-        raise ValueError(f"jys.rule=sampler under an ordinal kernel is derived for euler only, not {sampler!r}")
     if sampler == "tau_leaping":
         return "tau_leaping_last" if multi_jump == "last" else "tau_leaping"
     return sampler

@@ -75,8 +75,10 @@ def eb_gamma(cfg: DictConfig) -> float:
 def jys_label(objective: str, search: str = "auto", weight: str = "none") -> str:
     """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=none),
     with '-<objective>', '-<search>' and '-w<weight>' for each setting given otherwise (e.g. jys-girsanov-hierarchy,
-    the published search with today's KLUB; jys-reference, the published KLUB)."""
-    parts = ["jys"] + [objective] * (objective != "auto") + [search] * (search != "auto")
+    the published search with today's KLUB; jys-reference, the published KLUB); jys.search=beta is the peer schedule
+    'beta' (the Beta mask schedule with its 2-D search), with the same suffixes."""
+    parts = ["beta" if search == "beta" else "jys"] + [objective] * (objective != "auto") + \
+        [search] * (search not in ("auto", "beta"))
     return "-".join(parts) + (f"-w{weight}" if weight != "none" else "")
 
 
@@ -84,7 +86,7 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
     """`schedule=` → (label, grid, nfe, file contents or {}).
 
     'uniform' and 'cosine' are built for `nfe`, 'geometric' (absorbing kernels: counts k_i = L^{i/N}, DUS's
-    levels) too; 'jys' (or 'jys-reference') reads the file that
+    levels) too; 'jys' (or 'jys-reference', 'beta': any label `python -m jys` gives) reads the file that
     `python -m jys` wrote for this experiment, model, sampler and nfe; anything else is a path to a
     JSON schedule file, whose `times` fix the NFE. sampler=eb takes no grid: ('gamma<γ>', [1, eps], None, {}).
     """
@@ -98,7 +100,7 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
         return spec, geometric(int(cfg.nfe), process, int(cfg.experiment.length)), int(cfg.nfe), {}
     if spec in BASELINES:
         return spec, BASELINES[spec](int(cfg.nfe), float(cfg.eps)), int(cfg.nfe), {}
-    if spec.startswith("jys") and not spec.endswith(".json"):
+    if spec.startswith(("jys", "beta")) and not spec.endswith(".json"):
         path = artifact_path(cfg, "schedules", spec, int(cfg.nfe), "json")
         if not path.is_file():
             raise FileNotFoundError(f"no JYS schedule at {path}; make it first with "

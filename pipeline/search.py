@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from common import dist
 from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
-from jys.lattice import base_lattice, optimal_grids
+from jys.lattice import PathLattice, base_lattice, optimal_grids
 from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
@@ -26,9 +26,11 @@ from pipeline.build import build_model
 from pipeline.experiment import Experiment, experiment_of
 from pipeline.runs import FORMAT_VERSION, cache_key, jys_label, run_dir, schedule_path
 from samplers.registry import COUNT_GRID, check_prefix_support, check_sampler, spec
-from samplers.schedules import check_grid, first_count, times_from_counts
+from samplers.schedules import beta, check_grid, first_count, times_from_counts, token_counts
 
-SEARCHES = ("auto", "hierarchy", "lattice")  # auto | the published golden-section levels | J's exact optimum on a lattice
+# auto | the published golden-section levels | J's exact optimum on a lattice | the Beta mask schedule's 2-D search
+SEARCHES = ("auto", "hierarchy", "lattice", "beta")
+BETA_VALUES = tuple(round(0.1 * i, 1) for i in range(1, 11))  # arXiv 2509.13866's grid search: a, b ∈ {0.1, …, 1.0}
 
 
 def resolve_search(search: str) -> str:
@@ -46,7 +48,7 @@ class JYSSettings:
     them): the KLUB search's settings, which search (`jys.search`), J's weight and one-step rule, the lattice's
     size and sequences, a forced t_mix, and τ-leaping's multi-jump rule (for the rule's step term)."""
     search: SearchSettings
-    kind: str = "auto"  # auto | hierarchy | lattice (resolve_search)
+    kind: str = "auto"  # auto | hierarchy | lattice | beta (resolve_search)
     weight: str = "none"
     rule: str = "auto"
     lattice: int = 32
@@ -126,6 +128,8 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
     s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
     if resolve_search(settings.kind) == "lattice":
         return _optimize_lattice(experiment, model, settings, s, nfe, sampler, family, out_dir)
+    if settings.kind == "beta":
+        return _optimize_beta(experiment, model, settings, nfe, sampler, family, out_dir)
     if family == "kgillespie":
         t_mix = 1.0
     else:
@@ -265,6 +269,60 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
 
 
+def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: int, sampler: str, family: str,
+                   out_dir: Path) -> Path:
+    """jys.search=beta (label 'beta', `schedule=beta`): the energy-minimizing mask schedule of arXiv 2509.13866,
+    α(τ) = sin²(π/2 · I_τ(a, b)) at N steps uniform in τ (samplers.schedules.beta), with (a, b) chosen by the paper's
+    2-D grid search over {0.1, …, 1.0}², scored here by J on the same lattice settings as jys.search=lattice (the
+    paper scores each pair by the task's metric on 50–150 instances): the cheapest competitor of the golden-section
+    search. Pairs whose grid repeats a time (or, for count-grid samplers, a count) at this N are skipped. The scores of
+    every pair are cached under schedules/search/ and kept in the schedule file."""
+    if model.process.kernel.mask is None:
+        raise ValueError("jys.search=beta is a mask schedule: it needs an absorbing kernel")
+    s = settings.search
+    key, digest = cache_key("beta", {
+        "family": family, "sampler": sampler, "nfe": nfe, "model": identity_of(model), "experiment": experiment.config,
+        "objective": resolve_objective(s.objective, model.process.kernel), "coarse_state": s.coarse_state, "seed": s.seed,
+        "weight": settings.weight, "rule": step_rule(settings, sampler, model.process.kernel), "lattice": settings.lattice,
+        "lattice_samples": settings.lattice_samples, "values": BETA_VALUES, "eps": s.eps, "data": experiment.identity()})
+    state_file = out_dir / "schedules" / "search" / f"beta-{digest}.json"
+    saved = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    t0 = time.time()
+    if saved.get("key") == key:
+        print(f"reusing the Beta schedule scores {state_file}")
+        scores, calls = saved["scores"], saved["model_calls"]
+    else:
+        reads: dict = {}  # the base lattice is read once for all pairs (common random numbers)
+        scores, calls = [], 0
+        for a in BETA_VALUES:
+            for b in BETA_VALUES:
+                try:
+                    grid = beta(nfe, a, b, model.process, s.eps)
+                    if family == "kgillespie":
+                        token_counts(grid, model.process, experiment.length)
+                except ValueError:
+                    continue
+                rec = grid_objective(experiment, model, settings, sampler, grid, nfe, reads)
+                scores.append({"a": a, "b": b, "J": rec["J"], "J_se": rec["J_se"], "times": rec["times"],
+                               **({"counts": rec["counts"]} if "counts" in rec else {})})
+                calls += rec["model_calls"]
+        if not scores:
+            raise ValueError(f"no Beta(a, b) with a, b in {BETA_VALUES} gives a valid grid of {nfe} steps")
+        if dist.is_main():
+            atomic_write_json(state_file, {"key": key, "scores": scores, "model_calls": calls,
+                                           "wall_time": time.time() - t0})
+    best = min(scores, key=lambda c: c["J"])
+    record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler, "search": "beta", "a": best["a"],
+              "b": best["b"], "J": best["J"], "J_se": best["J_se"], "objective": resolve_objective(s.objective,
+                                                                                                   model.process.kernel),
+              "weight": settings.weight, "process": experiment.config["process"], "experiment": experiment.name,
+              "model": identity_of(model), "num_samples": settings.lattice_samples, "seed": s.seed,
+              "state_file": str(state_file), "model_calls": calls, "pairs_scored": len(scores),
+              "format_version": FORMAT_VERSION, "wall_time": saved.get("wall_time", time.time() - t0)}
+    return _write_schedule(out_dir, experiment, model, record, family,
+                           best["counts"] if family == "kgillespie" else best["times"])
+
+
 def _levels_used(state: SearchState, start, nfe: int) -> int:
     for used in range(len(state.levels) + 1):
         try:
@@ -273,3 +331,40 @@ def _levels_used(state: SearchState, start, nfe: int) -> int:
         except ValueError:
             continue
     return len(state.levels)
+
+
+def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler: str, grid: torch.Tensor,
+                   nfe: int, reads: dict | None = None) -> dict:
+    """J of one grid for `sampler` (its lattice: the one jys.search=lattice uses for this NFE, with the grid's own
+    points added), with its standard error and per-interval terms; the record `python -m jys evaluate` writes.
+    reads: model reads by point, shared by grids scored on the same settings (their base paths agree)."""
+    check_sampler(sampler, model.process)
+    s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
+    length, prefix = experiment.length, experiment.prefix
+    x0 = experiment.sample_x0(settings.lattice_samples, torch.Generator().manual_seed(s.seed))
+    rule = step_rule(settings, sampler, model.process.kernel)
+    if sampler in COUNT_GRID:
+        if prefix:
+            check_prefix_support(sampler)
+        counts = token_counts(grid, model.process, length)
+        points = sorted(set(counts) | set(lattice_points(settings.lattice, length, model.process, "kgillespie", s.eps,
+                                                         nfe)))
+        lat = PathLattice(model, x0, points, "count", s.seed + 1, s.objective, s.coarse_state, settings.weight,
+                          batch_size=s.batch_size, progress=s.progress, read_cache=reads)
+        value = lat.grid_value(counts)
+        scored = {"counts": counts}
+    else:
+        times = [round(float(t), 12) for t in grid]
+        n = max(settings.lattice, 2 * nfe)  # the lattice jys.search=lattice uses for this NFE
+        points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], nfe)) | set(times),
+                        reverse=True)
+        lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, settings.weight,
+                          prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n, rule=rule,
+                          read_cache=reads)
+        value = lat.grid_value(times)
+        scored = {}
+    return {"times": grid.tolist(), **scored, "nfe": nfe, "sampler": sampler, "experiment": experiment.name,
+            "model": identity_of(model), "objective": s.objective, "coarse_state": s.coarse_state, "rule": rule,
+            "weight": settings.weight, "lattice": settings.lattice, "lattice_samples": settings.lattice_samples,
+            "seed": s.seed, "prefix": prefix, "J": value.value, "J_se": value.se, "interval_terms": value.terms,
+            "lattice_points": len(points), "model_calls": lat.calls, "format_version": FORMAT_VERSION}

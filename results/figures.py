@@ -26,8 +26,11 @@ from results.tables import rows_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STYLES = {"uniform": (":", "s"), "cosine": ("--", "^"), "jys": ("-", "o")}  # line style and marker: schedule
-COLORS = {"uniform": "tab:green", "cosine": "tab:blue", "jys": "tab:orange"}  # colour: schedule (one sampler)
+# line style and marker, and colour (one sampler), of each schedule of results.specs.SCHEDULES
+STYLES = {"uniform": (":", "s"), "cosine": ("--", "^"), "jys": ("-", "o"), "jys-hierarchy": ("-.", "D"),
+          "beta": ("--", "v")}
+COLORS = {"uniform": "tab:green", "cosine": "tab:blue", "jys": "tab:orange", "jys-hierarchy": "tab:brown",
+          "beta": "tab:purple"}
 MAKERS = {"count": "bash scripts/count.sh", "digits": "bash scripts/cifar.sh", "folk": "bash scripts/piano.sh",
           "text": "bash scripts/text.sh", "ablation_klub": "bash scripts/ablation_klub.sh"}
 KERNELS = (("count", "absorbing"), ("folk", "uniform"), ("digits", "Gaussian"))  # Fig. 9's panels, in its order

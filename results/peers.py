@@ -23,7 +23,8 @@ from results.records import ResultsError, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
-OWN = {"confidence": ("uniform", "cosine"), "dus": ("geometric",)}  # the peers' own schedules (LLaDA, MaskGIT; DUS)
+# the peers' own schedules (LLaDA, MaskGIT; DUS; the Beta mask schedule of arXiv 2509.13866 on the Euler step)
+OWN = {"confidence": ("uniform", "cosine"), "dus": ("geometric",), "euler": ("beta",)}
 METRIC = {"count": "countdown_error", "text": "gen_ppl"}
 
 
@@ -53,7 +54,7 @@ def collect(runs: Path, exp: str, model: str, samplers: list[str], nfes: list[in
             for budget in gammas[r["schedule"]][1:]:
                 records.append(with_value(exp, {**r, "budget": budget}, path))
             r["budget"] = gammas[r["schedule"]][0]
-        elif r["schedule"] in ("uniform", "cosine", "jys", "geometric") and r["nfe_calls"] in nfes:
+        elif r["schedule"] in ("uniform", "cosine", "jys", "geometric", "beta") and r["nfe_calls"] in nfes:
             r["budget"] = r["nfe_calls"]
         else:
             continue
@@ -144,7 +145,7 @@ def report(runs: Path, runs_of: list[str], samplers: list[str], nfes: list[int])
     axes = fig.subplots(1, len(panels), squeeze=False)
     colors = {"euler": "tab:gray", "kgillespie": "tab:green", "confidence": "tab:red", "dus": "tab:purple",
               "eb": "tab:blue"}
-    styles = {"uniform": "o-", "cosine": "s--", "jys": "^-", "geometric": "D:", "gamma": "v-."}
+    styles = {"uniform": "o-", "cosine": "s--", "jys": "^-", "geometric": "D:", "gamma": "v-.", "beta": "P:"}
     for ax, (exp, model, records) in zip(axes[0], panels):
         lines = {}
         for r in records:

@@ -28,7 +28,7 @@ class Spec:
     floor: str | None = None  # the label of runs/<experiment>/floor.json (held-out data's value)
 
 
-SCHEDULES = ("uniform", "cosine", "jys")
+SCHEDULES = ("uniform", "cosine", "jys", "jys-hierarchy", "beta")  # jys-hierarchy: the published search; beta: a peer
 
 SPECS = {
     "count": Spec("count", "bash scripts/count.sh", ("count-sedd", "oracle"),

@@ -113,6 +113,37 @@ def geometric(nfe: int, process, length: int) -> torch.Tensor:
     return check_grid(times_from_counts(geometric_counts(nfe, length), process, length))
 
 
+def beta_mask_schedule(tau, a: float, b: float) -> torch.Tensor:
+    """α(τ) = sin²(π/2 · I_τ(a, b)): the energy-minimizing mask schedule of Chen et al. (arXiv 2509.13866, Condition
+    3.4 with γ a Beta(a, b) CDF), in their time τ ∈ [0, 1] from all masked (τ = 0) to data (τ = 1); α is the chance a
+    token is unmasked. Beta(½, ½) gives α = τ (linear), Beta(1, 1) gives α = sin²(πτ/2)."""
+    from scipy.special import betainc
+
+    if not (a > 0 and b > 0):
+        raise ValueError(f"the Beta schedule needs a > 0 and b > 0, got a={a}, b={b}")
+    tau = torch.as_tensor(tau, dtype=F64)
+    gamma = torch.from_numpy(betainc(a, b, tau.clamp(0.0, 1.0).numpy()))
+    return torch.sin(math.pi / 2 * gamma) ** 2
+
+
+def beta(nfe: int, a: float, b: float, process, eps: float = 1e-5) -> torch.Tensor:
+    """The time grid of the Beta mask schedule for an absorbing kernel: N steps uniform in the paper's τ, each t_i the
+    time where this process keeps a token unmasked with chance α(τ_i): e^{−σ̄(t_i)} = α(i/N); t_0 = 1, t_N = ε.
+    Times are clamped into [ε, 1]; a grid whose steps collapse there (a, b that unmask nothing for several steps at
+    this N) is an error naming them."""
+    _check_nfe_eps(nfe, eps)
+    if process.kernel.mask is None:
+        raise ValueError("schedule=beta is a mask schedule: it needs an absorbing kernel")
+    alpha = beta_mask_schedule(torch.arange(nfe + 1, dtype=F64) / nfe, a, b)
+    keep1 = _unmasked_at_one(process)
+    inner = process.noise.inverse(-torch.log(alpha[1:-1].clamp(min=keep1, max=1.0))).clamp(eps, 1.0)
+    grid = torch.cat([torch.ones(1, dtype=F64), inner, torch.full((1,), eps, dtype=F64)])
+    try:
+        return check_grid(grid)
+    except ValueError as err:
+        raise ValueError(f"the Beta schedule (a={a}, b={b}) at nfe={nfe} gives repeated times: {err}") from None
+
+
 def load_schedule(path: str | Path) -> dict:
     """Read a schedule file; returns its dict with `times` checked (NFE = len(times) − 1)."""
     path = Path(path)

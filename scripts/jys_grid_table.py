@@ -94,7 +94,8 @@ def main() -> None:
     s = jys_settings.search
     out = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"grids-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
     settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,
-                "weight": a.weight, "objective": a.objective, "model": model.identity()}
+                "weight": a.weight, "objective": a.objective, "model": model.identity(),
+                "rule": step_rule(jys_settings, a.sampler, model.process.kernel)}
     table = {"settings": settings, "cells": {}}
     cache = out.parent / "grid-samples.json"
     saved = json.loads(cache.read_text()) if cache.is_file() else {}

@@ -129,17 +129,46 @@ def test_context_posterior_against_enumeration():
                           atol=1e-9)
 
 
-def test_ordinal_euler_step_law_is_the_samplers_own():
-    """Under the ordinal kernel Euler's q (the step term's) matches the sampler's frequencies, and the term needs the
-    context posterior: a score model's read is refused with a message naming it."""
+@pytest.mark.parametrize("rule,t,s", [("euler", 0.6, 0.45), ("tau_leaping", 0.6, 0.45), ("tau_leaping", 0.95, 0.5)])
+def test_ordinal_step_law_is_the_samplers_own(rule, t, s):
+    """Under the ordinal kernel the step term's q matches the sampler's frequencies (τ-leaping: summed Poisson moves,
+    clamped; the last case makes about 20 jumps per token, so the clamps carry mass), and the term needs the context
+    posterior: a score model's read is refused with a message naming it."""
     model = _oracle("gaussian", "geometric")
     x = torch.tensor([[2, 0, 1]]).expand(20000, 3).contiguous()
-    t, s = 0.6, 0.45
     c = coarse_read(model, x[:1], torch.tensor([t], dtype=F64), 8)
-    q, P = _step_law(model.process, c.log_ratio.to(F64).exp(), x[:1], c.t, torch.tensor([s], dtype=F64), "euler",
+    q, P = _step_law(model.process, c.log_ratio.to(F64).exp(), x[:1], c.t, torch.tensor([s], dtype=F64), rule,
                      c.context())
-    y = euler_step(model, x, t, s, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    y = euler_step(model, x, t, s, g) if rule == "euler" else tau_leaping_step(model, x, t, s, g)
     assert torch.allclose(torch.nn.functional.one_hot(y, 3).to(F64).mean(0), q[0], atol=0.015)
-    assert float(step_terms(model.process, c, torch.tensor([s], dtype=F64), "euler")) > 0
+    assert float(step_terms(model.process, c, torch.tensor([s], dtype=F64), rule)) > 0
     with pytest.raises(ValueError, match="gives scores"):
-        step_terms(model.process, Coarse(c.x, c.t, c.log_ratio), torch.tensor([s], dtype=F64), "euler")
+        step_terms(model.process, Coarse(c.x, c.t, c.log_ratio), torch.tensor([s], dtype=F64), rule)
+
+
+def test_ordinal_leap_law_against_convolution():
+    """The FFT law of x + Σ_d d·N_d, clamped, against the law built by convolving each move's Poisson counts
+    (truncated far in the tail) on 5 states, with a drift large enough that the clamps and the centring matter."""
+    from scipy.stats import poisson
+    from jys.klub import _ordinal_leap_law
+    S = 5
+    lam = torch.tensor([[[0.0, 3.0, 0.5, 0.0, 9.0], [0.2, 0.0, 0.1, 0.0, 0.0]]], dtype=F64)  # rates to each state
+    x = torch.tensor([[1, 1]])
+    q = _ordinal_leap_law(lam, x)
+    for l in range(2):
+        law = {0: 1.0}
+        for y in range(S):
+            d, rate = y - int(x[0, l]), float(lam[0, l, y])
+            if rate == 0 or d == 0:
+                continue
+            pn = poisson.pmf(range(80), rate)
+            merged: dict = {}
+            for k, v in law.items():
+                for n in range(80):
+                    merged[k + n * d] = merged.get(k + n * d, 0.0) + v * pn[n]
+            law = merged
+        want = torch.zeros(S, dtype=F64)
+        for k, v in law.items():
+            want[min(max(int(x[0, l]) + k, 0), S - 1)] += v
+        assert torch.allclose(q[0, l], want / want.sum(), atol=1e-9), (q[0, l], want)
