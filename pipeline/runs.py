@@ -16,8 +16,8 @@ from samplers.unmasking import check_gamma
 # Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
 # every cached file then misses its key and is redone.
 FORMAT_VERSION = 2  # 2: the Gaussian kernel starts from its exact stationary law
-CACHE_KINDS = ("samples", "search", "lattice", "eb")  # what the project caches: samples files, search levels,
-#                                                       lattice tables, EB's tuned γ
+# what the project caches: samples files, search levels, lattice tables, EB's tuned γ, the Beta schedule's pair scores
+CACHE_KINDS = ("samples", "search", "lattice", "eb", "beta")
 
 
 def cache_key(kind: str, payload: dict) -> tuple[dict, str]:
