@@ -36,8 +36,8 @@ def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") ->
         raise ValueError(f"unknown jys.rule {rule!r}; expected one of {RULES}")
     if rule == "auto":
         rule = "none" if kernel.mask is not None or (kernel.ordinal and sampler != "euler") else "sampler"
-    if rule == "none" or sampler not in TIME_GRID or sampler == "trapezoidal":
-        return "none"  # the second-order step's own one-step term is not derived: J scores the path alone
+    if rule == "none" or sampler not in TIME_GRID or sampler in ("trapezoidal", "remdm"):
+        return "none"  # the second-order step's and ReMDM's own one-step terms are not derived: J scores the path alone
     if sampler == "tau_leaping":
         return "tau_leaping_last" if multi_jump == "last" else "tau_leaping"
     return sampler

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.build import model_identity
 from pipeline.experiment import experiment_of
 from samplers.schedules import BASELINES, geometric, load_schedule
+from samplers.remasking import ReMDM
 from samplers.unmasking import check_gamma
 
 # Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
@@ -46,6 +47,9 @@ def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int | None, suff
         tag = f"-{multi_jump(cfg)}jump{tag}"  # τ-leaping's other multi-jump rule: never the default's files
     if stage in ("samples", "metrics") and confidence(cfg) not in (None, "max"):
         tag = f"-{confidence(cfg)}{tag}"
+    if stage in ("samples", "metrics") and cfg.sampler == "remdm":
+        r = remdm_settings(cfg)
+        tag = ("" if r.strategy == "loop" else f"-{r.strategy}") + ("" if r.eta is None else f"-eta{r.eta:g}") + tag
     if stage == "schedules":
         return schedule_path(run_dir(cfg), str(cfg.sampler), label, int(nfe))
     steps = "" if nfe is None else f"-nfe{nfe}"
@@ -65,6 +69,13 @@ def multi_jump(cfg: DictConfig) -> str | None:
 def confidence(cfg: DictConfig) -> str | None:
     """sampler=confidence's position score (samplers.unmasking); None for the other samplers."""
     return str(cfg.unmask.confidence) if cfg.sampler == "confidence" else None
+
+
+def remdm_settings(cfg: DictConfig) -> ReMDM:
+    """sampler=remdm's strategy and rates (samplers.remasking), checked."""
+    r = cfg.remdm
+    return ReMDM(str(r.strategy), None if r.eta is None else float(r.eta), float(r.t_on), float(r.t_off),
+                 float(r.alpha_on))
 
 
 def eb_gamma(cfg: DictConfig) -> float:
@@ -123,6 +134,9 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     unmask = keep.pop("unmask", {})  # each key read by one sampler only
     if cfg.sampler == "confidence":
         keep["unmask"] = {"confidence": unmask["confidence"]}
+    remdm = keep.pop("remdm", {})
+    if cfg.sampler == "remdm":
+        keep["remdm"] = remdm
     if cfg.sampler == "eb":  # no grid: schedule, nfe and eps draw nothing
         keep["unmask"] = {"gamma": eb_gamma(cfg)}
         for k in ("schedule", "nfe", "final_step", "eps"):

@@ -21,6 +21,7 @@ from samplers.steps import (
     tau_leaping_step,
     trapezoidal_step,
 )
+from samplers.remasking import ReMDM, remdm_step
 from samplers.unmasking import CONFIDENCES, check_gamma, confidence_step, dus_step, eb_sample
 
 F64 = torch.float64
@@ -138,7 +139,8 @@ def check_sizes(num_samples: int, batch_size: int) -> None:
 def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, length: int,
                 generator: torch.Generator | int, batch_size: int = 256, final_step: str = "sample",
                 progress: bool = True, prefix: torch.Tensor | None = None,
-                multi_jump: str = "reject", confidence: str = "max", gamma: float = 1.0) -> SampleResult:
+                multi_jump: str = "reject", confidence: str = "max", gamma: float = 1.0,
+                remdm: ReMDM | None = None) -> SampleResult:
     """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
 
     generator: a seed draws batch k from its own stream, torch.Generator().manual_seed(batch_seed(seed, k)), as
@@ -153,7 +155,8 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     each position given the current x, so holding the first K positions is drawing the others from the
     reverse process conditioned on them.
     confidence: sampler=confidence's position score, 'max' or 'margin'; gamma: sampler=eb's entropy budget
-    per call (eb takes no grid and stops when no mask is left; see samplers.unmasking).
+    per call (eb takes no grid and stops when no mask is left; see samplers.unmasking); remdm: sampler=remdm's
+    strategy and rates (samplers.remasking; default its 'loop' with the published values).
     """
     check_sampler(sampler, model.process)
     if prefix is not None:
@@ -171,7 +174,8 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
         check_gamma(gamma)
     steps = {**STEPS, "tau_leaping": partial(tau_leaping_step, multi_jump=multi_jump),
              "trapezoidal": partial(trapezoidal_step, multi_jump=multi_jump),
-             "confidence": partial(confidence_step, confidence=confidence), "dus": dus_step}
+             "confidence": partial(confidence_step, confidence=confidence), "dus": dus_step,
+             "remdm": partial(remdm_step, remdm=remdm or ReMDM())}
     counter = CountingModel(model)
     chunks, calls, per_sequence = [], [], []
     times = grid.tolist()

@@ -27,6 +27,7 @@ SPECS = {s.name: s for s in (
     SamplerSpec("tau_leaping", "time", KERNELS, noise_removal=True, prefix=True, schedule=True),
     SamplerSpec("tweedie", "time", CATEGORICAL, noise_removal=True, prefix=True, schedule=True),
     SamplerSpec("trapezoidal", "time", KERNELS, noise_removal=True, prefix=True, schedule=True, calls_per_step=2),
+    SamplerSpec("remdm", "time", ("absorbing",), noise_removal=True, prefix=True, schedule=True),
     SamplerSpec("kgillespie", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("confidence", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("dus", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
