@@ -76,6 +76,15 @@ def check_weight(weight: str) -> None:
         raise ValueError(f"unknown jys.weight {weight!r}; expected one of {WEIGHTS}")
 
 
+POINTS_PER_STEP = 4  # a grid of N steps is chosen on a lattice of at least 4N uniform points (2N left the DP's optimum
+# coarser than the golden-section hierarchy's on count_uniform at 16 calls: docs/results/jys.md)
+
+
+def lattice_size(lattice: int, nfe: int) -> int:
+    """The uniform points of the lattice a grid of `nfe` steps is searched and scored on: max(lattice, 4·nfe)."""
+    return max(int(lattice), POINTS_PER_STEP * int(nfe))
+
+
 def base_lattice(points: int, eps: float) -> list[float]:
     """Lattice times, decreasing from 1 to ε: `points` uniform in t, and points/2 each uniform in log t and in
     log(1 − t) (down to 1e-3 from either end), so both the ends where grids crowd are resolved."""

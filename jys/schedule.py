@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from jys.klub import resolve_objective
-from jys.lattice import PathLattice, base_lattice, check_weight, optimal_grids
+from jys.lattice import PathLattice, base_lattice, check_weight, lattice_size, optimal_grids
 from samplers.registry import SPECS
 
 TIME_GRID = tuple(n for n, spec in SPECS.items() if spec.grid == "time")  # euler, tau_leaping, tweedie
@@ -54,9 +54,9 @@ def lattice_table(model, x0: torch.Tensor, points: list, family: str, *, seed: i
 
 
 def lattice_span(nfe: int, lattice: int, points: int) -> int | None:
-    """A lattice grown for this NFE (2·nfe > lattice) serves it alone: its steps span a few points, so pairs
-    farther apart than 4 steps' worth are not computed (the last step may not be longer than that either)."""
-    return None if 2 * nfe <= lattice else math.ceil(4 * points / nfe)
+    """A lattice grown for this NFE (lattice_size > lattice) serves it alone: its steps span a few points, so pairs
+    farther apart than 4 steps' worth are not computed, except from the first point (PathLattice.table)."""
+    return None if lattice_size(lattice, nfe) <= lattice else math.ceil(4 * points / nfe)
 
 
 @dataclass
@@ -71,7 +71,7 @@ def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, 
                   rule: str = "auto", multi_jump: str = "reject", prefix: int = 0, seed: int = 0,
                   batch_size: int = 512, progress: bool = False) -> Schedule:
     """The grid of `nfe` steps of a time-grid sampler (euler, tau_leaping, tweedie) that minimizes J over a lattice
-    of max(lattice, 2·nfe) uniform times plus half as many log-spaced at each end; the defaults are `python -m
+    of max(lattice, 4·nfe) uniform times plus half as many log-spaced at each end; the defaults are `python -m
     jys`'s (configs/config.yaml, jys.*). prefix K: the first K tokens of every sequence are a condition, never
     generated. Costs one model call per lattice point per batch of x0."""
     if sampler not in TIME_GRID:
@@ -86,7 +86,7 @@ def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, 
                          f"shape {tuple(x0.shape)}")
     check_weight(weight)
     kernel = model.process.kernel
-    n = max(int(lattice), 2 * nfe)
+    n = lattice_size(lattice, nfe)
     points = base_lattice(n, eps)
     D, calls = lattice_table(model, x0, points, "tau", seed=seed + 1, objective=resolve_objective(objective, kernel),
                              coarse_state=coarse_state, weight=weight,

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from common import dist
 from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
-from jys.lattice import PathLattice, base_lattice, optimal_grids
+from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
@@ -203,9 +203,9 @@ def _write_schedule(out_dir: Path, experiment: Experiment, model, record: dict, 
 
 def lattice_points(lattice: int, length: int, process, family: str, eps: float, nfe: int) -> list[float]:
     """The lattice of the grid objective: times (base_lattice of n uniform points), or for the count family every
-    count L/(2n) apart that some t < 1 reaches, with 0 and L; n = max(lattice, 2·nfe), so that a grid of many
-    steps still has lattice points to choose between."""
-    n = max(lattice, 2 * nfe)
+    count L/(2n) apart that some t < 1 reaches, with 0 and L; n = lattice_size(lattice, nfe) (at least 4·nfe), so that
+    a grid of many steps still has lattice points to choose between."""
+    n = lattice_size(lattice, nfe)
     if family == "kgillespie":
         low = first_count(process, length)
         return sorted({0, length} | {k for k in range(0, length + 1, max(1, length // (2 * n))) if k >= low})
@@ -252,7 +252,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
         D, calls = lattice_table(model, x0, points, "count" if family == "kgillespie" else "tau", seed=s.seed + 1,
                                  objective=s.objective, coarse_state=s.coarse_state, weight=weight, rule=rule,
                                  prefix=prefix, batch_size=s.batch_size, progress=s.progress,
-                                 base_points=max(settings.lattice, 2 * nfe), max_span=span)
+                                 base_points=lattice_size(settings.lattice, nfe), max_span=span)
         wall = time.time() - t0
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": [[v if math.isfinite(v) else None for v in row]
@@ -355,7 +355,7 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
         scored = {"counts": counts}
     else:
         times = [round(float(t), 12) for t in grid]
-        n = max(settings.lattice, 2 * nfe)  # the lattice jys.search=lattice uses for this NFE
+        n = lattice_size(settings.lattice, nfe)  # the lattice jys.search=lattice uses for this NFE
         points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], nfe)) | set(times),
                         reverse=True)
         lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, settings.weight,

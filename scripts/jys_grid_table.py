@@ -33,7 +33,7 @@ from hydra import compose, initialize_config_dir
 from scipy.stats import spearmanr
 
 from common.io import atomic_write_json, atomic_write_npz
-from jys.lattice import PathLattice
+from jys.lattice import PathLattice, lattice_size
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import build_model, setup_torch
@@ -131,7 +131,7 @@ def main() -> None:
         base_points = lattice_base(steps)
         order = sorted(set(points) | set(base_points), reverse=family == "tau")
         return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
-                           batch_size=s.batch_size, base_points=max(a.lattice, 2 * steps), read_cache=reads,
+                           batch_size=s.batch_size, base_points=lattice_size(a.lattice, steps), read_cache=reads,
                            rule=step_rule(jys_settings, a.sampler, model.process.kernel))
 
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)

@@ -5,7 +5,7 @@
 #   bash scripts/peers.sh [preset=default|full]
 # default: CountDown, oracle and count-sedd; Euler, k-Gillespie, confidence and DUS on uniform, cosine and JYS
 #          grids (DUS also on its own geometric levels, Euler on the Beta mask schedule of arXiv 2509.13866 with
-#          (a, b) from its 2-D search), EB-Sampler with γ tuned to each budget; model calls
+#          (a, b) from its 2-D search), ReMDM's loop on its own clock, EB-Sampler with γ tuned to each budget; model calls
 #          4 8 16 32, 256 samples per cell, 32 KLUB samples.
 # full:    + the text model (text-sedd, generative perplexity under SmolLM2-135M, 48 samples per cell in one
 #          batch of 64 and 16 KLUB samples, as text.sh, whose Euler cells and search it reuses; EB's pilot 16
@@ -46,6 +46,11 @@ for run in $RUNS; do
   stage sample $PY -m samplers -m $cell sampler=euler schedule=beta nfe=$(join "${steps[@]}") num_samples=$NUM \
     batch_size=$BATCH | grep -E "samples, grid|already holds"
   stage metrics $PY -m metrics -m $cell sampler=euler schedule=beta nfe=$(join "${steps[@]}") > /dev/null
+  echo "== $exp / $model / remdm: ReMDM's loop (remasking on [t_off, t_on]) on its own clock, uniform steps"
+  grid_steps remdm $NFES
+  stage sample $PY -m samplers -m $cell sampler=remdm schedule=uniform nfe=$(join "${steps[@]}") num_samples=$NUM \
+    batch_size=$BATCH | grep -E "samples, grid|already holds"
+  stage metrics $PY -m metrics -m $cell sampler=remdm schedule=uniform nfe=$(join "${steps[@]}") > /dev/null
   echo "== $exp / $model / eb: γ tuned to $NFES model calls (pilot of $PILOT sequences, seed 1000)"
   t0=$SECONDS
   gammas=$($PY scripts/eb_tune.py $cell batch_size=$BATCH --pilot $PILOT --budgets $NFES)  # a failure here stops the script
@@ -55,4 +60,4 @@ for run in $RUNS; do
     | grep -E "samples, grid|already holds"
   stage metrics $PY -m metrics -m $cell sampler=eb unmask.gamma=$gammas > /dev/null
 done
-$PY -m results peers --runs-of $RUNS --samplers $SAMPLERS eb --nfes $NFES
+$PY -m results peers --runs-of $RUNS --samplers $SAMPLERS remdm eb --nfes $NFES

@@ -44,13 +44,13 @@ def test_find_schedule_is_the_lattice_optimum_and_samples(kernel):
     process = make_process({"noise": {"name": "loglinear"}, "kernel": kernel})
     model = MyModel(TinyNet(process.num_states, 6), process)
     x0 = torch.randint(0, 5, (16, 6), generator=torch.Generator().manual_seed(1))
-    sched = find_schedule(model, x0, nfe=3, sampler="euler", eps=1e-3, lattice=6, seed=2)
+    sched = find_schedule(model, x0, nfe=3, sampler="euler", eps=1e-3, lattice=12, seed=2)  # 12 = 4 × nfe
     times = sched.times.tolist()
     assert len(times) == 4 and times[0] == 1.0 and times[-1] == 1e-3 and times == sorted(times, reverse=True)
-    points = base_lattice(6, 1e-3)
+    points = base_lattice(12, 1e-3)
     rule = "none" if kernel["name"] == "absorbing" else "euler"
     objective = "destination" if kernel["name"] == "absorbing" else "girsanov"
-    lat = PathLattice(model, x0, points, "tau", 3, objective, "auto", "none", base_points=6, rule=rule)  # the defaults
+    lat = PathLattice(model, x0, points, "tau", 3, objective, "auto", "none", base_points=12, rule=rule)  # the defaults
     every = [lat.grid_value([1.0, *inner, 1e-3]).value for inner in itertools.combinations(points[1:-1], 2)]
     assert sched.J == pytest.approx(min(every), rel=1e-9)
     assert lat.grid_value(times).value == pytest.approx(sched.J, rel=1e-9)
