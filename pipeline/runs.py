@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.build import model_identity
 from pipeline.experiment import experiment_of
 from samplers.schedules import BASELINES, geometric, load_schedule
+from samplers.klass import KLASS
 from samplers.remasking import ReMDM
 from samplers.unmasking import check_gamma
 
@@ -78,6 +79,12 @@ def remdm_settings(cfg: DictConfig) -> ReMDM:
                  float(r.alpha_on))
 
 
+def klass_settings(cfg: DictConfig) -> KLASS:
+    """sampler=klass's thresholds (samplers.klass), checked."""
+    k = cfg.unmask.klass
+    return KLASS(float(k.conf), float(k.kl), int(k.history))
+
+
 def eb_gamma(cfg: DictConfig) -> float:
     """sampler=eb's entropy budget per call, checked."""
     return check_gamma(cfg.unmask.gamma)
@@ -137,6 +144,8 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
     remdm = keep.pop("remdm", {})
     if cfg.sampler == "remdm":
         keep["remdm"] = remdm
+    if cfg.sampler == "klass":
+        keep["unmask"] = {"klass": unmask["klass"]}
     if cfg.sampler == "eb":  # no grid: schedule, nfe and eps draw nothing
         keep["unmask"] = {"gamma": eb_gamma(cfg)}
         for k in ("schedule", "nfe", "final_step", "eps"):

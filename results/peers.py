@@ -24,8 +24,9 @@ from results.records import ResultsError, read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 
 # the peers' own schedules (LLaDA, MaskGIT; DUS; the Beta mask schedule of arXiv 2509.13866 on the Euler step; ReMDM's
-# loop on its own clock, uniform steps)
-OWN = {"confidence": ("uniform", "cosine"), "dus": ("geometric",), "euler": ("beta",), "remdm": ("uniform",)}
+# loop on its own clock, uniform steps; KLASS on LLaDA's uniform counts)
+OWN = {"confidence": ("uniform", "cosine"), "dus": ("geometric",), "euler": ("beta",), "remdm": ("uniform",),
+       "klass": ("uniform",)}
 METRIC = {"count": "countdown_error", "text": "gen_ppl"}
 
 

@@ -21,6 +21,7 @@ from samplers.steps import (
     tau_leaping_step,
     trapezoidal_step,
 )
+from samplers.klass import KLASS, klass_sample
 from samplers.remasking import ReMDM, remdm_step
 from samplers.unmasking import CONFIDENCES, check_gamma, confidence_step, dus_step, eb_sample
 
@@ -140,7 +141,7 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
                 generator: torch.Generator | int, batch_size: int = 256, final_step: str = "sample",
                 progress: bool = True, prefix: torch.Tensor | None = None,
                 multi_jump: str = "reject", confidence: str = "max", gamma: float = 1.0,
-                remdm: ReMDM | None = None) -> SampleResult:
+                remdm: ReMDM | None = None, klass: KLASS | None = None) -> SampleResult:
     """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
 
     generator: a seed draws batch k from its own stream, torch.Generator().manual_seed(batch_seed(seed, k)), as
@@ -156,7 +157,8 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     reverse process conditioned on them.
     confidence: sampler=confidence's position score, 'max' or 'margin'; gamma: sampler=eb's entropy budget
     per call (eb takes no grid and stops when no mask is left; see samplers.unmasking); remdm: sampler=remdm's
-    strategy and rates (samplers.remasking; default its 'loop' with the published values).
+    strategy and rates (samplers.remasking; default its 'loop' with the published values); klass: sampler=klass's
+    thresholds (samplers.klass; the grid's counts are its minimum per call, and each sequence's calls are counted).
     """
     check_sampler(sampler, model.process)
     if prefix is not None:
@@ -200,6 +202,10 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
             x, taken = eb_sample(counter, x, generator, gamma)  # the prefix is unmasked: never revealed again
             per_sequence.append(taken)
             bar.update(len(times) - 1)
+        elif sampler == "klass":
+            x, taken = klass_sample(counter, x, generator, token_counts(grid, model.process, length), klass or KLASS())
+            per_sequence.append(taken)
+            bar.update(len(times) - 1)
         else:
             for t, s in zip(times[:-1], times[1:]):
                 extra = {"hold": held} if sampler == "trapezoidal" else {}  # its midpoint call sees the prefix
@@ -208,6 +214,6 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
             if final_step != "none" and sampler not in COUNT_GRID:
                 x = held(denoise(counter, x, times[-1], generator, final_step))
         chunks.append(x)
-        calls.append(float(per_sequence[-1].double().mean()) if sampler == "eb" else counter.calls)
+        calls.append(float(per_sequence[-1].double().mean()) if sampler in ("eb", "klass") else counter.calls)
     bar.close()
     return SampleResult(torch.cat(chunks), calls, torch.cat(per_sequence) if per_sequence else None)

@@ -31,6 +31,7 @@ SPECS = {s.name: s for s in (
     SamplerSpec("kgillespie", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("confidence", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("dus", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
+    SamplerSpec("klass", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("eb", "none", ("absorbing",), noise_removal=False, prefix=True, schedule=False),
     SamplerSpec("first_hitting", "none", ("absorbing",), noise_removal=False, prefix=True, schedule=False),
 )}

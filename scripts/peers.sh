@@ -3,7 +3,7 @@
 # with JYS, on CountDown (the exact oracle and the trained model); then one table, runs/peers/results.json and
 # runs/peers/figures/error_vs_calls.png.
 #   bash scripts/peers.sh [preset=default|full]
-# default: CountDown, oracle and count-sedd; Euler, k-Gillespie, confidence and DUS on uniform, cosine and JYS
+# default: CountDown, oracle and count-sedd; Euler, k-Gillespie, confidence, DUS and KLASS on uniform, cosine and JYS
 #          grids (DUS also on its own geometric levels, Euler on the Beta mask schedule of arXiv 2509.13866 with
 #          (a, b) from its 2-D search), ReMDM's loop on its own clock, EB-Sampler with γ tuned to each budget; model calls
 #          4 8 16 32, 256 samples per cell, 32 KLUB samples.
@@ -23,7 +23,7 @@ case $PRESET in
   *) echo "unknown preset $PRESET; expected default or full" >&2; exit 2 ;;
 esac
 NFES="4 8 16 32"
-SAMPLERS="euler kgillespie confidence dus"
+SAMPLERS="euler kgillespie confidence dus klass"
 mkdir -p runs/peers
 TIMES=runs/peers/stage_seconds.txt
 : > "$TIMES"
