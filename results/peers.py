@@ -146,7 +146,7 @@ def report(runs: Path, runs_of: list[str], samplers: list[str], nfes: list[int])
     fig = Figure(figsize=(5.5 * len(panels) + 2, 4.6))
     axes = fig.subplots(1, len(panels), squeeze=False)
     colors = {"euler": "tab:gray", "kgillespie": "tab:green", "confidence": "tab:red", "dus": "tab:purple",
-              "eb": "tab:blue"}
+              "eb": "tab:blue", "remdm": "tab:brown", "klass": "tab:olive"}
     styles = {"uniform": "o-", "cosine": "s--", "jys": "^-", "geometric": "D:", "gamma": "v-.", "beta": "P:"}
     for ax, (exp, model, records) in zip(axes[0], panels):
         lines = {}
