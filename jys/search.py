@@ -185,8 +185,9 @@ class TimeSearch:
         return torch.cat([x0[:, : self.prefix], x[:, self.prefix:]], dim=1) if self.prefix else x
 
     def _group_size(self) -> int:
-        """Intervals searched together: their stored coarse reads (float32) fit jys.max_bytes."""
-        per = self.s.num_samples * self.length * self.process.num_states * 4
+        """Intervals searched together: their stored coarse reads (float32) fit jys.max_bytes; an ordinal kernel's read
+        also keeps the context posterior (jys.klub.Coarse.log_context), as large again."""
+        per = self.s.num_samples * self.length * self.process.num_states * 4 * (2 if self.process.kernel.ordinal else 1)
         return max(1, self.s.max_bytes // per)
 
 
