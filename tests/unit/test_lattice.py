@@ -179,7 +179,7 @@ def test_destination_objective_is_girsanov_less_the_timing_part():
     assert (d.pair(0, 2) > 1e-6).any() and (d.pair(0, 2) >= -1e-10).all() and (timing >= -1e-10).all()
 
 
-LATTICE = ["experiment.length=24", "experiment.data=null", "jys.search=lattice", "jys.lattice=6",
+LATTICE = ["experiment.length=24", "experiment.data=null", "jys.search=lattice", "jys.lattice=12",
            "jys.lattice_samples=16"]
 
 
