@@ -277,8 +277,9 @@ def _ordinal_leap_law(lam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     idx = (j + N // 2).clamp(0, N - 1)
     q = torch.where(inside, p.gather(-1, idx), 0.0)
     low = torch.where(j[..., 0] < -(N // 2), 0.0, torch.where(j[..., 0] >= N // 2, 1.0, cdf.gather(-1, idx[..., :1]).squeeze(-1)))
+    top = (j[..., -1:] + N // 2 - 1).clamp(0, N - 1)  # the CDF just below the top state
     below_top = torch.where(j[..., -1] <= -(N // 2), 0.0,
-                            torch.where(j[..., -1] > N // 2, 1.0, cdf.gather(-1, (idx[..., -1:] - 1).clamp_min(0)).squeeze(-1)))
+                            torch.where(j[..., -1] > N // 2, 1.0, cdf.gather(-1, top).squeeze(-1)))
     q[..., 0], q[..., -1] = low, (1.0 - below_top).clamp_min(0.0)
     return q
 

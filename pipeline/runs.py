@@ -48,9 +48,14 @@ def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int | None, suff
         tag = f"-{multi_jump(cfg)}jump{tag}"  # τ-leaping's other multi-jump rule: never the default's files
     if stage in ("samples", "metrics") and confidence(cfg) not in (None, "max"):
         tag = f"-{confidence(cfg)}{tag}"
-    if stage in ("samples", "metrics") and cfg.sampler == "remdm":
-        r = remdm_settings(cfg)
-        tag = ("" if r.strategy == "loop" else f"-{r.strategy}") + ("" if r.eta is None else f"-eta{r.eta:g}") + tag
+    if stage in ("samples", "metrics") and cfg.sampler == "remdm":  # settings other than the defaults name themselves
+        r, d = remdm_settings(cfg), ReMDM()
+        loop = "" if (r.t_on, r.t_off, r.alpha_on) == (d.t_on, d.t_off, d.alpha_on) else \
+            f"-on{r.t_on:g}-off{r.t_off:g}-a{r.alpha_on:g}"
+        tag = ("" if r.strategy == "loop" else f"-{r.strategy}") + ("" if r.eta is None else f"-eta{r.eta:g}") + loop + tag
+    if stage in ("samples", "metrics") and cfg.sampler == "klass" and klass_settings(cfg) != KLASS():
+        k = klass_settings(cfg)
+        tag = f"-c{k.conf:g}-kl{k.kl:g}-h{k.history}{tag}"
     if stage == "schedules":
         return schedule_path(run_dir(cfg), str(cfg.sampler), label, int(nfe))
     steps = "" if nfe is None else f"-nfe{nfe}"

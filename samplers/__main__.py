@@ -43,6 +43,9 @@ def main(cfg: DictConfig) -> None:
     if hasattr(model, "describe"):
         print(model.describe())
     label, grid, nfe, schedule = resolve_schedule(cfg)
+    if cfg.sampler == "remdm" and remdm_settings(cfg).strategy == "loop" and label != "uniform":
+        raise ValueError(f"remdm.strategy=loop reads the grid as ReMDM's own clock, so it takes schedule=uniform, not "
+                         f"{label!r} (a schedule of process times): use remdm.strategy=cap or rescale with it")
     key = samples_key(cfg, grid, model)
     check_schedule_model(schedule, key["model_identity"], label)
     experiment = experiment_of(cfg)

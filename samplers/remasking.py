@@ -98,7 +98,8 @@ def remdm_step(model, x, t, s, generator, remdm: ReMDM = ReMDM()):
         o, xs, ts = rows(out, x, tau, b, l)
         p = torch.zeros(xs.shape[1], proc.num_states, dtype=F64)
         masked = xs[0] == mask
-        p[masked, :mask] = unmask * denoised_probs(o, xs, ts, proc)[0, masked]
+        d = denoised_probs(o, xs, ts, proc)[0, masked]  # a score model's Tweedie denoiser is not normalized
+        p[masked, :mask] = unmask * d / d.sum(-1, keepdim=True)
         p[masked, mask] = stay_masked
         kept = ~masked
         p[kept, xs[0, kept]] = 1.0 - sig
