@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     spec["kernel"]["num_states"] = process.data_states
     settings = {k: tc[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "ema",
                                    "t_min", "seed", "bf16", "log_every", "ckpt_every")}
-    settings.update({k: tc.get(k) for k in ("valid_every", "valid_size", "max_minutes", "objective", "nll_weight")})
+    settings.update({k: tc.get(k) for k in ("valid_every", "valid_size", "max_minutes", "objective", "nll_weight", "init_from")})
     settings["prefix"] = experiment.prefix  # conditional experiments never noise their first tokens
     valid = experiment.load("valid") if tc.get("valid_every") else None
     note = train(data, process, spec, OmegaConf.to_container(tc.arch), settings, Path(tc.out_dir),

@@ -19,6 +19,7 @@ from copy import deepcopy
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file as load_safetensors
 
 from common import dist
 from common.io import atomic_write_bytes
@@ -98,6 +99,24 @@ class HeldOutLoss:
         return total / self.x0.shape[0]
 
 
+def warm_start(net: torch.nn.Module, ema: EMA, gen: torch.Generator, init: Path, device: torch.device):
+    """Load weights a run exported (model.safetensors, training.json) into the network and its EMA, for a
+    run whose checkpoint is gone: the optimizer's moments are not in the export, so the caller warms a fresh
+    one up again. Returns (step, seen, elapsed, losses, valid_curve) of the exported run, so the curves go
+    on from its last step; the data stream is reseeded with that step (a new stream, not a replay)."""
+    note_file, weights = init / "training.json", init / "model.safetensors"
+    if not (note_file.is_file() and weights.is_file()):
+        raise FileNotFoundError(f"train.init_from={str(init)!r} needs model.safetensors and training.json there "
+                                f"(weights a run exported); found {sorted(p.name for p in init.glob('*'))}")
+    note = json.loads(note_file.read_text())
+    net.load_state_dict(load_safetensors(weights, device=str(device)))
+    ema.shadow = [p.detach().clone() for p in net.parameters()]
+    ema.num_updates = int(note["steps"])  # past SEDD's EMA warm-up: the loaded weights are already averaged
+    gen.manual_seed(int(gen.initial_seed()) + int(note["steps"]))
+    return (int(note["steps"]), int(note["samples_seen"]), float(note["wall_time_s"]),
+            [list(x) for x in note.get("loss_curve", [])], [list(x) for x in note.get("valid_curve", [])])
+
+
 def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings: dict, out_dir: Path,
           ckpt_dir: Path, experiment: str, progress: bool = True, device: str | torch.device = "cpu",
           valid: torch.Tensor | None = None) -> dict:
@@ -109,6 +128,7 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
     does not depend on the device. Checkpoints and exported weights hold CPU tensors.
     valid: held-out sequences; with settings' valid_every > 0, the EMA weights' loss on valid_size of
     them is recorded every valid_every steps (training.json's valid_curve).
+    settings' init_from (optional): a folder of exported weights to continue when there is no checkpoint.
     settings' max_minutes (optional): stop, checkpoint and export at the first step past this wall time
     of the run (a lease of fixed length); the next call resumes."""
     s = settings
@@ -129,7 +149,7 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
     opt = torch.optim.AdamW(net.parameters(), lr=s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
     ema = EMA(net.parameters(), s["ema"])
     gen = torch.Generator().manual_seed(s["seed"] + 1)
-    step, seen, elapsed, losses, valid_curve = 0, 0, 0.0, [], []
+    step, seen, elapsed, losses, valid_curve, first_step = 0, 0, 0.0, [], [], 0
     ckpt = ckpt_dir / "checkpoint.pt"
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -142,7 +162,13 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         step, seen, elapsed, losses = state["step"], state["seen"], state["elapsed"], state["losses"]
         valid_curve = state.get("valid_curve", [])
+        first_step = state.get("first_step", 0)
         print(f"resuming training from {ckpt} at step {step}")
+    elif s.get("init_from"):
+        step, seen, elapsed, losses, valid_curve = warm_start(net, ema, gen, Path(s["init_from"]), device)
+        first_step = step  # the fresh optimizer is warmed up again from here
+        print(f"no checkpoint at {ckpt}: continuing the exported weights of {s['init_from']} from their step {step} "
+              f"(a fresh optimizer, warmed up again over {s['warmup']} steps)")
     net.train()
     main = dist.is_main()
     bar = progress_bar(total=s["steps"], initial=step, desc="train", enabled=progress and main)
@@ -157,7 +183,7 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
         t = (1 - s["t_min"]) * torch.rand(s["batch_size"], generator=gen, dtype=torch.float64) + s["t_min"]
         inputs = {k: v[share].to(device) for k, v in objective.inputs(x0, t, gen).items()}
         x0, t = x0[share].to(device), t[share].to(device)
-        lr = s["lr"] * min(1.0, (step + 1) / s["warmup"])
+        lr = s["lr"] * min(1.0, (step - first_step + 1) / s["warmup"])
         for group in opt.param_groups:
             group["lr"] = lr
         loss = objective.loss(trained, x0, t, inputs, bf16=s["bf16"])
@@ -182,14 +208,14 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
             elapsed = time.time() - start
             note = {"steps": step, "samples_seen": seen, "wall_time_s": round(elapsed, 1),
                     "final_loss_per_token": losses[-1][1] if losses else None, "loss_curve": losses,
-                    "valid_curve": valid_curve,
+                    "valid_curve": valid_curve, "optimizer_started_at": first_step,
                     "settings": s, "threads": torch.get_num_threads(), "device": str(device), "world_size": world}
             buf = io.BytesIO()
             torch.save(_to_cpu({"net": net.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow,
                                 "ema_updates": ema.num_updates, "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                                 "step": step, "seen": seen, "elapsed": elapsed, "losses": losses,
-                                "valid_curve": valid_curve}), buf)
+                                "valid_curve": valid_curve, "first_step": first_step}), buf)
             atomic_write_bytes(ckpt, buf.getvalue())
             objective.export(ema_copy(net, ema), out_dir, process_spec, experiment, note)
         if out_of_time:

@@ -130,3 +130,27 @@ def test_held_out_curve_and_wall_clock_stop_resume_to_the_same_weights(tmp_path)
         assert note["steps"] == calls
     assert note["valid_curve"] == whole["valid_curve"] and note["loss_curve"] == whole["loss_curve"]
     assert (tmp_path / "w1" / "model.safetensors").read_bytes() == (tmp_path / "w2" / "model.safetensors").read_bytes()
+
+
+def test_warm_start_continues_exported_weights_and_its_curves(tmp_path):
+    """init_from, with no checkpoint: the network and its EMA start at the exported weights (one further
+    step at learning rate 0 exports them unchanged), the step count and curves go on from the export, the fresh
+    optimizer's warm-up restarts there (and a resumed call keeps that start), and a folder without an
+    export is refused by name."""
+    proc, data, spec, arch, settings = tiny_training(64, 16, 0.0, steps=2, batch_size=8, warmup=2, bf16=False,
+                                                     ckpt_every=10)
+    first = train(data, proc, spec, arch, settings, tmp_path / "w1", tmp_path / "c1", "test", progress=False)
+    warm = {**settings, "init_from": str(tmp_path / "w1")}
+    same = train(data, proc, spec, arch, {**warm, "steps": 3, "lr": 0.0}, tmp_path / "w2", tmp_path / "c2", "test",
+                 progress=False)
+    assert same["steps"] == 3 and same["loss_curve"][:2] == first["loss_curve"]
+    assert (tmp_path / "w1" / "model.safetensors").read_bytes() == (tmp_path / "w2" / "model.safetensors").read_bytes()
+    on = train(data, proc, spec, arch, {**warm, "steps": 3}, tmp_path / "w3", tmp_path / "c3", "test",
+               progress=False)
+    assert on["steps"] == 3 and on["loss_curve"][:2] == first["loss_curve"] and on["optimizer_started_at"] == 2
+    resumed = train(data, proc, spec, arch, {**warm, "steps": 4}, tmp_path / "w3", tmp_path / "c3", "test",
+                    progress=False)
+    assert resumed["steps"] == 4 and resumed["optimizer_started_at"] == 2 and resumed["loss_curve"][:3] == on["loss_curve"]
+    with pytest.raises(FileNotFoundError, match="needs model.safetensors and training.json"):
+        train(data, proc, spec, arch, {**settings, "init_from": str(tmp_path)}, tmp_path / "w4", tmp_path / "c4",
+              "test", progress=False)
