@@ -8,9 +8,11 @@ and its metrics (`experiment.metrics`, see pipeline/metrics.py). A model config 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from common.dist import resolve_device
@@ -106,3 +108,31 @@ def model_identity(model) -> dict:
 def setup_torch(cfg: DictConfig) -> None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+
+
+# ---------------------------------------------------------------------------------------------- scripts
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The project's config under these overrides, outside a Hydra app (scripts, notebooks, tests)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+def oracle_setup(experiment: str, sampler: str, overrides: list[str]) -> tuple[list[str], DictConfig, object]:
+    """The oracle studies' start (scripts/jys_*_table.py, best_grid_scan.py): the overrides that name the
+    experiment's exact oracle and the sampler before the caller's own, the config they compose (torch set up
+    by it) and the oracle model. Returns (overrides, cfg, model); the caller composes base + [f"nfe={n}"] etc."""
+    base = [f"experiment={experiment}", "model=oracle", f"sampler={sampler}", "progress=false", *overrides]
+    cfg = compose_config(base)
+    setup_torch(cfg)
+    return base, cfg, build_model(cfg)
+
+
+def oracle_metric(cfg: DictConfig, model) -> str:
+    """The whole-sequence metric an oracle study reads: CountDown's error under a masking kernel (whose
+    chain NLL is dominated by the last tokens' ordering), else the exact chain's NLL."""
+    countdown = cfg.experiment.get("chain") == "countdown" and model.process.kernel.mask is not None
+    return "countdown_error" if countdown else "chain_nll"

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from common.io import atomic_write_json
 from jys.lattice import base_lattice
 from metrics.sequences import chain_nll, countdown_error
-from pipeline.build import build_model, setup_torch
+from pipeline.build import oracle_metric, oracle_setup
 from samplers.loop import run_sampler
 from samplers.registry import steps_for_calls
 from samplers.schedules import uniform
@@ -40,17 +39,12 @@ def main() -> None:
     p.add_argument("--num", type=int, default=256, help="samples per grid")
     p.add_argument("--compare", type=int, default=None, help="also the uniform grid at this many model calls")
     a, overrides = p.parse_known_args()
-    base = [f"experiment={a.experiment}", "model=oracle", f"sampler={a.sampler}", "progress=false", *overrides]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose("config", overrides=base)
-    setup_torch(cfg)
-    model = build_model(cfg)
+    base, cfg, model = oracle_setup(a.experiment, a.sampler, overrides)
     eps, L = float(cfg.eps), int(cfg.experiment.length)
     steps = steps_for_calls(a.sampler, a.calls)
     if steps < 2:
         raise SystemExit(f"{a.calls} calls give {steps} grid step(s): nothing to scan")
-    use_error = cfg.experiment.get("chain") == "countdown" and model.process.kernel.mask is not None
-    name = "countdown_error" if use_error else "chain_nll"
+    name = oracle_metric(cfg, model)
     inner = [t for t in base_lattice(int(cfg.jys.lattice), eps) if eps < t < 1.0]
     pick = torch.linspace(0, len(inner) - 1, min(a.points, len(inner))).round().long().unique().tolist()
     cands = [inner[i] for i in pick]
@@ -58,7 +52,7 @@ def main() -> None:
     def score(grid: list[float]) -> float:
         x = run_sampler(model, a.sampler, torch.tensor(grid, dtype=torch.float64), a.num, L, 0, batch_size=512,
                         final_step=str(cfg.final_step), progress=False, multi_jump=str(cfg.multi_jump)).samples
-        return countdown_error(x) if use_error else chain_nll(x, model.data_chain, float(cfg.oracle.floor))
+        return countdown_error(x) if name == "countdown_error" else chain_nll(x, model.data_chain, float(cfg.oracle.floor))
 
     t0 = time.time()
     cells = []

@@ -13,18 +13,13 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
 
 from common.io import atomic_write_json
-from pipeline.build import build_model, model_identity, setup_torch
+from pipeline.build import build_model, compose_config, model_identity, setup_torch
 from pipeline.experiment import experiment_of
 from pipeline.runs import cache_key, run_dir
 from samplers.loop import run_sampler
 from samplers.schedules import uniform
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def pilot_calls(model, gamma: float, num: int, length: int, seed: int, batch: int) -> float:
@@ -57,8 +52,7 @@ def main() -> None:
     p.add_argument("--pilot-seed", type=int, default=1000)
     p.add_argument("--iters", type=int, default=12)
     a, overrides = p.parse_known_args()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose("config", overrides=["sampler=eb", "progress=false", *overrides])
+    cfg = compose_config(["sampler=eb", "progress=false", *overrides])
     setup_torch(cfg)
     model = build_model(cfg)
     length, batch = int(cfg.experiment.length), int(cfg.batch_size)

@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from scipy.stats import spearmanr
 
 from common.io import atomic_write_json, atomic_write_npz
 from jys.lattice import PathLattice, lattice_size
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
-from pipeline.build import build_model, setup_torch
+from pipeline.build import compose_config, oracle_metric, oracle_setup
 from pipeline.experiment import experiment_of
 from pipeline.search import lattice_points, optimize_config, settings_from, step_rule
 from samplers.loop import run_sampler
@@ -77,15 +76,10 @@ def main() -> None:
     p.add_argument("--tag", default="")
     a, overrides = p.parse_known_args()
     overrides = [o for o in overrides if o != "--"]  # "--" ends a list option before the Hydra overrides
-    base = [f"experiment={a.experiment}", "model=oracle", f"sampler={a.sampler}", "progress=false",
-            f"jys.lattice={a.lattice}", *overrides]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose("config", overrides=base)
-    setup_torch(cfg)
-    model = build_model(cfg)
+    base, cfg, model = oracle_setup(a.experiment, a.sampler, [f"jys.lattice={a.lattice}", *overrides])
     chain = model.data_chain.mixed(float(cfg.oracle.floor))
     eps, L = float(cfg.eps), int(cfg.experiment.length)
-    use_error = cfg.experiment.get("chain") == "countdown" and model.process.kernel.mask is not None
+    use_error = oracle_metric(cfg, model) == "countdown_error"
     experiment = experiment_of(cfg)
     K = experiment.prefix
     primary = "hellinger_ref" if K else "countdown_error" if use_error else "chain_nll"
@@ -108,8 +102,7 @@ def main() -> None:
         steps = steps_for_calls(a.sampler, calls)
         g = {"uniform": uniform(steps, eps).tolist(), "cosine": cosine(steps, eps).tolist()}
         g.update({f"power{q:g}": power(steps, q, eps) for q in a.powers})
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-            rec = json.loads(optimize_config(compose("config", overrides=base + [f"nfe={steps}"] + HIERARCHY), model).read_text())
+        rec = json.loads(optimize_config(compose_config(base + [f"nfe={steps}"] + HIERARCHY), model).read_text())
         if family == "count":
             g = {name: _counts(grid, model.process, L) for name, grid in g.items()}
             g = {name: c for name, c in g.items() if c is not None}
@@ -140,8 +133,7 @@ def main() -> None:
         steps = steps_for_calls(a.sampler, calls)
         lat_cfg = base + [f"nfe={steps}", "jys.search=lattice", f"jys.objective={objective}", f"jys.weight={a.weight}",
                           f"jys.lattice={a.lattice}", f"jys.lattice_samples={a.klub_samples}"]
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-            rec = json.loads(optimize_config(compose("config", overrides=lat_cfg), model).read_text())
+        rec = json.loads(optimize_config(compose_config(lat_cfg), model).read_text())
         grids[calls]["dp"] = rec["counts"] if family == "count" else rec["times"]
         print(f"J optimum for {steps} steps on {rec['lattice_points']} points, {a.klub_samples} sequences, objective "
               f"{objective}: {time.time() - t0:.0f} s", flush=True)

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from common.io import atomic_write_json
 from metrics.sequences import chain_nll, countdown_error
-from pipeline.build import build_model, setup_torch
+from pipeline.build import compose_config, oracle_metric, oracle_setup
 from pipeline.search import optimize_config
 from samplers.loop import run_sampler
 from samplers.schedules import cosine, uniform
@@ -44,15 +43,10 @@ def main() -> None:
     p.add_argument("--tag", default="")
     p.add_argument("--no-power", action="store_true", help="skip the power grids (they do not depend on the search)")
     a, overrides = p.parse_known_args()
-    base = [f"experiment={a.experiment}", "model=oracle", f"sampler={a.sampler}", "progress=false", *overrides]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose("config", overrides=base)
-    setup_torch(cfg)
-    model = build_model(cfg)
+    base, cfg, model = oracle_setup(a.experiment, a.sampler, overrides)
     chain = model.data_chain
     eps, L = float(cfg.eps), int(cfg.experiment.length)
-    use_error = cfg.experiment.get("chain") == "countdown" and model.process.kernel.mask is not None
-    metric_name = "countdown_error" if use_error else "chain_nll"
+    metric_name = oracle_metric(cfg, model)
     out = Path(cfg.runs_dir) / a.experiment / "oracle" / f"table-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
     settings = {"overrides": base, "num": a.num, "metric": metric_name, "model": model.identity()}
     table = json.loads(out.read_text()) if out.is_file() else {}
@@ -64,7 +58,7 @@ def main() -> None:
         if key not in table["cells"]:
             res = run_sampler(model, a.sampler, grid, a.num, L, 0, batch_size=512,
                               progress=False)
-            value = countdown_error(res.samples) if use_error else chain_nll(res.samples, chain, float(cfg.oracle.floor))
+            value = countdown_error(res.samples) if metric_name == "countdown_error" else chain_nll(res.samples, chain, float(cfg.oracle.floor))
             table["cells"][key] = {"value": value, "times": grid.tolist(), "model_calls": res.nfe}
             atomic_write_json(out, table)
         return table["cells"][key]["value"]
@@ -74,8 +68,7 @@ def main() -> None:
           f"{'t_mix':>8}")
     for nfe in a.nfes:
         t0 = time.time()
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-            rec = json.loads(optimize_config(compose("config", overrides=base + [f"nfe={nfe}"]), model).read_text())
+        rec = json.loads(optimize_config(compose_config(base + [f"nfe={nfe}"]), model).read_text())
         jys = cell("jys", nfe, torch.tensor(rec["times"], dtype=torch.float64))
         uni, cos = cell("uniform", nfe, uniform(nfe, eps)), cell("cosine", nfe, cosine(nfe, eps))
         powers = {} if a.no_power else {q: cell(f"power{q}", nfe, power(nfe, q, eps)) for q in POWERS}
