@@ -8,7 +8,8 @@
     python -m results notebook               # executes figures.ipynb headless: the paper's figures under docs/
     python -m results peers --runs-of count:oracle .. --samplers .. --nfes ..
     python -m results ablation --out runs/ablation_klub --nfes 8 16
-    python -m results grids [--collect runs]  # docs/jys_objective.md from docs/records/grids/ (scripts/jys_grid_table.py)
+    python -m results grids [--collect runs]  # docs/jys_objective.md and docs/oracle_schedules.png from
+                                              # docs/records/grids/ (scripts/jys_grid_table.py)
 
 `--runs DIR` (default runs) everywhere. Records that cannot make one honest table (two model identities, sample
 counts or judges) are refused with the command to rerun.
@@ -110,7 +111,8 @@ def main(argv=None) -> None:
                 ap.error("ablation needs --nfes")
             ablation.report(Path(args.out), args.nfes)
         elif args.command == "grids":
-            grids.report(ROOT / "docs" / "records" / "grids", ROOT / "docs" / "jys_objective.md", args.collect)
+            grids.report(ROOT / "docs" / "records" / "grids", ROOT / "docs" / "jys_objective.md", args.collect,
+                         figure=ROOT / "docs" / "oracle_schedules.png")
     except ResultsError as e:
         sys.exit(f"python -m results {args.command}: {e}")
 

@@ -1,6 +1,7 @@
 """The tables of scripts/jys_grid_table.py as one Markdown page, from the committed records.
 
-    python -m results grids [--collect runs]   (records: docs/records/grids, page: docs/jys_objective.md)
+    python -m results grids [--collect runs]   (records: docs/records/grids, page: docs/jys_objective.md,
+                                                figure: docs/oracle_schedules.png)
 
 --collect copies every runs/<experiment>/oracle/grids-*.json (a run of scripts/jys_grid_table.py) into the records
 (docs/records/grids/<experiment>/oracle/, small JSON committed beside the page), so that any machine regenerates
@@ -21,6 +22,17 @@ from results.records import ResultsError
 ROOT = Path(__file__).resolve().parents[1]
 
 NAMES = {"dp": "**JYS: J optimum (lattice DP)**", "jys": "JYS hierarchy (published search)"}
+# The tables made with today's defaults (python -m jys writes these grids), one per oracle: the schedules' figure
+# draws them, docs/results/jys.md shows their summaries.
+DEFAULTS = (("count", "grids-euler-destination"), ("count_uniform", "grids-euler-wnone"),
+            ("count_uniform_const", "grids-euler-wnone"), ("chain_gauss", "grids-euler-denoiser"),
+            ("folk_twin", "grids-tau_leaping-wnone"))
+
+
+def value(cell: dict, metric: str) -> str:
+    """A metric of a grid's samples, with its standard error over sampling seeds where the run had several."""
+    se = cell.get(f"{metric}_se")
+    return f"{cell[metric]:.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
 
 def table(path: Path) -> str:
@@ -31,7 +43,8 @@ def table(path: Path) -> str:
            "", f"`python scripts/jys_grid_table.py {path.parent.parent.name} "
            f"{' '.join(o for o in st['overrides'] if not o.startswith(('experiment=', 'model=', 'progress=')))}` "
            f"(objective {st.get('objective') or 'auto'}, weight {st['weight']}, {st['klub_samples']} lattice "
-           f"sequences, {st['num']} samples per cell)", ""]
+           f"sequences, {st['num']} samples per cell"
+           + (f", the mean ± s.e. over {st['seeds']} sampling seeds" if st.get("seeds", 1) > 1 else "") + ")", ""]
     for b in budgets:
         rows = {k.split("@")[0]: v for k, v in cells.items() if k.endswith(f"@{b}") and not k.startswith("spearman")}
         metrics = [m for m in ("countdown_error", "chain_nll", "hellinger_ref", "bigram_tv", "entropy_gap")
@@ -44,7 +57,7 @@ def table(path: Path) -> str:
         for n, r in sorted(rows.items(), key=lambda kv: kv[1]["J"]):
             name = NAMES.get(n, n) + (" (best fixed grid)" if n == best_fixed else "")
             out.append(f"| {name} | {r['J']:.4g} ± {r['J_se']:.2g} | " +
-                       " | ".join(f"{r[m]:.4f}" for m in metrics) + " |")
+                       " | ".join(value(r, m) for m in metrics) + " |")
         sp = cells.get(f"spearman@{b}", {})
         reach = sp.get("hierarchy_reach")
         out += ["", "Spearman ρ(J, metric): " + ", ".join(f"{m} {v:.2f}" for m, v in sp.items() if m != "hierarchy_reach")
@@ -71,7 +84,7 @@ def summary(path: Path) -> str:
         def get(n: str) -> str:
             if n not in at:
                 return "–"
-            return f"{at[n][first]:.4f}" + (f" / {at[n][second]:.4f}" if second else "")
+            return value(at[n], first) + (f" / {value(at[n], second)}" if second else "")
 
         rows["uniform"].append(get("uniform"))
         rows["cosine"].append(get("cosine"))
@@ -86,7 +99,54 @@ def summary(path: Path) -> str:
     return "\n".join(lines)
 
 
-def report(records: Path, out: Path, collect: Path | None = None) -> None:
+def primary(cell: dict) -> str:
+    """The metric a table's cells are ranked by (the first of CountDown error, music Hellinger, chain NLL)."""
+    return next(m for m in ("countdown_error", "hellinger_ref", "chain_nll") if m in cell)
+
+
+def schedules_figure(records: Path, calls: int = 16):
+    """The grids of DEFAULTS' tables at one budget, t_i against i/N: uniform, cosine, the best power grid (on the
+    metric), the published hierarchy and J's optimum, each labelled with its metric. None when no table has it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = []
+    for experiment, name in DEFAULTS:
+        path = records / experiment / "oracle" / f"{name}.json"
+        cells = json.loads(path.read_text())["cells"] if path.is_file() else {}
+        at = {k.split("@")[0]: v for k, v in cells.items() if k.endswith(f"@{calls}") and not k.startswith("spearman")}
+        if "dp" in at:
+            found.append((experiment, name, at))
+    if not found:
+        return None
+    fig, axes = plt.subplots(1, len(found), figsize=(3.9 * len(found), 3.7), squeeze=False)
+    for ax, (experiment, name, at) in zip(axes[0], found):
+        metric = primary(at["dp"])
+        powers = {k: v[metric] for k, v in at.items() if k.startswith("power")}
+        lines = [("uniform", ".-", "tab:green"), ("cosine", ".-", "tab:blue"), ("jys", ".-.", "tab:brown"),
+                 ("dp", "o-", "tab:orange")]
+        if powers:
+            lines.insert(2, (min(powers, key=powers.get), ".--", "black"))
+        for key, style, color in lines:
+            if key not in at:
+                continue
+            times = at[key]["times"]
+            n = len(times) - 1
+            label = {"dp": "JYS (J optimum)", "jys": "hierarchy"}.get(key, key)
+            ax.plot([i / n for i in range(n + 1)], times, style, color=color, markersize=3,
+                    label=f"{label} ({at[key][metric]:.4g})")
+        ax.set_title(f"{experiment}, {name.removeprefix('grids-')}, {calls} calls", fontsize=8)
+        ax.set_xlabel("step i / N")
+        ax.set_ylabel("t_i")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, title=metric, title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def report(records: Path, out: Path, collect: Path | None = None, figure: Path | None = None) -> None:
     """Copy collect/*/oracle/grids-*.json into the records (when given), then write the page from the records."""
     if collect:
         for f in sorted(Path(collect).glob("*/oracle/grids-*.json")):
@@ -104,3 +164,9 @@ def report(records: Path, out: Path, collect: Path | None = None) -> None:
     page += [table(f) for f in files]
     atomic_write_bytes(out, ("\n".join(page) + "\n").encode())
     print(f"{len(files)} tables -> {out}")
+    if figure is not None:
+        fig = schedules_figure(records)
+        if fig is not None:
+            from common.io import save_figure
+
+            print(f"the default tables' grids -> {save_figure(fig, figure, dpi=110)}")

@@ -1,7 +1,7 @@
 """Every grid scored twice on the exact oracle: by the grid objective J (jys.lattice) and by its samples.
 
     python scripts/jys_grid_table.py EXPERIMENT [--sampler euler] [--calls 4 8 16 32] [--num 512]
-        [--klub-samples 128] [--lattice 32] [--weight none] [--powers ...] [--tag NAME] [Hydra overrides]
+        [--klub-samples 128] [--lattice 32] [--weight none] [--powers ...] [--tag NAME] [--seeds 1] [Hydra overrides]
 
 Grids per budget of model calls (grid steps + the noise-removal call, as `make demo` counts; count-grid
 samplers such as k-Gillespie take one call per step and no noise removal, and their grids are unmasked-token
@@ -11,14 +11,14 @@ jys.search=hierarchy jys.objective=girsanov`, the default before the grid object
 programming, jys.lattice.optimal_grids). Each grid gets J ± s.e. on one lattice (common random numbers;
 each grid on the base lattice plus its own points, so that every grid meets the same forward path on the
 base), and the true metrics of `--num` samples (sampling
-seed 0 for all): countdown error (absorbing CountDown) or chain NLL, and the bigram TV to the chain. With a
+seed 0 for all; with `--seeds N` the mean over seeds 0 .. N-1 and its standard error over seeds): countdown error (absorbing CountDown) or chain NLL, and the bigram TV to the chain. With a
 condition prefix (an oracle twin of the music experiment) the paper's music protocol instead: every sample
 continues a held-out prefix, and `hellinger_ref` is the note-histogram Hellinger distance to the same
 sampler's NFE-512 continuations of the same prefixes (uniform grid, seed 100); beside it the bigram TV to the
 chain given the prefixes and the token-entropy gap to the chain's own continuations.
 Prints a table per budget with Spearman's rank correlation between J and each metric over the grids, and
 writes runs/<experiment>/oracle/grids-<sampler>[-<tag>].json; the samples' metrics of each grid are kept in
-runs/<experiment>/oracle/grid-samples.json and reused by any rerun (they depend on the grid alone).
+runs/<experiment>/oracle/grid-samples.json and reused by any rerun (they depend on the grid and seed alone).
 """
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ def main() -> None:
                    "which also sets the hierarchical search's")
     p.add_argument("--powers", type=float, nargs="*", default=list(POWERS))
     p.add_argument("--tag", default="")
+    p.add_argument("--seeds", type=int, default=1, help="sampling seeds per cell (0 .. N-1): each metric is their "
+                   "mean, with its standard error over seeds (<metric>_se) from 2 on")
     a, overrides = p.parse_known_args()
     overrides = [o for o in overrides if o != "--"]  # "--" ends a list option before the Hydra overrides
     base, cfg, model = oracle_setup(a.experiment, a.sampler, [f"jys.lattice={a.lattice}", *overrides])
@@ -87,7 +89,7 @@ def main() -> None:
     jys_settings = settings_from(cfg)
     s = jys_settings.search
     out = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"grids-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
-    settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,
+    settings = {"overrides": base, "num": a.num, "seeds": a.seeds, "klub_samples": a.klub_samples, "lattice": a.lattice,
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
                 "rule": step_rule(jys_settings, a.sampler, model.process.kernel)}
     table = {"settings": settings, "cells": {}}
@@ -171,19 +173,28 @@ def main() -> None:
         print(f"{'grid':>10}{'J':>12}{'± se':>9}{primary:>17}{'bigram_tv':>11}" + (f"{'entropy_gap':>13}" if K else ""))
         rows = []
         for name, grid in g.items():
-            gkey = json.dumps([a.sampler, str(cfg.final_step), str(cfg.multi_jump), a.num, grid])
-            if gkey not in sampled:  # the samples' metrics depend on the grid alone: shared by every tag and weight
-                x = draw(sampling_grid(grid), 0)
-                if K:
-                    sampled[gkey] = {"hellinger_ref": mean_and_se(hellinger_to(x, reference(), K, vocab))[0],
-                                     "bigram_tv": bigram_tv(x, chain, K),
-                                     "entropy_gap": token_entropy_gap(x, chain_ref(x), K)}
-                else:
-                    sampled[gkey] = {primary: countdown_error(x) if use_error else chain_nll(x, model.data_chain,
-                                                                                             float(cfg.oracle.floor)),
-                                     "bigram_tv": bigram_tv(x, chain)}
-                atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
-            cell = {"times": grid, **sampled[gkey]}
+            per_seed = []
+            for seed in range(a.seeds):
+                # the samples' metrics depend on the grid and seed alone: shared by every tag and weight
+                gkey = json.dumps([a.sampler, str(cfg.final_step), str(cfg.multi_jump), a.num, grid] + ([seed] if seed else []))
+                if gkey not in sampled:
+                    x = draw(sampling_grid(grid), seed)
+                    if K:
+                        sampled[gkey] = {"hellinger_ref": mean_and_se(hellinger_to(x, reference(), K, vocab))[0],
+                                         "bigram_tv": bigram_tv(x, chain, K),
+                                         "entropy_gap": token_entropy_gap(x, chain_ref(x), K)}
+                    else:
+                        sampled[gkey] = {primary: countdown_error(x) if use_error else chain_nll(x, model.data_chain,
+                                                                                                 float(cfg.oracle.floor)),
+                                         "bigram_tv": bigram_tv(x, chain)}
+                    atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
+                per_seed.append(sampled[gkey])
+            cell = {"times": grid}
+            for m in per_seed[0]:
+                values = np.array([v[m] for v in per_seed])
+                cell[m] = float(values.mean())
+                if a.seeds > 1:
+                    cell[f"{m}_se"] = float(values.std(ddof=1) / np.sqrt(a.seeds))
             jv = lattice(snap(grid), steps).grid_value(snap(grid))
             cell.update({"J": jv.value, "J_se": jv.se, "J_terms": jv.terms})
             table["cells"][f"{name}@{calls}"] = cell

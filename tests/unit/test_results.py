@@ -130,3 +130,25 @@ def test_the_peers_block_is_generated_from_its_record(tmp_path):
     assert "| dus / geometric | 0.0500 ± 0.0030 |" in text and "| dus / jys | 0.0400 ± 0.0040 |" in text
     assert "best JYS combination dus / jys 0.0400 ± 0.0040 vs best peer alone dus / geometric" in text
     assert "difference +0.0100 ± 0.0050 (+2.0 s.e.)" in text
+
+
+def test_the_grids_block_is_generated_from_a_grid_table_record(tmp_path):
+    """`<!-- results: grids count/grids-euler-x -->`: the summary of that record (uniform, cosine, the best power grid
+    with its q, J's optimum with its s.e. over sampling seeds, ρ); a record that is not committed is refused by its path."""
+    folder = tmp_path / "records" / "grids" / "count" / "oracle"
+    folder.mkdir(parents=True)
+    cells = {f"{n}@4": {"countdown_error": v, "J": j, "J_se": 0.1} for n, v, j in
+             [("uniform", 0.3, 9.0), ("cosine", 0.2, 5.0), ("power2", 0.15, 4.0), ("power3", 0.18, 4.5),
+              ("jys", 0.19, 4.2), ("dp", 0.14, 3.0)]}
+    cells["dp@4"]["countdown_error_se"] = 0.002  # a run with several sampling seeds
+    cells["spearman@4"] = {"countdown_error": 0.97}
+    (folder / "grids-euler-x.json").write_text(json.dumps({"settings": {}, "cells": cells}))
+    page = tmp_path / "jys.md"
+    page.write_text("<!-- results: grids count/grids-euler-x -->\n<!-- /results -->\n")
+    pages.regenerate([page], tmp_path / "records")
+    text = page.read_text()
+    assert "| best power grid (q) | 0.1500 (2) |" in text and "| **JYS: J optimum (DP)** | 0.1400 ± 0.0020 |" in text
+    assert "| ρ(J, countdown_error) | 0.97 |" in text
+    page.write_text("<!-- results: grids count/grids-euler-y -->\n<!-- /results -->\n")
+    with pytest.raises(ResultsError, match="grids-euler-y.json is not a committed record"):
+        pages.regenerate([page], tmp_path / "records")
