@@ -19,9 +19,9 @@ import torch
 
 from jys.klub import resolve_objective
 from jys.lattice import PathLattice, base_lattice, check_weight, lattice_size, optimal_grids
-from samplers.registry import SPECS
+from samplers.registry import SPECS, spec
 
-TIME_GRID = tuple(n for n, spec in SPECS.items() if spec.grid == "time")  # euler, tau_leaping, tweedie
+TIME_GRID = tuple(n for n, s in SPECS.items() if s.grid == "time")  # euler, tau_leaping, tweedie
 RULES = ("auto", "none", "sampler")
 
 
@@ -36,11 +36,10 @@ def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") ->
         raise ValueError(f"unknown jys.rule {rule!r}; expected one of {RULES}")
     if rule == "auto":
         rule = "none" if kernel.mask is not None or (kernel.ordinal and sampler != "euler") else "sampler"
-    if rule == "none" or sampler not in TIME_GRID or sampler in ("trapezoidal", "remdm"):
-        return "none"  # the second-order step's and ReMDM's own one-step terms are not derived: J scores the path alone
-    if sampler == "tau_leaping":
-        return "tau_leaping_last" if multi_jump == "last" else "tau_leaping"
-    return sampler
+    own = spec(sampler).step_rule  # None: count grids time their steps exactly; θ-trapezoidal's and ReMDM's are not derived
+    if rule == "none" or own is None:
+        return "none"
+    return f"{own}_last" if own == "tau_leaping" and multi_jump == "last" else own
 
 
 def lattice_table(model, x0: torch.Tensor, points: list, family: str, *, seed: int, objective: str,

@@ -17,6 +17,7 @@ from pipeline.build import build_model
 from pipeline.experiment import experiment_of
 from pipeline.runs import artifact_path, resolve_schedule
 from pipeline.search import grid_objective, settings_from
+from samplers.registry import spec as sampler_spec
 
 
 def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
@@ -24,7 +25,7 @@ def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
     experiment = experiment_of(cfg)
     settings = settings_from(cfg)
     model = model if model is not None else build_model(cfg, experiment)
-    if cfg.sampler in ("first_hitting", "eb"):
+    if sampler_spec(cfg.sampler).grid == "none":
         raise ValueError(f"{cfg.sampler} has no grid to evaluate")
     label, grid, nfe, _ = resolve_schedule(cfg)
     record = {"label": label, **grid_objective(experiment, model, settings, str(cfg.sampler), grid, nfe)}

@@ -10,9 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.build import model_identity
 from pipeline.experiment import experiment_of
-from samplers.schedules import BASELINES, geometric, load_schedule
 from samplers.klass import KLASS
+from samplers.registry import spec as sampler_spec
 from samplers.remasking import ReMDM
+from samplers.schedules import BASELINES, geometric, load_schedule
 from samplers.unmasking import check_gamma
 
 # Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
@@ -69,7 +70,7 @@ def schedule_path(out_dir: Path, sampler: str, label: str, nfe: int) -> Path:
 
 def multi_jump(cfg: DictConfig) -> str | None:
     """τ-leaping's rule for a position with several jumps (samplers.steps); None for the other samplers."""
-    return str(cfg.get("multi_jump") or "reject") if cfg.sampler in ("tau_leaping", "trapezoidal") else None
+    return str(cfg.get("multi_jump") or "reject") if sampler_spec(cfg.sampler).multi_jump else None
 
 
 def confidence(cfg: DictConfig) -> str | None:

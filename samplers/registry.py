@@ -19,14 +19,18 @@ class SamplerSpec:
     prefix: bool  # conditional generation (a prefix held in place)
     schedule: bool  # takes a JYS schedule (first_hitting is exact; eb chooses its counts as it goes)
     calls_per_step: int = 1  # model calls per grid step (the θ-trapezoidal step: two)
+    multi_jump: bool = False  # reads `multi_jump` (τ-leaping's rule for a position with several jumps in one step)
+    step_rule: str | None = None  # J's one-step term of its step (jys.klub.step_terms); None: not derived, or exact
 
 
 CATEGORICAL = ("absorbing", "uniform")
 SPECS = {s.name: s for s in (
-    SamplerSpec("euler", "time", KERNELS, noise_removal=True, prefix=True, schedule=True),
-    SamplerSpec("tau_leaping", "time", KERNELS, noise_removal=True, prefix=True, schedule=True),
-    SamplerSpec("tweedie", "time", CATEGORICAL, noise_removal=True, prefix=True, schedule=True),
-    SamplerSpec("trapezoidal", "time", KERNELS, noise_removal=True, prefix=True, schedule=True, calls_per_step=2),
+    SamplerSpec("euler", "time", KERNELS, noise_removal=True, prefix=True, schedule=True, step_rule="euler"),
+    SamplerSpec("tau_leaping", "time", KERNELS, noise_removal=True, prefix=True, schedule=True, multi_jump=True,
+                step_rule="tau_leaping"),
+    SamplerSpec("tweedie", "time", CATEGORICAL, noise_removal=True, prefix=True, schedule=True, step_rule="tweedie"),
+    SamplerSpec("trapezoidal", "time", KERNELS, noise_removal=True, prefix=True, schedule=True, calls_per_step=2,
+                multi_jump=True),
     SamplerSpec("remdm", "time", ("absorbing",), noise_removal=True, prefix=True, schedule=True),
     SamplerSpec("kgillespie", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("confidence", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
@@ -95,7 +99,7 @@ def main(argv: list[str]) -> None:
         value = getattr(spec(argv[1]), argv[0])
     except ValueError as err:
         sys.exit(f"error: {err}")
-    print(" ".join(value) if isinstance(value, tuple) else str(value).lower())
+    print(" ".join(value) if isinstance(value, tuple) else "none" if value is None else str(value).lower())
 
 
 if __name__ == "__main__":
