@@ -15,7 +15,8 @@ seed 0 for all; with `--seeds N` the mean over seeds 0 .. N-1 and its standard e
 condition prefix (an oracle twin of the music experiment) the paper's music protocol instead: every sample
 continues a held-out prefix, and `hellinger_ref` is the note-histogram Hellinger distance to the same
 sampler's NFE-512 continuations of the same prefixes (uniform grid, seed 100); beside it the bigram TV to the
-chain given the prefixes and the token-entropy gap to the chain's own continuations.
+chain given the prefixes. Every table also gives the token-entropy gap: the samples' mean per-sequence token entropy
+minus the chain's own sequences' (continuations of the same prefixes), < 0 where a grid's samples collapse.
 Prints a table per budget with Spearman's rank correlation between J and each metric over the grids, and
 writes runs/<experiment>/oracle/grids-<sampler>[-<tag>].json; the samples' metrics of each grid are kept in
 runs/<experiment>/oracle/grid-samples.json and reused by any rerun (they depend on the grid and seed alone).
@@ -170,23 +171,23 @@ def main() -> None:
         steps = steps_for_calls(a.sampler, calls)
         g = grids[calls]
         print(f"\n{a.experiment}, {a.sampler}, {calls} model calls ({steps} steps), {a.num} samples; J weight={a.weight}")
-        print(f"{'grid':>10}{'J':>12}{'± se':>9}{primary:>17}{'bigram_tv':>11}" + (f"{'entropy_gap':>13}" if K else ""))
+        print(f"{'grid':>10}{'J':>12}{'± se':>9}{primary:>17}{'bigram_tv':>11}{'entropy_gap':>13}")
         rows = []
         for name, grid in g.items():
             per_seed = []
             for seed in range(a.seeds):
                 # the samples' metrics depend on the grid and seed alone: shared by every tag and weight
                 gkey = json.dumps([a.sampler, str(cfg.final_step), str(cfg.multi_jump), a.num, grid] + ([seed] if seed else []))
-                if gkey not in sampled:
+                if "entropy_gap" not in sampled.get(gkey, {}):  # (older caches lack the entropy gap without a prefix)
                     x = draw(sampling_grid(grid), seed)
                     if K:
                         sampled[gkey] = {"hellinger_ref": mean_and_se(hellinger_to(x, reference(), K, vocab))[0],
-                                         "bigram_tv": bigram_tv(x, chain, K),
-                                         "entropy_gap": token_entropy_gap(x, chain_ref(x), K)}
+                                         "bigram_tv": bigram_tv(x, chain, K)}
                     else:
                         sampled[gkey] = {primary: countdown_error(x) if use_error else chain_nll(x, model.data_chain,
                                                                                                  float(cfg.oracle.floor)),
                                          "bigram_tv": bigram_tv(x, chain)}
+                    sampled[gkey]["entropy_gap"] = token_entropy_gap(x, chain_ref(x), K)
                     atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
                 per_seed.append(sampled[gkey])
             cell = {"times": grid}
@@ -201,7 +202,7 @@ def main() -> None:
             atomic_write_json(out, table)
             rows.append((name, cell))
             print(f"{name:>10}{cell['J']:>12.4g}{cell['J_se']:>9.2g}{cell[primary]:>17.4f}{cell['bigram_tv']:>11.4f}"
-                  + (f"{cell['entropy_gap']:>13.4f}" if K else ""), flush=True)
+                  f"{cell['entropy_gap']:>13.4f}", flush=True)
         Js = [c["J"] for _, c in rows]
         rho_p = spearmanr(Js, [c[primary] for _, c in rows]).statistic
         rho_b = spearmanr(Js, [c["bigram_tv"] for _, c in rows]).statistic
