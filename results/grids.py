@@ -43,8 +43,8 @@ def table(path: Path) -> str:
            "", f"`python scripts/jys_grid_table.py {path.parent.parent.name} "
            f"{' '.join(o for o in st['overrides'] if not o.startswith(('experiment=', 'model=', 'progress=')))}` "
            f"(objective {st.get('objective') or 'auto'}, weight {st['weight']}, {st['klub_samples']} lattice "
-           f"sequences, {st['num']} samples per cell"
-           + (f", the mean ± s.e. over {st['seeds']} sampling seeds" if st.get("seeds", 1) > 1 else "") + ")", ""]
+           f"sequences, {st['num']} samples per cell; where a metric shows ± s.e., the mean over sampling seeds "
+           f"0 .. N-1, N as the grid's row says)", ""]
     for b in budgets:
         rows = {k.split("@")[0]: v for k, v in cells.items() if k.endswith(f"@{b}") and not k.startswith("spearman")}
         metrics = [m for m in ("countdown_error", "chain_nll", "hellinger_ref", "bigram_tv", "entropy_gap")
@@ -55,7 +55,8 @@ def table(path: Path) -> str:
         out += [f"{b} model calls:", "", "| grid | J ± s.e. | " + " | ".join(metrics) + " |",
                 "|---|---|" + "---|" * len(metrics)]
         for n, r in sorted(rows.items(), key=lambda kv: kv[1]["J"]):
-            name = NAMES.get(n, n) + (" (best fixed grid)" if n == best_fixed else "")
+            name = NAMES.get(n, n) + (" (best fixed grid)" if n == best_fixed else "") + (
+                f" [{r['seeds']} seeds]" if r.get("seeds", 1) > 1 else "")
             out.append(f"| {name} | {r['J']:.4g} ± {r['J_se']:.2g} | " +
                        " | ".join(value(r, m) for m in metrics) + " |")
         sp = cells.get(f"spearman@{b}", {})

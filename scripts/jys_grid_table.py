@@ -90,10 +90,14 @@ def main() -> None:
     jys_settings = settings_from(cfg)
     s = jys_settings.search
     out = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"grids-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
-    settings = {"overrides": base, "num": a.num, "seeds": a.seeds, "klub_samples": a.klub_samples, "lattice": a.lattice,
+    settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
                 "rule": step_rule(jys_settings, a.sampler, model.process.kernel)}
-    table = {"settings": settings, "cells": {}}
+    prior = json.loads(out.read_text()) if out.is_file() else {}
+    same = {k: v for k, v in prior.get("settings", {}).items() if k != "seeds"} == settings
+    # a run of some budgets keeps the others' cells of an earlier run with the same settings
+    table = {"settings": settings, "cells": {k: v for k, v in prior.get("cells", {}).items()
+                                             if same and int(k.split("@")[1]) not in a.calls}}
     cache = out.parent / "grid-samples.json"
     saved = json.loads(cache.read_text()) if cache.is_file() else {}
     sampled = saved.get("cells", {}) if saved.get("model") == model.identity() else {}
@@ -190,7 +194,7 @@ def main() -> None:
                     sampled[gkey]["entropy_gap"] = token_entropy_gap(x, chain_ref(x), K)
                     atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
                 per_seed.append(sampled[gkey])
-            cell = {"times": grid}
+            cell = {"times": grid, "seeds": a.seeds}
             for m in per_seed[0]:
                 values = np.array([v[m] for v in per_seed])
                 cell[m] = float(values.mean())
