@@ -318,9 +318,16 @@ def fig10_klub_samples(runs_dir: str | Path = "runs", nfes: tuple[int, ...] = (8
     return fig
 
 
+def folk_rolls(runs_dir: str | Path = "runs", nfe: int = 8) -> Figure | None:
+    """Piano rolls of a few folk continuations per schedule at one NFE (the music page's figure)."""
+    records = load_or_say(runs_dir, "folk", "the folk piano rolls")
+    return None if records is None else piano_rolls(runs_dir, records, nfe, prefix=32)
+
+
 FIGURES = {"fig5_count.png": fig5_count, "fig6_digits.png": fig6_digits,
            "fig6_digits_samples.png": fig6_digits_samples, "fig8_music_text.png": fig8_music_text,
-           "fig9_schedules.png": fig9_schedules, "fig10_klub_samples.png": fig10_klub_samples}
+           "fig9_schedules.png": fig9_schedules, "fig10_klub_samples.png": fig10_klub_samples,
+           "folk_rolls_nfe8.png": folk_rolls}
 
 
 def save_all(runs_dir: str | Path = "runs", out_dir: str | Path = "docs") -> list[Path]:

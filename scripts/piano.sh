@@ -7,7 +7,8 @@
 # hellinger_ref_vs_nfe.png and piano rolls of a few continuations per schedule at NFE 8.
 #   bash scripts/piano.sh [preset=default|full|paper]
 # default: the folk model (weights/folk-tauldr), NFE 2 4 8 16 32 64, the first NUM held-out tunes (one
-#          continuation each), 16 KLUB samples; the NFE-512 reference of the same tunes (seed 100).
+#          continuation each), 16 KLUB samples (the search's and J's lattice sequences); the NFE-512 reference of
+#          the same tunes (seed 100).
 # full:    + Euler, all 300 held-out tunes, 64 KLUB samples.
 # paper:   tauLDR's piano model on its Lakh piano rolls (a GPU job; neither can be downloaded here):
 #          PIANO_MODEL=DIR PIANOROLL=DIR bash scripts/piano.sh preset=paper
@@ -42,7 +43,8 @@ for sampler in $SAMPLERS; do
   grid_steps $sampler $NFES   # the grid's steps; the final argmax is one more call
   # -m: a Hydra multirun, its jobs one after another in one process (one Python start per stage)
   echo "== $MODEL / $sampler: JYS schedules for NFE $NFES"
-  stage jys $PY -m jys -m $common seed=0 nfe=$(join "${steps[@]}") jys.num_samples=$KLUB | grep -E "schedule,"
+  stage jys $PY -m jys -m $common seed=0 nfe=$(join "${steps[@]}") jys.num_samples=$KLUB jys.lattice_samples=$KLUB \
+    | grep -E "schedule,"
   echo "== $MODEL / $sampler: samples"
   stage sample $PY -m samplers -m $common schedule=uniform,cosine,jys seed=0 nfe=$(join "${steps[@]}") $BATCH \
     | grep -E "samples, grid|already holds"
