@@ -39,8 +39,8 @@ for tokens that changed between t1 and t2 (x_{t2,l} ≠ x_{t1,l}):
   same value, so destination and displacement pair alike. Where the forward chain churns among data
   states, 'start' counts every stale move as divergence; 'current' counts only what the frozen read gets
   wrong. For an absorbing kernel a changed token is unmasked and has no moves in either path.
-- 'auto' (default): 'start' for absorbing kernels, 'current' for the others; the oracle tables of docs/results/jys.md
-  compare the two.
+- 'auto' (default): resolve_coarse_state below ('start' for absorbing kernels, 'denoiser' for uniform ones and for
+  ordinal ones whose model gives a denoiser, else 'current'); docs/results/jys.md's ablations compare them.
 0·log 0 = 0; a zero coarse rate against a positive fine one in any other mark is a model error.
 
 Memory: every tensor of the size [B, L, S] is float32 (the stored coarse log ratios) or the model's output;
@@ -341,7 +341,7 @@ def resolve_coarse_state(coarse_state: str, kernel, has_context: bool = False) -
     """auto: 'start' for absorbing kernels (where 'denoiser' gives the same rates to a masked token), 'denoiser' for
     uniform ones and for ordinal ones whose model gives a denoiser (has_context: the read kept p(x0 | context)),
     'current' for ordinal ones that give scores (their carried marginal would need expm(+ΔσQ))
-    (docs/results/jys.md, "Where the coarse path reads its rates" and "The grid objective J")."""
+    (docs/method.md; the ablation in docs/results/jys.md, "Ablations")."""
     check_coarse_state(coarse_state)
     if coarse_state == "auto":
         return "start" if kernel.mask is not None else "current" if kernel.ordinal and not has_context else "denoiser"

@@ -8,8 +8,8 @@
 ModelOutput('score' | 'denoiser', values) with an attribute `process` (models.process.make_process builds one from
 names: noise loglinear/geometric/exponential/constant, kernel absorbing/uniform/gaussian). `x0` [M, L] are data
 sequences: the forward paths J is estimated on. The grid is J's exact optimum over the lattice (jys.lattice), the
-search `python -m jys` runs by default for absorbing and uniform kernels (docs/results/jys.md, "The grid
-objective J"); `python -m jys` adds caching, resuming, the count-grid samplers and the hierarchical search."""
+search `python -m jys` runs by default for every kernel (docs/method.md, "The grid objective J and its exact
+optimum"); `python -m jys` adds caching, resuming, the count-grid samplers and the hierarchical search."""
 from __future__ import annotations
 
 import math

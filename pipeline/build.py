@@ -122,7 +122,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def oracle_setup(experiment: str, sampler: str, overrides: list[str]) -> tuple[list[str], DictConfig, object]:
-    """The oracle studies' start (scripts/jys_*_table.py, best_grid_scan.py): the overrides that name the
+    """The oracle studies' start (scripts/jys_grid_table.py, best_grid_scan.py): the overrides that name the
     experiment's exact oracle and the sampler before the caller's own, the config they compose (torch set up
     by it) and the oracle model. Returns (overrides, cfg, model); the caller composes base + [f"nfe={n}"] etc."""
     base = [f"experiment={experiment}", "model=oracle", f"sampler={sampler}", "progress=false", *overrides]

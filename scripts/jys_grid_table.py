@@ -78,6 +78,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=1, help="sampling seeds per cell (0 .. N-1): each metric is their "
                    "mean, with its standard error over seeds (<metric>_se) from 2 on")
     a, overrides = p.parse_known_args()
+    if a.seeds < 1:
+        p.error(f"--seeds {a.seeds}: expected at least 1 sampling seed")
     overrides = [o for o in overrides if o != "--"]  # "--" ends a list option before the Hydra overrides
     base, cfg, model = oracle_setup(a.experiment, a.sampler, [f"jys.lattice={a.lattice}", *overrides])
     chain = model.data_chain.mixed(float(cfg.oracle.floor))
@@ -94,7 +96,7 @@ def main() -> None:
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
                 "rule": step_rule(jys_settings, a.sampler, model.process.kernel)}
     prior = json.loads(out.read_text()) if out.is_file() else {}
-    same = {k: v for k, v in prior.get("settings", {}).items() if k != "seeds"} == settings
+    same = prior.get("settings") == settings
     # a run of some budgets keeps the others' cells of an earlier run with the same settings
     table = {"settings": settings, "cells": {k: v for k, v in prior.get("cells", {}).items()
                                              if same and int(k.split("@")[1]) not in a.calls}}

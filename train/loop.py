@@ -99,6 +99,12 @@ class HeldOutLoss:
         return total / self.x0.shape[0]
 
 
+def learning_rate(settings: dict, step: int, first_step: int = 0) -> float:
+    """The rate of the step after `step`: linear warm-up over `warmup` steps from the optimizer's first step (0, or the
+    step a warm start began at), then constant."""
+    return settings["lr"] * min(1.0, (step - first_step + 1) / settings["warmup"])
+
+
 def warm_start(net: torch.nn.Module, ema: EMA, gen: torch.Generator, init: Path, device: torch.device):
     """Load weights a run exported (model.safetensors, training.json) into the network and its EMA, for a
     run whose checkpoint is gone: the optimizer's moments are not in the export, so the caller warms a fresh
@@ -167,6 +173,9 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
     elif s.get("init_from"):
         step, seen, elapsed, losses, valid_curve = warm_start(net, ema, gen, Path(s["init_from"]), device)
         first_step = step  # the fresh optimizer is warmed up again from here
+        if step >= s["steps"]:
+            raise ValueError(f"train.init_from={s['init_from']!r} holds {step} steps already; train.steps={s['steps']} "
+                             "must exceed that to train on")
         print(f"no checkpoint at {ckpt}: continuing the exported weights of {s['init_from']} from their step {step} "
               f"(a fresh optimizer, warmed up again over {s['warmup']} steps)")
     net.train()
@@ -183,7 +192,7 @@ def train(data: torch.Tensor, process, process_spec: dict, arch: dict, settings:
         t = (1 - s["t_min"]) * torch.rand(s["batch_size"], generator=gen, dtype=torch.float64) + s["t_min"]
         inputs = {k: v[share].to(device) for k, v in objective.inputs(x0, t, gen).items()}
         x0, t = x0[share].to(device), t[share].to(device)
-        lr = s["lr"] * min(1.0, (step - first_step + 1) / s["warmup"])
+        lr = learning_rate(s, step, first_step)
         for group in opt.param_groups:
             group["lr"] = lr
         loss = objective.loss(trained, x0, t, inputs, bf16=s["bf16"])

@@ -10,7 +10,7 @@ from models.kernels import Absorbing, GaussianTarget, Uniform
 from models.noise import Exponential, LogLinear
 from models.oracle import OracleModel
 from models.process import ForwardProcess
-from train.loop import EMA, train
+from train.loop import EMA, learning_rate, train
 from train.losses import ct_elbo, forward_jump, score_entropy
 
 
@@ -151,6 +151,11 @@ def test_warm_start_continues_exported_weights_and_its_curves(tmp_path):
     resumed = train(data, proc, spec, arch, {**warm, "steps": 4}, tmp_path / "w3", tmp_path / "c3", "test",
                     progress=False)
     assert resumed["steps"] == 4 and resumed["optimizer_started_at"] == 2 and resumed["loss_curve"][:3] == on["loss_curve"]
+    with pytest.raises(ValueError, match="holds 4 steps already; train.steps=4 must exceed"):
+        train(data, proc, spec, arch, {**warm, "steps": 4, "init_from": str(tmp_path / "w3")}, tmp_path / "w5", tmp_path / "c5",
+              "test", progress=False)
+    assert [learning_rate(settings, k, first_step=2) for k in (2, 3, 4)] == [5e-4, 1e-3, 1e-3]  # warm-up restarts
+    assert learning_rate(settings, 2) == 1e-3
     with pytest.raises(FileNotFoundError, match="needs model.safetensors and training.json"):
         train(data, proc, spec, arch, {**settings, "init_from": str(tmp_path)}, tmp_path / "w4", tmp_path / "c4",
               "test", progress=False)
