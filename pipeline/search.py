@@ -284,6 +284,7 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
         "family": family, "sampler": sampler, "nfe": nfe, "model": identity_of(model), "experiment": experiment.config,
         "objective": resolve_objective(s.objective, model.process.kernel), "coarse_state": s.coarse_state, "seed": s.seed,
         "weight": settings.weight, "rule": step_rule(settings, sampler, model.process.kernel), "lattice": settings.lattice,
+        "base_points": lattice_size(settings.lattice, nfe),  # the lattice the pairs are scored on (points per step)
         "lattice_samples": settings.lattice_samples, "values": BETA_VALUES, "eps": s.eps, "data": experiment.identity()})
     state_file = out_dir / "schedules" / "search" / f"beta-{digest}.json"
     saved = json.loads(state_file.read_text()) if state_file.is_file() else {}
