@@ -16,7 +16,9 @@ import json
 import re
 from pathlib import Path
 
-from common.io import atomic_write_bytes
+from matplotlib.figure import Figure
+
+from common.io import atomic_write_bytes, save_figure
 from results.records import ResultsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +69,18 @@ def table(path: Path) -> str:
     return "\n".join(out)
 
 
+def primary(cell: dict) -> str:
+    """The metric a table's cells are ranked by (the first of CountDown error, music Hellinger, chain NLL)."""
+    return next(m for m in ("countdown_error", "hellinger_ref", "chain_nll") if m in cell)
+
+
 def summary(path: Path) -> str:
     """One row per grid family and a column per budget: uniform, cosine, the best power grid (chosen on the metric:
     an oracle-only ceiling), today's hierarchy and J's optimum; the metric, and J's rank correlation with it."""
     cells = json.loads(path.read_text())["cells"]
     budgets = sorted(int(k.split("@")[1]) for k in cells if k.startswith("spearman"))  # complete budgets only
     some = next(iter(cells.values()))
-    first = next(m for m in ("countdown_error", "hellinger_ref", "chain_nll") if m in some)
+    first = primary(some)
     second = "bigram_tv" if "bigram_tv" in some and first != "countdown_error" else None  # a divergence beside NLL
     rows = {"uniform": [], "cosine": [], "best power grid (q)": [], "JYS hierarchy": [], "**JYS: J optimum (DP)**": [],
             f"ρ(J, {first})": []}
@@ -100,19 +107,9 @@ def summary(path: Path) -> str:
     return "\n".join(lines)
 
 
-def primary(cell: dict) -> str:
-    """The metric a table's cells are ranked by (the first of CountDown error, music Hellinger, chain NLL)."""
-    return next(m for m in ("countdown_error", "hellinger_ref", "chain_nll") if m in cell)
-
-
-def schedules_figure(records: Path, calls: int = 16):
+def schedules_figure(records: Path, calls: int = 16) -> Figure | None:
     """The grids of DEFAULTS' tables at one budget, t_i against i/N: uniform, cosine, the best power grid (on the
     metric), the published hierarchy and J's optimum, each labelled with its metric. None when no table has it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     found = []
     for experiment, name in DEFAULTS:
         path = records / experiment / "oracle" / f"{name}.json"
@@ -122,8 +119,8 @@ def schedules_figure(records: Path, calls: int = 16):
             found.append((experiment, name, at))
     if not found:
         return None
-    fig, axes = plt.subplots(1, len(found), figsize=(3.9 * len(found), 3.7), squeeze=False)
-    for ax, (experiment, name, at) in zip(axes[0], found):
+    fig = Figure(figsize=(3.9 * len(found), 3.7))
+    for ax, (experiment, name, at) in zip(fig.subplots(1, len(found), squeeze=False)[0], found):
         metric = primary(at["dp"])
         powers = {k: v[metric] for k, v in at.items() if k.startswith("power")}
         lines = [("uniform", ".-", "tab:green"), ("cosine", ".-", "tab:blue"), ("jys", ".-.", "tab:brown"),
@@ -143,7 +140,6 @@ def schedules_figure(records: Path, calls: int = 16):
         ax.set_ylabel("t_i")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6.5, title=metric, title_fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -169,6 +165,4 @@ def report(records: Path, out: Path, collect: Path | None = None, figure: Path |
     if figure is not None:
         fig = schedules_figure(records)
         if fig is not None:
-            from common.io import save_figure
-
             print(f"the default tables' grids -> {save_figure(fig, figure, dpi=110)}")

@@ -84,10 +84,9 @@ def main() -> None:
     base, cfg, model = oracle_setup(a.experiment, a.sampler, [f"jys.lattice={a.lattice}", *overrides])
     chain = model.data_chain.mixed(float(cfg.oracle.floor))
     eps, L = float(cfg.eps), int(cfg.experiment.length)
-    use_error = oracle_metric(cfg, model) == "countdown_error"
     experiment = experiment_of(cfg)
     K = experiment.prefix
-    primary = "hellinger_ref" if K else "countdown_error" if use_error else "chain_nll"
+    primary = "hellinger_ref" if K else oracle_metric(cfg, model)
     prefixes = experiment.prefixes(a.num)
     jys_settings = settings_from(cfg)
     s = jys_settings.search
@@ -190,7 +189,7 @@ def main() -> None:
                         sampled[gkey] = {"hellinger_ref": mean_and_se(hellinger_to(x, reference(), K, vocab))[0],
                                          "bigram_tv": bigram_tv(x, chain, K)}
                     else:
-                        sampled[gkey] = {primary: countdown_error(x) if use_error else chain_nll(x, model.data_chain,
+                        sampled[gkey] = {primary: countdown_error(x) if primary == "countdown_error" else chain_nll(x, model.data_chain,
                                                                                                  float(cfg.oracle.floor)),
                                          "bigram_tv": bigram_tv(x, chain)}
                     sampled[gkey]["entropy_gap"] = token_entropy_gap(x, chain_ref(x), K)
