@@ -71,7 +71,7 @@ class Coarse:
     x: torch.Tensor  # [M, L]
     t: torch.Tensor  # [M] float64
     log_ratio: torch.Tensor  # [M, L, S] float32
-    # log p(x0_l | x_{t1,−l}) [M, L, S0] float32, kept for ordinal kernels when the model gives a denoiser: the
+    # log p(x0_l | x_{t1,−l}) [M, L, S0] float32, kept for ordinal kernels (and uniform ones on request) when the model gives a denoiser: the
     # frozen-denoiser path and the step's exact law carry it forward (stable), where the ratios would need
     # expm(+ΔσQ), which overflows for tauLDR's rates (see `context_posterior`)
     log_context: torch.Tensor | None = None
@@ -105,11 +105,14 @@ def carried(process, ratio1: torch.Tensor, context1: torch.Tensor | None, t1: to
     return torch.matmul(context1, P)
 
 
-def coarse_read(model, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> Coarse:
-    """The model's log ratios at (x, t) in batches of batch_size sequences, kept in float32. Under torchrun
-    batch k is read by rank k mod P and the reads are summed over ranks (each entry filled by one rank)."""
+def coarse_read(model, x: torch.Tensor, t: torch.Tensor, batch_size: int, context: bool = False) -> Coarse:
+    """The model's log ratios at (x, t) in batches of batch_size sequences, kept in float32, and where the model
+    gives a denoiser the context posterior too: always under ordinal kernels (their coarse path needs it), under
+    uniform ones if `context` (the reach step term; it doubles the read's memory). Under torchrun batch k is read
+    by rank k mod P and the reads are summed over ranks (each entry filled by one rank)."""
     process = model.process
     store = torch.zeros(*x.shape, process.num_states, dtype=torch.float32)
+    keep = process.kernel.ordinal or (context and process.kernel.mask is None)
     context = None
     for i in range(0, x.shape[0], batch_size):
         if not dist.mine(i // batch_size):
@@ -120,7 +123,7 @@ def coarse_read(model, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> Coa
             store[i:i + batch_size] = out.values
             continue
         store[i:i + batch_size] = concrete_ratios(out, xb, tb, process).log()
-        if process.kernel.ordinal:
+        if keep:
             if context is None:
                 context = torch.zeros(*x.shape, process.data_states, dtype=torch.float32)
             context[i:i + batch_size] = context_posterior(out.values, xb, tb, process).log()
@@ -309,18 +312,28 @@ def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor,
     return q / q.sum(-1, keepdim=True), P
 
 
-def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int = 0) -> torch.Tensor:
+def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int = 0, reach: bool = False) -> torch.Tensor:
     """Σ_{l >= first} KL(q_l ‖ P_l) per sequence for the step t1 → s: how far the sampler's one-step law of each
     token lies from the exact one (given x_{t1}). With the frozen-denoiser path KL (coarse_state='denoiser'), which
     bounds the part every factorized step shares (the tokens' dependence), it makes the step's divergence:
     KL(p(x_s | x_t) ‖ Π_l q_l) = KL(p ‖ Π_l P_l) + Σ_l KL(P_l ‖ q_l) exactly (here in the sampler's direction,
-    finite where Euler's clipped step stays nowhere). 0 for 'tweedie' and 'none'. [M] float64"""
+    finite where Euler's clipped step stays nowhere). 0 for 'tweedie' and 'none'. [M] float64
+
+    reach: instead, the KL of each law's image in the token's sample x0_l, the steps after s exact and the other
+    tokens as in x_{t1}: Σ_y q_l(y) p(x0_l | x_{s,l} = y, context) against the same of P_l, where p(x0_l | y,
+    context) ∝ p(x0_l | x_{t1,−l}) · P_s[x0_l, y]. Exact for one token: the sample's law given x_s is the data's
+    reweighted by Π_k P_s[x0_k, x_{s,k}], so a token's value at s moves the whole sample by what it moves x0_l.
+    Never above the plain term (data processing); 0 where the kernel has mixed (every y the same image), so a
+    sampler's error at large t, which the path KL counts in full, costs what still reaches the sample."""
     if rule not in STEP_RULES:
         raise ValueError(f"unknown step rule {rule!r}; expected one of {STEP_RULES}")
     M, L = coarse.x.shape
     out = torch.zeros(M, dtype=F64)
     if rule in ("none", "tweedie"):
         return out
+    if reach and coarse.log_context is None:
+        raise ValueError("jys.weight=reach needs a model that gives a denoiser p(x0 | x_t) (the context posterior "
+                         "carries a token's value at s to its sample); this one gives scores")
     if process.kernel.ordinal and coarse.log_context is None:
         raise ValueError(f"the step rule term {rule!r} under an ordinal kernel needs a model that gives a denoiser (the "
                          f"step's exact law is carried from p(x0 | context)); this one gives scores")
@@ -330,11 +343,24 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     step = max(1, CHUNK_BYTES // (M * S * 8 * 4))
     for i in range(first, L, step):
         sl = slice(i, i + step)
-        q, P = _step_law(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.x[:, sl], t1, s, rule,
-                         coarse.context(slice(None), sl))
+        context = coarse.context(slice(None), sl)
+        q, P = _step_law(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.x[:, sl], t1, s, rule, context)
+        if reach:
+            q, P = _image_in_x0(process, context, s, q), _image_in_x0(process, context, s, P)
         pos = q > 0
         out += torch.where(pos, q * (torch.log(torch.where(pos, q, 1.0)) - torch.log(P.clamp_min(1e-300))), 0.0).sum((1, 2))
     return out
+
+
+def _image_in_x0(process, context: torch.Tensor, s: torch.Tensor, law: torch.Tensor) -> torch.Tensor:
+    """Σ_y law(y) p(x0 | y, context) [b, l, S0], p(x0 | y, context) = c(x0) P_s[x0, y] / Σ_x0' c(x0') P_s[x0', y]
+    (c the context posterior [b, l, S0], law [b, l, S] over x_{s,l})."""
+    if not bool((s == s[0]).all()):
+        raise ValueError("the image of a step in x0 is computed for one landing time s shared by the sequences")
+    K = process.kernel.transition(process.sigma(s[:1]))[0, : process.data_states]  # [S0, S]
+    Z = context @ K  # [b, l, S]: p(x_{s,l} = y | context)
+    image = context * ((law / Z.clamp_min(1e-300)) @ K.T)
+    return image / image.sum(-1, keepdim=True).clamp_min(1e-300)
 
 
 def resolve_coarse_state(coarse_state: str, kernel, has_context: bool = False) -> str:

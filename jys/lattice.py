@@ -10,7 +10,9 @@ With w ≡ 1 (`weight=none`) J is the path KL of the frozen-rate sampler from th
 rule: an upper bound of the KL of the samples' law. It is the quantity whose gains the hierarchical search
 estimates one point at a time: KLUB(t2) = (t2 − t3)·E f_{t1}(t2) ≈ D(t1, t3) − D(t1, t2) − D(t2, t3).
 `weight=survival` discounts a divergence made at time t by how much of it can still reach the sample
-(`survival`, below); it replaces the hand-set step 1 → t_mix.
+(`survival`, below); it replaces the hand-set step 1 → t_mix. `weight=reach` keeps the path KL whole and replaces
+the sampler's one-step term by the KL of its image in the sample (jys.klub.step_terms, `reach`: a token's law at t_r
+carried to x0 by the exact process given the other tokens), which forgets an error made where the kernel has mixed.
 
 Estimation, on common random numbers for every grid scored on one lattice: M sequences x_0 from the data;
 one forward path per sequence read at every lattice point (a valid joint law for every pair of points:
@@ -34,7 +36,7 @@ from jys.klub import Coarse, coarse_read, klub_terms, step_terms
 from models.protocol import ModelOutput
 
 F64 = torch.float64
-WEIGHTS = ("none", "survival")
+WEIGHTS = ("none", "survival", "reach")
 
 
 def survival(process, t: torch.Tensor, unigram: torch.Tensor) -> torch.Tensor:
@@ -120,7 +122,7 @@ class PathLattice:
             raise ValueError(f"unknown search family {family!r}; expected 'tau' or 'count'")
         self.model, self.process = model, model.process
         self.points, self.family = list(points), family
-        self.objective, self.coarse_state, self.prefix = objective, coarse_state, int(prefix)
+        self.objective, self.coarse_state, self.prefix, self.weight = objective, coarse_state, int(prefix), weight
         self.batch_size, self.progress, self.base_points = batch_size, progress, base_points
         self.index = {p: i for i, p in enumerate(self.points)}
         if len(self.index) != len(self.points):
@@ -208,11 +210,13 @@ class PathLattice:
     def read(self, p: int) -> Coarse:
         if p not in self.reads:
             hit = self.shared.get(self.points[p]) if self.shared is not None else None
-            if hit is not None and torch.equal(hit.x, self.x[p]) and torch.equal(hit.t, self.t[p]):
+            need_context = self.weight == "reach"
+            if hit is not None and torch.equal(hit.x, self.x[p]) and torch.equal(hit.t, self.t[p]) and \
+                    (hit.log_context is not None or not need_context):
                 self.reads[p] = hit
             else:
                 self.calls += -(-self.x.shape[1] // self.batch_size)
-                self.reads[p] = coarse_read(self.model, self.x[p], self.t[p], self.batch_size)
+                self.reads[p] = coarse_read(self.model, self.x[p], self.t[p], self.batch_size, context=need_context)
                 if self.shared is not None:
                     self.shared[self.points[p]] = self.reads[p]
         return self.reads[p]
@@ -230,11 +234,13 @@ class PathLattice:
         return self.pairs[(p, q)]
 
     def step_rule(self, p: int, r: int) -> torch.Tensor:
-        """w(t_r) · Σ_l KL(q_l ‖ P_l) per sequence: the sampler's own error of the step p → r, landing at t_r. [M]"""
+        """w(t_r) · Σ_l KL(q_l ‖ P_l) per sequence: the sampler's own error of the step p → r, landing at t_r (with
+        weight=reach, the KL of the two laws' images in x0). [M]"""
         if self.rule == "none":
             return torch.zeros(self.x.shape[1], dtype=F64)
         if (p, r) not in self.rules:
-            self.rules[(p, r)] = self.w[r] * step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix)
+            self.rules[(p, r)] = self.w[r] * step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix,
+                                                                 reach=self.weight == "reach")
         return self.rules[(p, r)]
 
     def interval(self, p: int, r: int) -> torch.Tensor:

@@ -70,7 +70,7 @@ def main() -> None:
     p.add_argument("--num", type=int, default=512, help="samples per cell")
     p.add_argument("--klub-samples", type=int, default=128, help="sequences of the lattice")
     p.add_argument("--lattice", type=int, default=32, help="uniform points of the base lattice (see base_lattice)")
-    p.add_argument("--weight", default="none", choices=["none", "survival"])
+    p.add_argument("--weight", default="none", choices=["none", "survival", "reach"])
     p.add_argument("--objective", default=None, help="J's integrand (jys.klub OBJECTIVES); default jys.objective, "
                    "which also sets the hierarchical search's")
     p.add_argument("--powers", type=float, nargs="*", default=list(POWERS))

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from jys.klub import Coarse, _step_law, carried, coarse_read, context_posterior, klub_terms, step_terms
+from jys.klub import Coarse, _image_in_x0, _step_law, carried, coarse_read, context_posterior, klub_terms, step_terms
 from jys.lattice import PathLattice
 from models.chains import MarkovChain
 from models.oracle import OracleModel
@@ -36,7 +36,7 @@ def test_exact_step_marginal_against_enumeration(kernel):
     x = torch.tensor([[2, 0, 1]])
     t, s = 0.7, 0.3
     c = coarse_read(model, x, torch.tensor([t], dtype=F64), 8)
-    assert (c.log_context is not None) == (kernel == "gaussian")
+    assert (c.log_context is not None) == (kernel == "gaussian")  # uniform kernels keep it on request (reach)
     _, P = _step_law(proc, c.log_ratio.to(F64).exp(), x, c.t, torch.tensor([s], dtype=F64), "euler", c.context())
     sig_t, sig_s = (float(proc.sigma(torch.tensor(v, dtype=F64))) for v in (t, s))
     Pt, Ps, Pd = (proc.kernel.transition(torch.tensor([v], dtype=F64))[0] for v in (sig_t, sig_s, sig_t - sig_s))
@@ -80,6 +80,51 @@ def test_step_terms_vanish_where_the_sampler_is_exact_and_grow_with_the_step():
     assert (step_terms(un.process, c, torch.tensor(0.2), "tweedie") == 0).all()
     with pytest.raises(ValueError, match="step rule"):
         step_terms(un.process, c, torch.tensor(0.2), "heun")
+
+
+@pytest.mark.parametrize("kernel", ["uniform", "gaussian"])
+def test_image_of_a_step_in_x0_against_enumeration(kernel):
+    """_image_in_x0 is Σ_y q(y) p(x0_l | x_{t,−l}, x_{s,l} = y) of the chain, by enumerating every x_0 with the other
+    tokens at t and token l at s: p(x0 | ·) ∝ p(x0) Π_{k≠l} P_t[x0_k, x_{t,k}] · P_s[x0_l, y]."""
+    model = _oracle(kernel)
+    proc, chain = model.process, CHAIN.mixed(1e-3)
+    x = torch.tensor([[2, 0, 1]])
+    t, s = 0.7, 0.3
+    c = coarse_read(model, x, torch.tensor([t], dtype=F64), 8, context=True)
+    sv = torch.tensor([s], dtype=F64)
+    q, _ = _step_law(proc, c.log_ratio.to(F64).exp(), x, c.t, sv, "euler", c.context())
+    got = _image_in_x0(proc, c.context(), sv, q)[0]
+    Pt, Ps = (proc.kernel.transition(proc.sigma(torch.tensor([v], dtype=F64)))[0] for v in (t, s))
+    want = torch.zeros(3, 3, dtype=F64)
+    for l in range(3):
+        for y in range(3):
+            post = torch.zeros(3, dtype=F64)
+            for seq in itertools.product(range(3), repeat=3):
+                w = float(chain.log_prob(torch.tensor([seq])).exp()) * float(Ps[seq[l], y])
+                w *= float(torch.prod(torch.stack([Pt[seq[k], x[0, k]] for k in range(3) if k != l])))
+                post[seq[l]] += w
+            want[l] += q[0, l, y] * post / post.sum()
+    assert torch.allclose(got, want, atol=1e-9)
+
+
+def test_reach_term_is_below_the_step_term_and_vanishes_where_the_kernel_has_mixed():
+    """Data processing: the KL of the step's image in x0 is at most the step's own KL; from t = 1 under the uniform
+    kernel (mixed: every value at s has the same image) it is ~0 while Euler's clipped step costs much."""
+    model = _oracle("uniform", "geometric")
+    x0 = CHAIN.sample(16, 6, torch.Generator().manual_seed(1))
+    for t, s in ((0.6, 0.3), (1.0, 0.9)):
+        xt = model.process.sample(x0, torch.full((16,), t, dtype=F64), torch.Generator().manual_seed(2))
+        c = coarse_read(model, xt, torch.full((16,), t, dtype=F64), 16, context=True)
+        plain = step_terms(model.process, c, torch.tensor(s), "euler")
+        reach = step_terms(model.process, c, torch.tensor(s), "euler", reach=True)
+        assert (reach <= plain + 1e-12).all() and (reach >= 0).all()
+        if t == 1.0:
+            assert float(plain.min()) > 1.0 and float(reach.max()) < 1e-4 * float(plain.min())
+        else:
+            assert float(reach.mean()) > 1e-3  # an error at moderate t still reaches the sample
+    score = Coarse(c.x, c.t, c.log_ratio)  # a read without the context posterior (a score model)
+    with pytest.raises(ValueError, match="denoiser"):
+        step_terms(model.process, score, torch.tensor(0.5), "euler", reach=True)
 
 
 def test_denoiser_coarse_path_on_absorbing_kernels_is_the_destination_objective():
