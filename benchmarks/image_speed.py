@@ -77,9 +77,19 @@ def main():
     if len(sys.argv) > 2 and sys.argv[1] == "--one":
         print(json.dumps(measure(sys.argv[2])))
         return
+    from results.bench import BenchTable  # here: each measuring process starts without it
+
+    table = BenchTable("image_speed", ["what", "time", "throughput / memory"], "fp32, 2 threads, each in a fresh process.")
     for kind in ("cifar_unet", "digits_unet", "gaussian_rates"):
         out = subprocess.run([sys.executable, __file__, "--one", kind], capture_output=True, text=True, check=True)
-        print(out.stdout.strip())
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        if kind == "gaussian_rates":
+            cost = (f"{r['peak_beyond_inputs_GB']} GB beyond the inputs ({r['units_of_BLS_float64']} float64 [B, L, S] "
+                    f"tensors)")
+        else:
+            cost = f"{r['images_per_s']} images/s"
+        table.row(r["what"], f"{r['seconds']} s", cost)
+    table.save()
 
 
 if __name__ == "__main__":

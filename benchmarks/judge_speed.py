@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from metrics.text import load_judge, token_nll
+from results.bench import BenchTable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,9 @@ def main():
     held_out = source.read_text()
     texts = [held_out[i * 400:(i + 1) * 400] for i in range(args.texts)]
     print(f"judge {args.judge}: {args.texts} texts of 400 characters, batch {args.batch}, {args.threads} threads")
-    print(f"{'precision':<10}{'load s':>8}{'tokens/s':>10}{'perplexity':>12}")
+    table = BenchTable("judge_speed", ["precision", "load s", "tokens/s", "perplexity"],
+                       f"Judge {args.judge}: {args.texts} held-out texts of 400 characters, batch {args.batch}, "
+                       f"{args.threads} threads.")
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         start = time.perf_counter()
         judge = load_judge(args.judge, args.judge_path, "cpu", dtype)
@@ -42,8 +45,9 @@ def main():
         start = time.perf_counter()
         total, count = token_nll(judge, texts, args.batch)
         speed = count / (time.perf_counter() - start)
-        print(f"{name:<10}{loaded:>8.1f}{speed:>10,.0f}{torch.tensor(total / count).exp().item():>12.1f}")
+        table.row(name, f"{loaded:.1f}", f"{speed:,.0f}", f"{torch.tensor(total / count).exp().item():.1f}")
         load_judge.cache_clear()
+    table.save()
 
 
 if __name__ == "__main__":

@@ -73,8 +73,12 @@ def main() -> None:
     if a.one:
         print(json.dumps(measure(a.one[0], a.one[1], a.states, a.length, a.batch)))
         return
+    from results.bench import BenchTable  # here: each measuring process starts without it
+
     print(f"S = {a.states} data states, L = {a.length}, batch {a.batch}; unit B·L·S·4 bytes; target <= 6 units")
-    print(f"{'operation':<16}{'kernel':<11}{'peak beyond output, MB':>24}{'units':>8}{'batch on 80 GB':>16}")
+    table = BenchTable("memory", ["operation", "kernel", "peak beyond one output (MB)", "units", "batch on 80 GB"],
+                       f"S = {a.states:,}, L = {a.length:,}, batch {a.batch}; a unit is B·L·S·4 bytes "
+                       f"({a.batch * a.length * a.states * 4 / 1e6:,.0f} MB).")
     for kind in ("klub", "euler"):
         for kernel in ("absorbing", "uniform"):
             out = subprocess.run([sys.executable, __file__, "--one", kind, kernel, "--states", str(a.states),
@@ -83,8 +87,9 @@ def main() -> None:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             name = "KLUB evaluation" if kind == "klub" else "Euler step"
             per_sequence = (max(r["in_units_of_BLS4"], 0.0) + 1) * a.length * r["states"] * 4
-            print(f"{name:<16}{kernel:<11}{r['peak_beyond_output_mb']:>24.1f}{r['in_units_of_BLS4']:>8.2f}"
-                  f"{int(80e9 // per_sequence):>16}")
+            table.row(name, kernel, f"{r['peak_beyond_output_mb']:,.0f}", f"{r['in_units_of_BLS4']:.2f}",
+                      f"{int(80e9 // per_sequence)}")
+    table.save()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from models.kernels import Absorbing
 from models.noise import LogLinear
 from models.process import ForwardProcess
 from models.protocol import ModelOutput
+from results.bench import BenchTable
 from samplers.loop import run_sampler
 from samplers.schedules import uniform
 
@@ -51,14 +52,17 @@ def main():
     model = StandIn(ForwardProcess(LogLinear(1e-3), Absorbing(32))).eval()
     print(f"stand-in network: {sum(p.numel() for p in model.parameters()):,} parameters; batch {args.batch}, "
           f"length {args.length}, {args.nfe} steps, {args.threads} threads")
-    print(f"{'sampler':<12}{'calls':>6}{'wall s':>9}{'model s':>9}{'overhead':>10}")
+    table = BenchTable("sampler_overhead", ["sampler", "model calls", "wall s", "in model s", "overhead"],
+                       f"Batch {args.batch}, length {args.length}, {args.nfe} steps, {args.threads} threads, a stand-in "
+                       f"network of the CountDown DiT's cost.")
     for sampler in ("euler", "tau_leaping", "tweedie"):
         model.seconds = 0.0
         start = time.perf_counter()
         res = run_sampler(model, sampler, uniform(args.nfe), args.batch, args.length,
                           0, batch_size=args.batch, progress=False)
         wall = time.perf_counter() - start
-        print(f"{sampler:<12}{res.nfe:>6g}{wall:>9.2f}{model.seconds:>9.2f}{(wall - model.seconds) / wall:>10.1%}")
+        table.row(sampler, f"{res.nfe:g}", f"{wall:.2f}", f"{model.seconds:.2f}", f"{(wall - model.seconds) / wall:.1%}")
+    table.save()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from models.loaders import load_sedd
+from results.bench import BenchTable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,9 @@ def main():
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     print(f"batch {args.batch} x length {args.length}, {args.threads} threads")
-    print(f"{'precision':<10}{'chunk':>6}{'s/call':>9}{'tokens/s':>11}")
+    table = BenchTable("sedd_forward", ["precision", "chunk", "s/call", "tokens/s"],
+                       f"One call on {args.batch} sequences of {args.length} tokens, median of {args.reps}, "
+                       f"{args.threads} threads.")
     for precision in ("fp32", "bf16"):
         for chunk in args.chunks:
             model = load_sedd("project", args.weights, precision=precision, chunk=chunk)
@@ -41,7 +44,9 @@ def main():
                 model(x, t)
                 times.append(time.perf_counter() - start)
             sec = statistics.median(times)
-            print(f"{precision:<10}{chunk:>6}{sec:>9.2f}{args.batch * args.length / sec:>11,.0f}", flush=True)
+            table.row("bf16 autocast" if precision == "bf16" else precision, chunk, f"{sec:.2f}",
+                      f"{args.batch * args.length / sec:,.0f}")
+    table.save()
 
 
 if __name__ == "__main__":

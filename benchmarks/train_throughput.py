@@ -19,6 +19,7 @@ from models.kernels import Absorbing
 from models.noise import LogLinear
 from models.process import ForwardProcess
 from models.sedd import SEDD, SEDDConfig
+from results.bench import BenchTable
 from train.losses import score_entropy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,9 @@ def main():
     params = sum(p.numel() for p in net.parameters())
     print(f"{args.model}: {arch}, {params / 1e6:.2f} M parameters; batch {args.batch} x length {x0.shape[1]}, "
           f"{args.threads} threads")
-    print(f"{'precision':<10}{'s/step':>9}{'tokens/s':>11}")
+    table = BenchTable(f"train_throughput_{args.model}", ["precision", "s/step", "tokens/s"],
+                       f"The {args.model} DiT ({params / 1e6:.2f} M parameters), full training steps of batch "
+                       f"{args.batch} x length {x0.shape[1]}, mean of {args.steps} after a warm-up, {args.threads} threads.")
     for bf16 in {"fp32": (False,), "bf16": (True,), "both": (False, True)}[args.precision]:
         torch.manual_seed(0)
         net = SEDD(SEDDConfig(vocab_size=states + 1, **arch)).train()
@@ -76,7 +79,8 @@ def main():
             if step:  # the first step warms up
                 times.append(time.perf_counter() - start)
         per_step = sum(times) / len(times)
-        print(f"{'bf16' if bf16 else 'fp32':<10}{per_step:>9.3f}{x0.numel() / per_step:>11,.0f}")
+        table.row("bf16 autocast" if bf16 else "fp32", f"{per_step:.3f}", f"{x0.numel() / per_step:,.0f}")
+    table.save()
 
 
 if __name__ == "__main__":

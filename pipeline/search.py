@@ -265,7 +265,8 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
               "process": experiment.config["process"], "experiment": experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
-              "model_calls": calls, "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
+              "model_calls": calls, "sample_forwards": calls // -(-M // s.batch_size) * M,  # a read: ⌈M/batch⌉ calls
+              "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
 
 

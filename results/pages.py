@@ -6,6 +6,8 @@ any machine regenerates every page without rerunning. A page marks each generate
     <!-- results: peers EXPERIMENT:MODEL --> the peers table of one pair (docs/records/peers.json)
     <!-- results: grids EXPERIMENT/NAME -->   the summary of one oracle grid table (docs/records/grids/EXPERIMENT/
                                              oracle/NAME.json, a run of scripts/jys_grid_table.py)
+    <!-- results: bench NAME -->             one benchmark's table (docs/records/benchmarks/NAME.json, saved by
+                                             the benchmark, results.bench)
     ...(generated; replaced on every run)...
     <!-- /results -->
 """
@@ -15,6 +17,7 @@ import re
 from pathlib import Path
 
 from common.io import atomic_write_bytes
+from results.bench import bench_block
 from results.records import RECORDS, ResultsError, committed, load_results
 from results.grids import summary as grids_summary
 from results.peers import pair_table
@@ -93,6 +96,8 @@ def generated(experiment: str, what: str, records_dir: Path = RECORDS) -> str:
         return peers_block(what, records_dir)
     if experiment == "grids":
         return grids_block(what, records_dir)
+    if experiment == "bench":
+        return bench_block(what, records_dir)
     path = committed(experiment, records_dir)
     spec = spec_for(experiment)
     metric = next((m for m in spec.metrics if m.key == what), None)

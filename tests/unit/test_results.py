@@ -152,3 +152,28 @@ def test_the_grids_block_is_generated_from_a_grid_table_record(tmp_path):
     page.write_text("<!-- results: grids count/grids-euler-y -->\n<!-- /results -->\n")
     with pytest.raises(ResultsError, match="grids-euler-y.json is not a committed record"):
         pages.regenerate([page], tmp_path / "records")
+
+
+def test_a_benchmark_table_is_saved_as_a_record_and_drawn_on_its_page(tmp_path, capsys):
+    """results.bench: rows print as they are measured; the saved record (command, date, machine) renders as the page's
+    `<!-- results: bench NAME -->` block; a row of the wrong width and a record that is not committed are refused."""
+    from results.bench import BenchTable
+
+    table = BenchTable("speed", ["precision", "s/step"], "Two threads.", records_dir=tmp_path / "records")
+    table.row("fp32", "1.250")
+    table.row("bf16 autocast", "0.800")
+    with pytest.raises(ValueError, match="a row of 1 cells"):
+        table.row("fp16")
+    path = table.save()
+    assert "bf16 autocast" in capsys.readouterr().out
+    saved = json.loads(path.read_text())
+    assert saved["rows"] == [["fp32", "1.250"], ["bf16 autocast", "0.800"]] and saved["machine"] and saved["command"]
+    page = tmp_path / "benchmarks.md"
+    page.write_text("<!-- results: bench speed -->\nold\n<!-- /results -->\n")
+    pages.regenerate([page], tmp_path / "records")
+    text = page.read_text()
+    assert "| precision | s/step |\n|---|---|\n| fp32 | 1.250 |\n| bf16 autocast | 0.800 |" in text
+    assert "Two threads." in text and "old" not in text
+    page.write_text("<!-- results: bench other -->\n<!-- /results -->\n")
+    with pytest.raises(ResultsError, match="other.json is not a committed record"):
+        pages.regenerate([page], tmp_path / "records")
