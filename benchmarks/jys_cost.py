@@ -50,11 +50,11 @@ def main():
                     for m in [args.jys_samples] + ([args.reference_samples] if nfe == args.quality_nfe else [])]
         variants.append(("lattice DP (default)", "jys", []))
         for i, (name, label, overrides) in enumerate(variants):
-            base = [f"runs_dir={runs}/v{i}", "experiment=count", "model=oracle", "sampler=euler", f"nfe={nfe}"]
+            base = [f"runs_dir={runs}/n{nfe}-v{i}", "experiment=count", "model=oracle", "sampler=euler", f"nfe={nfe}"]
             start = time.time()
             run("jys", *base, *overrides)
             wall = time.time() - start
-            sched = next(Path(f"{runs}/v{i}").rglob(f"euler-{label}-nfe{nfe}.json"))
+            sched = next(Path(f"{runs}/n{nfe}-v{i}").rglob(f"euler-{label}-nfe{nfe}.json"))
             rec = json.loads(sched.read_text())
             common = base + [f"schedule={sched}", f"num_samples={args.samples}", "batch_size=512", "seed=0"]
             run("samplers", *common)

@@ -76,9 +76,9 @@ def main() -> None:
     from results.bench import BenchTable  # here: each measuring process starts without it
 
     print(f"S = {a.states} data states, L = {a.length}, batch {a.batch}; unit B·L·S·4 bytes; target <= 6 units")
-    table = BenchTable("memory", ["operation", "kernel", "peak beyond one output (MB)", "units", "batch on 80 GB"],
+    table = BenchTable("memory", ["operation", "kernel", "peak beyond one output (MiB)", "units", "batch on 80 GB"],
                        f"S = {a.states:,}, L = {a.length:,}, batch {a.batch}; a unit is B·L·S·4 bytes "
-                       f"({a.batch * a.length * a.states * 4 / 1e6:,.0f} MB).")
+                       f"({a.batch * a.length * a.states * 4 / 2**20:,.0f} MiB).")
     for kind in ("klub", "euler"):
         for kernel in ("absorbing", "uniform"):
             out = subprocess.run([sys.executable, __file__, "--one", kind, kernel, "--states", str(a.states),

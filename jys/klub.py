@@ -321,16 +321,20 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
 
     reach: instead, the KL of each law's image in the token's sample x0_l, the steps after s exact and the other
     tokens as in x_{t1}: Σ_y q_l(y) p(x0_l | x_{s,l} = y, context) against the same of P_l, where p(x0_l | y,
-    context) ∝ p(x0_l | x_{t1,−l}) · P_s[x0_l, y]. Exact for one token: the sample's law given x_s is the data's
-    reweighted by Π_k P_s[x0_k, x_{s,k}], so a token's value at s moves the whole sample by what it moves x0_l.
-    Never above the plain term (data processing); 0 where the kernel has mixed (every y the same image), so a
-    sampler's error at large t, which the path KL counts in full, costs what still reaches the sample."""
+    context) ∝ p(x0_l | x_{t1,−l}) · P_s[x0_l, y]. Why the image of one token suffices: the sample's law given x_s
+    is the data's reweighted by Π_k P_s[x0_k, x_{s,k}], so a token's value at s moves the whole sample by what it
+    moves x0_l; here the other tokens' evidence is read at t1, not s (the frozen context of the denoiser path), so
+    for L > 1 it is that approximation, not exact. Never above the plain term (data processing: one channel applied
+    to both laws); 0 where the kernel has mixed (every y the same image), so a sampler's error at large t, which the
+    path KL counts in full, costs what still reaches the sample."""
     if rule not in STEP_RULES:
         raise ValueError(f"unknown step rule {rule!r}; expected one of {STEP_RULES}")
     M, L = coarse.x.shape
     out = torch.zeros(M, dtype=F64)
     if rule in ("none", "tweedie"):
         return out
+    if reach and process.kernel.mask is not None:
+        raise ValueError("jys.weight=reach is for non-absorbing kernels (an unmasked token is already its sample)")
     if reach and coarse.log_context is None:
         raise ValueError("jys.weight=reach needs a model that gives a denoiser p(x0 | x_t) (the context posterior "
                          "carries a token's value at s to its sample); this one gives scores")
@@ -359,7 +363,12 @@ def _image_in_x0(process, context: torch.Tensor, s: torch.Tensor, law: torch.Ten
         raise ValueError("the image of a step in x0 is computed for one landing time s shared by the sequences")
     K = process.kernel.transition(process.sigma(s[:1]))[0, : process.data_states]  # [S0, S]
     Z = context @ K  # [b, l, S]: p(x_{s,l} = y | context)
-    image = context * ((law / Z.clamp_min(1e-300)) @ K.T)
+    supported = Z > 0
+    image = context * ((torch.where(supported, law / torch.where(supported, Z, 1.0), 0.0)) @ K.T)
+    # a value the context gives no support (Z underflows): its posterior is the likelihood P_s[·, y] alone, so its
+    # mass is kept, not dropped by the normalization
+    columns = K.sum(0)  # [S]
+    image = image + (torch.where(supported, 0.0, law) / torch.where(columns > 0, columns, 1.0)) @ K.T
     return image / image.sum(-1, keepdim=True).clamp_min(1e-300)
 
 

@@ -118,6 +118,9 @@ class PathLattice:
                  coarse_state: str = "auto", weight: str = "none", prefix: int = 0, batch_size: int = 512,
                  progress: bool = False, base_points: int = 32, read_cache: dict | None = None, rule: str = "none"):
         check_weight(weight)
+        if weight == "reach" and rule == "none":
+            raise ValueError("jys.weight=reach changes J's one-step term, and this sampler's step rule is none (absorbing "
+                             "kernels, Tweedie, τ-leaping under ordinal kernels): use jys.weight=none")
         if family not in ("tau", "count"):
             raise ValueError(f"unknown search family {family!r}; expected 'tau' or 'count'")
         self.model, self.process = model, model.process
@@ -211,8 +214,11 @@ class PathLattice:
         if p not in self.reads:
             hit = self.shared.get(self.points[p]) if self.shared is not None else None
             need_context = self.weight == "reach"
+            # a read with the context kept on request serves only lattices that ask for it (with it, `carried` takes
+            # the context path, equal only for a consistent model), one without it none that ask
+            kept = hit is not None and hit.log_context is not None
             if hit is not None and torch.equal(hit.x, self.x[p]) and torch.equal(hit.t, self.t[p]) and \
-                    (hit.log_context is not None or not need_context):
+                    (kept if need_context else (not kept or self.process.kernel.ordinal)):
                 self.reads[p] = hit
             else:
                 self.calls += -(-self.x.shape[1] // self.batch_size)

@@ -246,6 +246,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
         print(f"reusing the lattice table {table_file}")
         D = torch.tensor([[math.inf if v is None else v for v in row] for row in saved["D"]], dtype=torch.float64)
         calls, wall = saved["model_calls"], saved["wall_time"]
+        forwards = saved.get("sample_forwards", calls // -(-M // s.batch_size) * M)  # tables before it kept calls only
     else:
         t0 = time.time()
         x0 = experiment.sample_x0(M, torch.Generator().manual_seed(s.seed))
@@ -254,10 +255,11 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
                                  prefix=prefix, batch_size=s.batch_size, progress=s.progress,
                                  base_points=lattice_size(settings.lattice, nfe), max_span=span)
         wall = time.time() - t0
+        forwards = calls // -(-M // s.batch_size) * M  # each point read once: ⌈M / batch⌉ calls of its M sequences
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": [[v if math.isfinite(v) else None for v in row]
                                                              for row in D.tolist()],
-                                           "model_calls": calls, "wall_time": wall})
+                                           "model_calls": calls, "sample_forwards": forwards, "wall_time": wall})
         dist.barrier()
     path_idx, J = optimal_grids(D, nfe)[nfe]
     chosen = [points[i] for i in path_idx]
@@ -265,8 +267,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
               "process": experiment.config["process"], "experiment": experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
-              "model_calls": calls, "sample_forwards": calls // -(-M // s.batch_size) * M,  # a read: ⌈M/batch⌉ calls
-              "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
+              "model_calls": calls, "sample_forwards": forwards, "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
 
 

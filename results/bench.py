@@ -48,6 +48,7 @@ class BenchTable:
         print(" ".join(f"{c:>{w}}" for c, w in zip(cells, self.widths)), flush=True)
 
     def save(self) -> Path:
+        """Write the record (replacing the last run's, whatever its arguments: the record names its command)."""
         command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]).as_posix()), *sys.argv[1:]])
         record = {"name": self.name, "command": command, "note": self.note,
                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": machine(),

@@ -174,6 +174,10 @@ def test_a_benchmark_table_is_saved_as_a_record_and_drawn_on_its_page(tmp_path, 
     text = page.read_text()
     assert "| precision | s/step |\n|---|---|\n| fp32 | 1.250 |\n| bf16 autocast | 0.800 |" in text
     assert "Two threads." in text and "old" not in text
+    saved["rows"].append(["fp16"])  # a record edited into a row of the wrong width
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ResultsError, match="cells do not match"):
+        pages.regenerate([page], tmp_path / "records")
     page.write_text("<!-- results: bench other -->\n<!-- /results -->\n")
     with pytest.raises(ResultsError, match="other.json is not a committed record"):
         pages.regenerate([page], tmp_path / "records")

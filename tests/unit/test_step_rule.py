@@ -127,6 +127,33 @@ def test_reach_term_is_below_the_step_term_and_vanishes_where_the_kernel_has_mix
         step_terms(model.process, score, torch.tensor(0.5), "euler", reach=True)
 
 
+def test_image_keeps_the_mass_of_a_value_the_context_does_not_support():
+    """Where p(x_{s,l} = y | context) is 0 the posterior of y is the likelihood P_s[·, y] alone: its mass stays."""
+    from types import SimpleNamespace
+    eye = torch.eye(3, dtype=F64)
+    proc = SimpleNamespace(kernel=SimpleNamespace(transition=lambda sig: eye[None]), sigma=lambda s: s, data_states=3)
+    context = torch.tensor([[[1.0, 0.0, 0.0]]], dtype=F64)
+    law = torch.tensor([[[0.5, 0.5, 0.0]]], dtype=F64)
+    got = _image_in_x0(proc, context, torch.tensor([0.1], dtype=F64), law)
+    assert torch.allclose(got, law)
+
+
+def test_reach_lattice_keeps_the_path_term_and_lowers_the_step_term():
+    """PathLattice(weight='reach'): the same path (Girsanov) pairs as weight='none' on the same x_0 and seed, a step
+    term at most the plain one; refused where the step rule is none (nothing for it to change)."""
+    model = _oracle("uniform", "geometric")
+    x0 = CHAIN.sample(32, 5, torch.Generator().manual_seed(7))
+    times = [1.0, 0.95, 0.6, 0.3, 0.05]  # σ̄(0.95) = 10.9: mixed
+    plain, reach = (PathLattice(model, x0, times, "tau", seed=8, objective="girsanov", weight=w, rule="euler")
+                    for w in ("none", "reach"))
+    assert reach.read(2).log_context is not None and plain.read(2).log_context is None
+    assert torch.allclose(reach.pair(2, 4), plain.pair(2, 4), rtol=1e-6, atol=1e-9)
+    assert (reach.step_rule(2, 4) <= plain.step_rule(2, 4) + 1e-12).all()
+    assert float(reach.step_rule(0, 1).mean()) < 0.1 * float(plain.step_rule(0, 1).mean())  # from t = 1: forgotten
+    with pytest.raises(ValueError, match="step rule is none"):
+        PathLattice(model, x0, times, "tau", seed=8, objective="girsanov", weight="reach", rule="none")
+
+
 def test_denoiser_coarse_path_on_absorbing_kernels_is_the_destination_objective():
     """Under an absorbing kernel the frozen denoiser carried to t2 has the exact total rate of a masked token, so
     Girsanov against it is Λ2·KL(π2 ‖ π1): the destination objective (both with exact oracle rates)."""
