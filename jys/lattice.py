@@ -126,6 +126,7 @@ class PathLattice:
         self.model, self.process = model, model.process
         self.points, self.family = list(points), family
         self.objective, self.coarse_state, self.prefix, self.weight = objective, coarse_state, int(prefix), weight
+        self.keep_context = weight == "reach"  # reads keep the context posterior under uniform kernels too
         self.batch_size, self.progress, self.base_points = batch_size, progress, base_points
         self.index = {p: i for i, p in enumerate(self.points)}
         if len(self.index) != len(self.points):
@@ -137,7 +138,7 @@ class PathLattice:
         self.w = survival(self.process, self.t.reshape(-1), pi0 / pi0.sum()).reshape(self.t.shape) \
             if weight == "survival" else torch.ones_like(self.t)
         self.reads: dict[int, Coarse] = {}
-        self.shared = read_cache  # reads by point, shared with other lattices on the same x_0 (used when the state matches)
+        self.shared = read_cache  # reads by (point, context kept), shared with lattices on the same x_0 (used when the state matches)
         self.pairs: dict[tuple[int, int], torch.Tensor] = {}
         self.rule, self.rules = rule, {}  # the sampler's one-step term of each step (jys.klub.step_terms)
         self.calls = 0
@@ -212,19 +213,17 @@ class PathLattice:
 
     def read(self, p: int) -> Coarse:
         if p not in self.reads:
-            hit = self.shared.get(self.points[p]) if self.shared is not None else None
-            need_context = self.weight == "reach"
-            # a read with the context kept on request serves only lattices that ask for it (with it, `carried` takes
-            # the context path, equal only for a consistent model), one without it none that ask
-            kept = hit is not None and hit.log_context is not None
-            if hit is not None and torch.equal(hit.x, self.x[p]) and torch.equal(hit.t, self.t[p]) and \
-                    (kept if need_context else (not kept or self.process.kernel.ordinal)):
+            # shared by point and by whether the context is kept on request: with it `carried` takes the context
+            # path, equal to the other only for a consistent model
+            key = (self.points[p], self.keep_context)
+            hit = self.shared.get(key) if self.shared is not None else None
+            if hit is not None and torch.equal(hit.x, self.x[p]) and torch.equal(hit.t, self.t[p]):
                 self.reads[p] = hit
             else:
                 self.calls += -(-self.x.shape[1] // self.batch_size)
-                self.reads[p] = coarse_read(self.model, self.x[p], self.t[p], self.batch_size, context=need_context)
+                self.reads[p] = coarse_read(self.model, self.x[p], self.t[p], self.batch_size, context=self.keep_context)
                 if self.shared is not None:
-                    self.shared[self.points[p]] = self.reads[p]
+                    self.shared[key] = self.reads[p]
         return self.reads[p]
 
     def pair(self, p: int, q: int) -> torch.Tensor:
@@ -246,7 +245,7 @@ class PathLattice:
             return torch.zeros(self.x.shape[1], dtype=F64)
         if (p, r) not in self.rules:
             self.rules[(p, r)] = self.w[r] * step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix,
-                                                                 reach=self.weight == "reach")
+                                                        reach=self.weight == "reach")
         return self.rules[(p, r)]
 
     def interval(self, p: int, r: int) -> torch.Tensor:
