@@ -33,6 +33,7 @@ class OracleModel:
         self.process = process
         self.output = output
         self.prefix = int(prefix)
+        self.observed_resets = process.kernel.mask is not None  # absorbing: an unmasked token's emission is one-hot
 
     def describe(self) -> str:
         return (f"exact oracle ({self.output}) of a {self.chain.num_states}-state Markov chain mixed with a "
@@ -53,6 +54,8 @@ class OracleModel:
             if (x[:, : self.prefix] >= S0).any():
                 raise ValueError(f"oracle: the condition prefix (first {self.prefix} tokens) holds non-data states")
             emis[:, : self.prefix] = torch.nn.functional.one_hot(x[:, : self.prefix], S0).to(F64)
+        if self.observed_resets:
+            return self._absorbing_leave_one_out(x, emis), emis
         e = emis.transpose(0, 1).contiguous()  # [L, B, S0]: one contiguous slice per position
         T = self.chain.transition
         pred = torch.empty(L, B, S0, dtype=F64)  # p(x_0,l | x_t,<l)
@@ -67,6 +70,37 @@ class OracleModel:
             back[l] = beta / beta.sum(-1, keepdim=True)
         # A zero normalizer anywhere leaves NaN or zeros that reach every position: checked once here.
         return _normalize((pred * back).transpose(0, 1), "forward-backward"), emis
+
+    def _absorbing_leave_one_out(self, x: torch.Tensor, emis: torch.Tensor) -> torch.Tensor:
+        """The same forward-backward under an absorbing kernel, where a token's emission is one-hot (unmasked, or
+        prefix) or constant (masked): an observed token resets the message to a row (forward) or column (backward)
+        of T, and only masked tokens need a product with T, so the cost follows the masked tokens (S0 = 4096 for
+        the text twin: L products of [B, S0] × [S0, S0] per call otherwise). Equal to the general pass up to
+        rounding (tested)."""
+        B, L = x.shape
+        T = self.chain.transition
+        observed = x != self.process.kernel.mask  # [B, L]; the prefix is data, so observed
+        xd = x.clamp(max=T.shape[0] - 1)
+        pred = torch.empty(L, B, T.shape[0], dtype=F64)  # p(x_0,l | x_t,<l)
+        pred[0] = self.chain.initial
+        for l in range(L - 1):
+            obs = observed[:, l]
+            pred[l + 1][obs] = T[xd[obs, l]]
+            hidden = ~obs
+            if hidden.any():  # a constant emission leaves the message as it is, then one step of the chain
+                pred[l + 1][hidden] = pred[l][hidden] @ T
+        back = torch.empty(L, B, T.shape[0], dtype=F64)  # ∝ p(x_t,>l | x_0,l)
+        back[L - 1] = 1.0
+        Tt = T.T.contiguous()
+        for l in range(L - 2, -1, -1):
+            obs = observed[:, l + 1]
+            beta = torch.empty(B, T.shape[0], dtype=F64)
+            beta[obs] = Tt[xd[obs, l + 1]]
+            hidden = ~obs
+            if hidden.any():
+                beta[hidden] = back[l + 1][hidden] @ Tt
+            back[l] = beta / beta.sum(-1, keepdim=True)
+        return _normalize((pred * back).transpose(0, 1), "forward-backward")
 
     def posterior(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """p(x_0,l | x_t) [B, L, S0]."""

@@ -93,3 +93,21 @@ def test_chain_file_validation(tmp_path):
         load_chain(missing)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_chain(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("prefix", [0, 5])
+def test_absorbing_pass_equals_the_general_forward_backward(prefix):
+    """The absorbing shortcut (observed tokens reset the messages) against the general pass, on the CountDown chain
+    with a floor, where brute force cannot go (S0 = 32, L = 48)."""
+    proc = ForwardProcess(LogLinear(), Absorbing(32))
+    oracle = OracleModel(countdown_chain(32), proc, floor=1e-3, prefix=prefix)
+    g = torch.Generator().manual_seed(1)
+    x0 = countdown_chain(32).sample(6, 48, g)
+    t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9, 0.99], dtype=torch.float64)
+    xt = proc.sample(x0, t, u=torch.rand(x0.shape, generator=g, dtype=torch.float64))
+    xt[:, :prefix] = x0[:, :prefix]
+    assert oracle.observed_resets
+    fast = oracle.posterior(xt, t)
+    oracle.observed_resets = False
+    general = oracle.posterior(xt, t)
+    assert torch.allclose(fast, general, rtol=1e-9, atol=1e-13)
