@@ -241,12 +241,16 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
         **({"end": "no read at count L"} if family == "kgillespie" else {}),  # tables before it read the model at t = 0
         **_ordinal_key(model.process.kernel)})
     table_file = out_dir / "schedules" / "search" / f"lattice-{family}-{s.objective}-{digest}.json"
+
+    def forwards_of(calls: int) -> int:  # each point read once: ⌈M / batch⌉ calls of its M sequences
+        return calls // -(-M // s.batch_size) * M
+
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
     if saved.get("key") == key:
         print(f"reusing the lattice table {table_file}")
         D = torch.tensor([[math.inf if v is None else v for v in row] for row in saved["D"]], dtype=torch.float64)
         calls, wall = saved["model_calls"], saved["wall_time"]
-        forwards = saved.get("sample_forwards", calls // -(-M // s.batch_size) * M)  # tables before it kept calls only
+        forwards = saved.get("sample_forwards", forwards_of(calls))  # tables before it kept calls only
     else:
         t0 = time.time()
         x0 = experiment.sample_x0(M, torch.Generator().manual_seed(s.seed))
@@ -255,7 +259,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
                                  prefix=prefix, batch_size=s.batch_size, progress=s.progress,
                                  base_points=lattice_size(settings.lattice, nfe), max_span=span)
         wall = time.time() - t0
-        forwards = calls // -(-M // s.batch_size) * M  # each point read once: ⌈M / batch⌉ calls of its M sequences
+        forwards = forwards_of(calls)
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": [[v if math.isfinite(v) else None for v in row]
                                                              for row in D.tolist()],

@@ -31,6 +31,30 @@ DEFAULTS = (("count", "grids-euler-destination"), ("count_uniform", "grids-euler
             ("folk_twin", "grids-tau_leaping-wnone"))
 
 
+def kept_cells(prior: dict, settings: dict, calls: list[int]) -> dict:
+    """The cells of an earlier grid table that a run of `calls` keeps: those of the other budgets, and only when the
+    earlier run had the same settings (a run of some budgets extends a table, never mixes two settings)."""
+    if prior.get("settings") != settings:
+        return {}
+    return {k: v for k, v in prior.get("cells", {}).items() if int(k.split("@")[1]) not in calls}
+
+
+def seed_summary(per_seed: list[dict]) -> dict:
+    """One grid's metrics over its sampling seeds: each metric's mean, and from two seeds on `<metric>_se`, the
+    standard error of that mean over the seeds (sample standard deviation / √n)."""
+    if not per_seed:
+        raise ValueError("a grid's cell needs the metrics of at least one sampling seed")
+    out = {}
+    n = len(per_seed)
+    for m in per_seed[0]:
+        values = [float(v[m]) for v in per_seed]
+        mean = sum(values) / n
+        out[m] = mean
+        if n > 1:
+            out[f"{m}_se"] = (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5
+    return out
+
+
 def value(cell: dict, metric: str) -> str:
     """A metric of a grid's samples, with its standard error over sampling seeds where the run had several."""
     se = cell.get(f"{metric}_se")

@@ -38,6 +38,7 @@ from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import compose_config, oracle_metric, oracle_setup
 from pipeline.experiment import experiment_of
+from results.grids import kept_cells, seed_summary
 from pipeline.search import lattice_points, optimize_config, settings_from, step_rule
 from samplers.loop import run_sampler
 from samplers.registry import COUNT_GRID, steps_for_calls
@@ -95,10 +96,7 @@ def main() -> None:
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
                 "rule": step_rule(jys_settings, a.sampler, model.process.kernel)}
     prior = json.loads(out.read_text()) if out.is_file() else {}
-    same = prior.get("settings") == settings
-    # a run of some budgets keeps the others' cells of an earlier run with the same settings
-    table = {"settings": settings, "cells": {k: v for k, v in prior.get("cells", {}).items()
-                                             if same and int(k.split("@")[1]) not in a.calls}}
+    table = {"settings": settings, "cells": kept_cells(prior, settings, a.calls)}
     cache = out.parent / "grid-samples.json"
     saved = json.loads(cache.read_text()) if cache.is_file() else {}
     sampled = saved.get("cells", {}) if saved.get("model") == model.identity() else {}
@@ -195,12 +193,7 @@ def main() -> None:
                     sampled[gkey]["entropy_gap"] = token_entropy_gap(x, chain_ref(x), K)
                     atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
                 per_seed.append(sampled[gkey])
-            cell = {"times": grid, "seeds": a.seeds}
-            for m in per_seed[0]:
-                values = np.array([v[m] for v in per_seed])
-                cell[m] = float(values.mean())
-                if a.seeds > 1:
-                    cell[f"{m}_se"] = float(values.std(ddof=1) / np.sqrt(a.seeds))
+            cell = {"times": grid, "seeds": a.seeds, **seed_summary(per_seed)}
             jv = lattice(snap(grid), steps).grid_value(snap(grid))
             cell.update({"J": jv.value, "J_se": jv.se, "J_terms": jv.terms})
             table["cells"][f"{name}@{calls}"] = cell

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from results import pages
+from results.grids import kept_cells, seed_summary
 from results.records import ResultsError
 from results.specs import spec_for
 from results.tables import collect, markdown, with_floor
@@ -181,3 +182,22 @@ def test_a_benchmark_table_is_saved_as_a_record_and_drawn_on_its_page(tmp_path, 
     page.write_text("<!-- results: bench other -->\n<!-- /results -->\n")
     with pytest.raises(ResultsError, match="other.json is not a committed record"):
         pages.regenerate([page], tmp_path / "records")
+
+
+def test_grid_table_seeds_are_summarized_by_mean_and_standard_error():
+    cell = seed_summary([{"chain_nll": 2.0, "bigram_tv": 0.1}, {"chain_nll": 2.3, "bigram_tv": 0.3},
+                         {"chain_nll": 2.6, "bigram_tv": 0.2}])
+    assert cell["chain_nll"] == pytest.approx(2.3) and cell["bigram_tv"] == pytest.approx(0.2)
+    assert cell["chain_nll_se"] == pytest.approx(0.3 / 3 ** 0.5)  # sd 0.3 over 3 seeds
+    assert cell["bigram_tv_se"] == pytest.approx(0.1 / 3 ** 0.5)
+    assert seed_summary([{"chain_nll": 2.0}]) == {"chain_nll": 2.0}  # one seed: no standard error
+    with pytest.raises(ValueError, match="at least one sampling seed"):
+        seed_summary([])
+
+
+def test_grid_table_rerun_keeps_other_budgets_only_under_the_same_settings():
+    prior = {"settings": {"num": 512}, "cells": {"uniform@4": {"J": 1.0}, "uniform@8": {"J": 2.0},
+                                                 "spearman@8": {"chain_nll": 0.5}}}
+    assert kept_cells(prior, {"num": 512}, [4]) == {"uniform@8": {"J": 2.0}, "spearman@8": {"chain_nll": 0.5}}
+    assert kept_cells(prior, {"num": 128}, [4]) == {}
+    assert kept_cells({}, {"num": 512}, [4]) == {}
