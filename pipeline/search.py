@@ -6,10 +6,10 @@ config's door to it (python -m jys).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

@@ -38,8 +38,8 @@ from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import compose_config, oracle_metric, oracle_setup
 from pipeline.experiment import experiment_of
-from results.grids import kept_cells, seed_summary
 from pipeline.search import lattice_points, optimize_config, settings_from, step_rule
+from results.grids import kept_cells, seed_summary
 from samplers.loop import run_sampler
 from samplers.registry import COUNT_GRID, steps_for_calls
 from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform
