@@ -8,6 +8,8 @@ any machine regenerates every page without rerunning. A page marks each generate
                                              oracle/NAME.json, a run of scripts/jys_grid_table.py)
     <!-- results: bench NAME -->             one benchmark's table (docs/records/benchmarks/NAME.json, saved by
                                              the benchmark, results.bench)
+    <!-- results: exact NAME -->             the exact-law study of one chain and sampler (docs/records/exact/
+                                             NAME-*.json, runs of scripts/exact_grid_kl.py; results.exact)
     ...(generated; replaced on every run)...
     <!-- /results -->
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from common.io import atomic_write_bytes
 from results.bench import bench_block
+from results.exact import exact_block
 from results.records import RECORDS, ResultsError, committed, load_results
 from results.grids import summary as grids_summary
 from results.peers import pair_table
@@ -98,6 +101,8 @@ def generated(experiment: str, what: str, records_dir: Path = RECORDS) -> str:
         return grids_block(what, records_dir)
     if experiment == "bench":
         return bench_block(what, records_dir)
+    if experiment == "exact":
+        return exact_block(what, records_dir)
     path = committed(experiment, records_dir)
     spec = spec_for(experiment)
     metric = next((m for m in spec.metrics if m.key == what), None)

@@ -1,7 +1,8 @@
 """J against the exact divergence of a sampler's output law, on a chain small enough to enumerate.
 
     python scripts/exact_grid_kl.py [--states 4] [--length 5] [--calls 4 8 16] [--kernel uniform] [--sigma 6]
-        [--klub-samples 2048] [--out runs/exact_grid_kl.json]
+        [--chain countdown|dirichlet] [--sampler euler|tau_leaping] [--weight none|survival|reach]
+        [--rule sampler|none] [--klub-samples 2048] [--out FILE]
 
 Every oracle table elsewhere judges a grid by its samples (chain NLL, bigram TV): statistics of a few hundred
 sequences. Here the data law is a CountDown chain over S states and L tokens (S^L sequences), so the law of Euler's
@@ -31,8 +32,10 @@ from models.kernels import make_kernel
 from models.noise import Constant
 from models.oracle import OracleModel
 from models.process import ForwardProcess
+from results.exact import record_path
 from samplers.exact_law import sampler_law
 
+ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 POWERS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)
 
@@ -86,7 +89,8 @@ def main() -> None:
     p.add_argument("--rule", default="sampler", choices=["sampler", "none"], help="J's one-step term: the "
                    "sampler's (the default for uniform kernels), or none (the frozen-denoiser path KL alone)")
     p.add_argument("--final", default="sample", choices=["sample", "argmax"])
-    p.add_argument("--out", type=Path, default=Path("runs/exact_grid_kl.json"))
+    p.add_argument("--out", type=Path, default=None, help="default runs/exact/<chain>-<sampler>-<variant>.json (the "
+                   "record that docs/records/exact/ keeps and results.exact tabulates)")
     a = p.parse_args()
     S, L = a.states, a.length
     if S ** L > 4096:
@@ -99,7 +103,9 @@ def main() -> None:
     truth = truth / truth.sum()
     x0 = chain.sample(a.klub_samples, L, torch.Generator().manual_seed(0))
     rule = a.sampler if a.rule == "sampler" else "none"
-    out = {"settings": vars(a) | {"out": str(a.out)}, "cells": {}}
+    settings = {k: v for k, v in vars(a).items() if k != "out"}
+    path = a.out or record_path(settings, ROOT / "runs" / "exact")
+    out = {"settings": settings, "cells": {}}
     for calls in a.calls:
         steps = calls - 1  # the noise-removal draw is the last call
         grids = {"uniform": power(steps, 1.0, a.eps),
@@ -132,8 +138,8 @@ def main() -> None:
         for name, r in rows.items():
             print(f"{name:>10}{r['J']:>10.4g}{r['J_se']:>8.2g}" + "".join(f"{r[m]:>17.4f}" for m in metrics))
         print("Spearman(J, ·): " + ", ".join(f"{m} {v:.2f}" for m, v in rho.items()), flush=True)
-    atomic_write_json(a.out, out)
-    print(f"-> {a.out}")
+    atomic_write_json(path, out)
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

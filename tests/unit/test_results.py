@@ -201,3 +201,22 @@ def test_grid_table_rerun_keeps_other_budgets_only_under_the_same_settings():
     assert kept_cells(prior, {"num": 512}, [4]) == {"uniform@8": {"J": 2.0}, "spearman@8": {"chain_nll": 0.5}}
     assert kept_cells(prior, {"num": 128}, [4]) == {}
     assert kept_cells({}, {"num": 512}, [4]) == {}
+
+
+def test_the_exact_block_tabulates_each_variants_optimum(tmp_path):
+    def run(rule, weight, dp_kl, rho):
+        grids = {"uniform": {"kl_data_samples": 0.5, "bigram_tv": 0.2}, "cosine": {"kl_data_samples": 0.6, "bigram_tv": 0.3},
+                 "power0.1": {"kl_data_samples": 0.04, "bigram_tv": 0.02}, "power2": {"kl_data_samples": 0.7, "bigram_tv": 0.4},
+                 "dp": {"kl_data_samples": dp_kl, "bigram_tv": 0.01}}
+        return {"settings": {"chain": "countdown", "sampler": "euler", "states": 4, "length": 5, "rule": rule,
+                             "weight": weight}, "cells": {"16": {"grids": grids, "spearman": {"kl_data_samples": rho}}}}
+    folder = tmp_path / "exact"
+    folder.mkdir()
+    for rule, weight, kl, rho in (("sampler", "none", 0.05, 0.6), ("none", "none", 0.009, 0.98)):
+        (folder / f"countdown-euler-{'none' if rule == 'none' else 'plain'}.json").write_text(json.dumps(run(rule, weight, kl, rho)))
+    block = pages.generated("exact", "countdown-euler", tmp_path)
+    assert "| best power grid (q) | 0.0400 / 0.0200 (0.1) |" in block
+    assert "| J optimum, the sampler's step term (default) | 0.0500 / 0.0100 (ρ 0.60) |" in block
+    assert "| J optimum, no step term | 0.0090 / 0.0100 (ρ 0.98) |" in block
+    with pytest.raises(ResultsError, match="no docs/records/exact/other"):
+        pages.generated("exact", "other", tmp_path)
