@@ -30,8 +30,9 @@ def record_path(settings: dict, folder: Path) -> Path:
 
 
 ORDER = ("plain", "reach", "survival", "none")
-LABELS = {"plain": "J optimum, the sampler's step term (default)", "reach": "J optimum, step term as it reaches x0",
-          "survival": "J optimum, survival-weighted", "none": "J optimum, no step term"}
+LABELS = {"plain": "J optimum, the sampler's step term (`jys.rule=sampler`)",
+          "reach": "J optimum, the step term as it reaches x0 (`jys.weight=reach`)",
+          "survival": "J optimum, survival-weighted (`jys.weight=survival`)", "none": "J optimum, no step term (`jys.rule=none`)"}
 
 
 def exact_block(name: str, records_dir: Path = RECORDS) -> str:

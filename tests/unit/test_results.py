@@ -216,7 +216,7 @@ def test_the_exact_block_tabulates_each_variants_optimum(tmp_path):
         (folder / f"countdown-euler-{'none' if rule == 'none' else 'plain'}.json").write_text(json.dumps(run(rule, weight, kl, rho)))
     block = pages.generated("exact", "countdown-euler", tmp_path)
     assert "| best power grid (q) | 0.0400 / 0.0200 (0.1) |" in block
-    assert "| J optimum, the sampler's step term (default) | 0.0500 / 0.0100 (ρ 0.60) |" in block
-    assert "| J optimum, no step term | 0.0090 / 0.0100 (ρ 0.98) |" in block
+    assert "| J optimum, the sampler's step term (`jys.rule=sampler`) | 0.0500 / 0.0100 (ρ 0.60) |" in block
+    assert "| J optimum, no step term (`jys.rule=none`) | 0.0090 / 0.0100 (ρ 0.98) |" in block
     with pytest.raises(ResultsError, match="no docs/records/exact/other"):
         pages.generated("exact", "other", tmp_path)
