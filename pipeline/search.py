@@ -300,6 +300,8 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
         scores, calls = saved["scores"], saved["model_calls"]
     else:
         reads: dict = {}  # the base lattice is read once for all pairs (common random numbers)
+        base = set(lattice_points(settings.lattice, experiment.length, model.process,
+                                  "kgillespie" if family == "kgillespie" else "tau", s.eps, nfe))
         scores, calls = [], 0
         for a in BETA_VALUES:
             for b in BETA_VALUES:
@@ -313,6 +315,8 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
                 scores.append({"a": a, "b": b, "J": rec["J"], "J_se": rec["J_se"], "times": rec["times"],
                                **({"counts": rec["counts"]} if "counts" in rec else {})})
                 calls += rec["model_calls"]
+                for point, context in [k for k in reads if k[0] not in base]:  # a pair's own points serve no other pair
+                    del reads[(point, context)]
         if not scores:
             raise ValueError(f"no Beta(a, b) with a, b in {BETA_VALUES} gives a valid grid of {nfe} steps")
         if dist.is_main():

@@ -8,7 +8,8 @@ import torch
 from models.noise import LogLinear
 from models.kernels import Absorbing
 from models.process import ForwardProcess
-from pipeline.search import grid_objective, optimize_config, settings_from
+import pipeline.search
+from pipeline.search import grid_objective, lattice_points, optimize_config, settings_from
 from pipeline.experiment import experiment_of
 from pipeline.build import build_model
 from samplers.schedules import beta, beta_mask_schedule
@@ -39,12 +40,22 @@ def test_beta_grid_keeps_the_schedule():
 
 
 @pytest.mark.slow
-def test_beta_search_takes_the_pair_of_least_J(make_cfg, tmp_path):
+def test_beta_search_takes_the_pair_of_least_J(make_cfg, tmp_path, monkeypatch):
     """jys.search=beta on the CountDown oracle: the schedule is the scored pair of least J, its J is the grid's J
-    scored alone, a rerun reuses the scores, and schedule=beta samples it."""
+    scored alone, a rerun reuses the scores, and schedule=beta samples it. The shared reads keep the base lattice
+    only: a pair's own points are dropped once it is scored."""
     cfg = make_cfg("experiment=count", "experiment.length=16", "experiment.data=null", "sampler=euler", "nfe=3",
                    "jys.search=beta", "jys.lattice=8", "jys.lattice_samples=8")
+    held = []
+
+    def scored(experiment, model, settings, sampler, grid, nfe, reads=None):
+        held.append(len(reads))  # reads kept from earlier pairs when this one starts
+        return grid_objective(experiment, model, settings, sampler, grid, nfe, reads)
+
+    monkeypatch.setattr(pipeline.search, "grid_objective", scored)
     path = optimize_config(cfg)
+    base = lattice_points(8, 16, build_model(cfg).process, "tau", float(cfg.eps), 3)
+    assert 0 < max(held) <= len(base)
     rec = json.loads(path.read_text())
     assert path.name == "euler-beta-nfe3.json" and rec["search"] == "beta"
     scores = json.loads((tmp_path / "count" / "oracle" / "schedules" / "search").glob("beta-*.json").__next__()
