@@ -21,15 +21,14 @@ def test_product_law_by_hand():
     assert torch.allclose(product_law(q), torch.tensor([[0.12, 0.08, 0.48, 0.32]], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("sampler", ["euler", "tau_leaping"])
-@pytest.mark.parametrize("final", ["sample", "argmax"])
+@pytest.mark.parametrize("sampler, final", [("euler", "sample"), ("tau_leaping", "argmax"), ("tau_leaping", "sample")])
 def test_exact_law_matches_the_samplers_draws(sampler, final):
     model = OracleModel(countdown_chain(S), ForwardProcess(Constant(6.0), Uniform(S)), floor=1e-2)
     states = torch.tensor(list(itertools.product(range(S), repeat=L)))
     grid = [1.0, 0.1, 0.03, 0.01]  # a first step long enough that Euler clips its stay probability
     law = sampler_law(model, states, grid, sampler, final)
     assert torch.isclose(law.sum(), torch.tensor(1.0, dtype=torch.float64))
-    n = 40_000
+    n = 20_000
     x = run_sampler(model, sampler, torch.tensor(grid, dtype=torch.float64), n, L, 0, batch_size=n,
                     final_step=final, progress=False).samples
     counts = torch.bincount((x * torch.tensor([S ** (L - 1 - i) for i in range(L)])).sum(1), minlength=S ** L)

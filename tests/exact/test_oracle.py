@@ -106,7 +106,8 @@ def test_absorbing_pass_equals_the_general_forward_backward(prefix):
     t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9, 0.99], dtype=torch.float64)
     xt = proc.sample(x0, t, u=torch.rand(x0.shape, generator=g, dtype=torch.float64))
     xt[:, :prefix] = x0[:, :prefix]
-    assert oracle.observed_resets
+    assert not oracle.observed_resets  # 32 states: the general pass is the faster one
+    oracle.observed_resets = True
     fast = oracle.posterior(xt, t)
     oracle.observed_resets = False
     general = oracle.posterior(xt, t)
