@@ -104,7 +104,11 @@ class OracleModel:
             if hidden.any():
                 beta[hidden] = back[l + 1][hidden] @ Tt
             back[l] = beta / beta.sum(-1, keepdim=True)
-        return _normalize((pred * back).transpose(0, 1), "forward-backward")
+        q = _normalize((pred * back).transpose(0, 1), "forward-backward")
+        if not (q.gather(-1, xd.unsqueeze(-1)).squeeze(-1)[observed] > 0).all():  # the general pass's zero normalizer
+            raise ValueError("oracle forward-backward pass: x_t has zero probability under the chain; "
+                             "use a uniform floor > 0 (oracle.floor)")
+        return q
 
     def posterior(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """p(x_0,l | x_t) [B, L, S0]."""

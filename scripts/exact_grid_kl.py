@@ -5,13 +5,13 @@
         [--rule sampler|none] [--klub-samples 2048] [--out FILE]
 
 Every oracle table elsewhere judges a grid by its samples (chain NLL, bigram TV): statistics of a few hundred
-sequences. Here the data law is a CountDown chain over S states and L tokens (S^L sequences), so the law of Euler's
-samples on any grid is computed exactly: the prior, then each step's transition matrix over all S^L sequences
-(a product over tokens of the step's per-token law, read from the exact oracle as samplers/steps.euler_step reads
-it), then the noise-removal draw at ε. Each grid (uniform, cosine, the power grids, J's lattice optimum) gets J ±
-s.e. (jys.lattice, as python -m jys) beside the exact KL(data ‖ samples), KL(samples ‖ data), TV, chain NLL and
-bigram TV of its output law, and Spearman's ρ between J and each: whether J ranks grids as the exact divergence
-does, with no sampling noise in the judge.
+sequences. Here the data law is a chain over S states and L tokens (S^L ≤ 4,096 sequences: CountDown, or a chain with
+Dirichlet(0.3) rows), so the law of the sampler's output on any grid is computed exactly (samplers/exact_law.py: Euler
+or τ-leaping, then the noise-removal draw, sample or argmax). Each grid (uniform, cosine, the power grids, J's lattice
+optimum) gets J ± s.e. (jys.lattice, as python -m jys computes it for uniform kernels) beside the exact KL(data ‖
+samples), KL(samples ‖ data), TV, chain NLL and bigram TV of its output law, and Spearman's ρ between J and each:
+whether J ranks grids as the exact divergence does, with no sampling noise in the judge. Under the final argmax the
+output law is 0 where the data is not, and the KLs are computed with that 0 clamped to 1e-300 (read the TV there).
 """
 from __future__ import annotations
 

@@ -112,3 +112,17 @@ def test_absorbing_pass_equals_the_general_forward_backward(prefix):
     oracle.observed_resets = False
     general = oracle.posterior(xt, t)
     assert torch.allclose(fast, general, rtol=1e-9, atol=1e-13)
+
+
+def test_absorbing_pass_refuses_what_the_chain_forbids():
+    """Without a floor, two unmasked tokens the chain cannot join are an error on the shortcut as on the general pass,
+    for scores too (not an inf ratio)."""
+    proc = ForwardProcess(LogLinear(), Absorbing(32))
+    xt = torch.full((1, 8), 32)
+    xt[0, 2], xt[0, 3] = 5, 9
+    t = torch.tensor([0.5], dtype=torch.float64)
+    oracle = OracleModel(countdown_chain(32), proc, floor=0.0, output="score")
+    oracle.observed_resets = True
+    for call in (oracle.posterior, oracle.ratios):
+        with pytest.raises(ValueError, match="zero probability under the chain"):
+            call(xt, t)

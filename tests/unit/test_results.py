@@ -220,3 +220,15 @@ def test_the_exact_block_tabulates_each_variants_optimum(tmp_path):
     assert "| J optimum, no step term (`jys.rule=none`) | 0.0090 / 0.0100 (ρ 0.98) |" in block
     with pytest.raises(ResultsError, match="no docs/records/exact/other"):
         pages.generated("exact", "other", tmp_path)
+
+
+def test_the_exact_block_refuses_records_of_other_settings(tmp_path):
+    folder = tmp_path / "exact"
+    folder.mkdir()
+    grids = {n: {"kl_data_samples": 0.1, "tv": 0.1, "bigram_tv": 0.1} for n in ("uniform", "cosine", "power1", "dp")}
+    for rule, eps in (("sampler", 1e-3), ("none", 1e-2)):
+        rec = {"settings": {"chain": "c", "sampler": "euler", "eps": eps, "rule": rule, "weight": "none"},
+               "cells": {"4": {"grids": grids, "spearman": {"kl_data_samples": 1.0}}}}
+        (folder / f"c-euler-{'none' if rule == 'none' else 'plain'}.json").write_text(json.dumps(rec))
+    with pytest.raises(ResultsError, match="different settings \\(eps\\)"):
+        pages.generated("exact", "c-euler", tmp_path)
