@@ -48,6 +48,16 @@ def cosine(nfe: int, eps: float = 1e-5) -> torch.Tensor:
     return grid
 
 
+POWERS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)  # the power family the oracle studies scan
+
+
+def power(nfe: int, q: float, eps: float = 1e-5) -> torch.Tensor:
+    """t_i = 1 − (1 − ε)(i/N)^q: q < 1 leaps early from t = 1 and crowds the steps toward ε, q = 1 is uniform."""
+    _check_nfe_eps(nfe, eps)
+    i = torch.arange(nfe + 1, dtype=F64)
+    return 1 - (1 - eps) * (i / nfe) ** q
+
+
 BASELINES = {"uniform": uniform, "cosine": cosine}
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +32,11 @@ from models.oracle import OracleModel
 from models.process import ForwardProcess
 from results.exact import record_path
 from samplers.exact_law import sampler_law
+from samplers.registry import steps_for_calls
+from samplers.schedules import POWERS, cosine, power, uniform
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
-POWERS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)
 
 
 def bigram(law: torch.Tensor, states: torch.Tensor, S: int) -> torch.Tensor:
@@ -60,16 +59,12 @@ def judge(law: torch.Tensor, truth: torch.Tensor, states: torch.Tensor, S: int) 
 
 
 def make_chain(name: str, S: int) -> MarkovChain:
-    """countdown: CountDown over S states, whose law is nearly uniform over its valid sequences; dirichlet: a chain
-    with rows and initial law from Dirichlet(0.3) (seed 0), a law far from uniform on its support."""
+    """countdown: CountDown over S states (a countdown to 0, then a uniform restart); dirichlet: a chain whose
+    initial law and rows are drawn from Dirichlet(0.3) (seed 0), a generic skewed chain."""
     if name == "countdown":
         return countdown_chain(S)
     w = torch.from_numpy(np.random.default_rng(0).gamma(0.3, size=(S + 1, S)))
     return MarkovChain(w[0] / w[0].sum(), w[1:] / w[1:].sum(-1, keepdim=True))
-
-
-def power(steps: int, q: float, eps: float) -> list[float]:
-    return [1 - (1 - eps) * (i / steps) ** q for i in range(steps + 1)]
 
 
 def main() -> None:
@@ -107,10 +102,9 @@ def main() -> None:
     path = a.out or record_path(settings, ROOT / "runs" / "exact")
     out = {"settings": settings, "cells": {}}
     for calls in a.calls:
-        steps = calls - 1  # the noise-removal draw is the last call
-        grids = {"uniform": power(steps, 1.0, a.eps),
-                 "cosine": [a.eps + (1 - a.eps) * math.cos(math.pi * i / (2 * steps)) for i in range(steps + 1)]}
-        grids.update({f"power{q:g}": power(steps, q, a.eps) for q in POWERS})
+        steps = steps_for_calls(a.sampler, calls)  # the noise-removal draw is the last call
+        grids = {"uniform": uniform(steps, a.eps).tolist(), "cosine": cosine(steps, a.eps).tolist()}
+        grids.update({f"power{q:g}": power(steps, q, a.eps).tolist() for q in POWERS})
         base = base_lattice(lattice_size(a.lattice, steps), a.eps)
         reads: dict = {}  # model reads by point, shared by the grids' lattices on the base path
 

@@ -42,18 +42,11 @@ from pipeline.search import lattice_points, optimize_config, settings_from, step
 from results.grids import kept_cells, seed_summary
 from samplers.loop import run_sampler
 from samplers.registry import COUNT_GRID, steps_for_calls
-from samplers.schedules import cosine, geometric_counts, times_from_counts, token_counts, uniform
+from samplers.schedules import POWERS, cosine, geometric_counts, power, times_from_counts, token_counts, uniform
 
 ROOT = Path(__file__).resolve().parents[1]
 
 HIERARCHY = ["jys.search=hierarchy", "jys.objective=girsanov"]  # the JYS of the published search with today's KLUB
-POWERS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.5, 2.0, 3.0)
-
-
-def power(steps: int, q: float, eps: float) -> list[float]:
-    i = torch.arange(steps + 1, dtype=torch.float64)
-    return (1 - (1 - eps) * (i / steps) ** q).tolist()
-
 
 def _counts(grid: list[float], process, length: int) -> list[int] | None:
     """A time grid's unmasked counts for a count-grid sampler; None where two steps share a count."""
@@ -107,7 +100,7 @@ def main() -> None:
     for calls in a.calls:
         steps = steps_for_calls(a.sampler, calls)
         g = {"uniform": uniform(steps, eps).tolist(), "cosine": cosine(steps, eps).tolist()}
-        g.update({f"power{q:g}": power(steps, q, eps) for q in a.powers})
+        g.update({f"power{q:g}": power(steps, q, eps).tolist() for q in a.powers})
         rec = json.loads(optimize_config(compose_config(base + [f"nfe={steps}"] + HIERARCHY), model).read_text())
         if family == "count":
             g = {name: _counts(grid, model.process, L) for name, grid in g.items()}

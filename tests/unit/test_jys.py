@@ -17,7 +17,7 @@ from models.protocol import ModelOutput, rates_from_ratios
 from pipeline.build import build_model
 from pipeline.search import optimize_config
 from samplers.loop import run_sampler
-from samplers.schedules import check_grid, cosine, uniform
+from samplers.schedules import check_grid, cosine, power, uniform
 
 FAST = ["experiment.length=32", "experiment.data=null", "jys.num_samples=16", "jys.max_iter=12", "jys.search=hierarchy",
         "jys.objective=girsanov"]
@@ -271,3 +271,12 @@ def test_jys_beats_uniform_under_the_gaussian_kernel(make_cfg, tmp_path, search)
     grid = torch.tensor(rec["times"], dtype=torch.float64)
     nll = _errors(cfg, {"uniform": uniform(4, 0.01), "jys": grid}, "tau_leaping", lambda x, c: chain_nll(x, c, 1e-3))
     assert nll["jys"] <= 0.7 * nll["uniform"], nll
+
+
+def test_power_grid_closed_form():
+    """t_i = 1 − (1 − ε)(i/N)^q: q = 1 is the uniform grid; q < 1 leaps further from t = 1 on its first step."""
+    assert torch.allclose(power(4, 1.0, 0.01), uniform(4, 0.01))
+    assert torch.allclose(power(4, 0.5, 1e-3), torch.tensor([1.0, 1 - 0.999 * 0.5, 1 - 0.999 * 0.5 ** 0.5,
+                                                                  1 - 0.999 * 0.75 ** 0.5, 1e-3], dtype=torch.float64))
+    with pytest.raises(ValueError):
+        power(0, 0.5)
