@@ -2,7 +2,9 @@
 
 A benchmark (benchmarks/*.py) makes a `BenchTable`, adds rows as it measures them (each printed at once) and saves it
 to docs/records/benchmarks/<name>.json with the command, the date and the machine; the page's block
-`<!-- results: bench NAME -->` renders the record (`python -m results pages`), so no figure is copied by hand.
+`<!-- results: bench NAME -->` renders the record (`python -m results pages`), so no figure is copied by hand. A run
+with other arguments than the committed record's (a partial run: one precision, a smaller batch) does not replace it:
+its record goes to runs/benchmarks/<name>.json, and the page keeps the table its command names.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common.io import atomic_write_json
-from results.records import RECORDS, ResultsError
+from results.records import RECORDS, ROOT, ResultsError
 
 
 def machine() -> str:
@@ -33,10 +35,12 @@ def machine() -> str:
 class BenchTable:
     """Columns, then rows of already formatted cells (as the page shows them)."""
 
-    def __init__(self, name: str, columns: list[str], note: str = "", records_dir: Path = RECORDS):
+    def __init__(self, name: str, columns: list[str], note: str = "", records_dir: Path = RECORDS,
+                 runs_dir: Path = ROOT / "runs"):
         self.name, self.columns, self.note = name, list(columns), note
         self.rows: list[list[str]] = []
         self.path = Path(records_dir) / "benchmarks" / f"{name}.json"
+        self.other_path = Path(runs_dir) / "benchmarks" / f"{name}.json"
         self.widths = [max(12, len(c) + 2) for c in self.columns]
         print(" ".join(f"{c:>{w}}" for c, w in zip(self.columns, self.widths)), flush=True)
 
@@ -48,14 +52,22 @@ class BenchTable:
         print(" ".join(f"{c:>{w}}" for c, w in zip(cells, self.widths)), flush=True)
 
     def save(self) -> Path:
-        """Write the record (replacing the last run's, whatever its arguments: the record names its command)."""
+        """Write the record: the committed one when there is none or this run's command is its command, else
+        runs/benchmarks/<name>.json (a run with other arguments does not replace the page's table)."""
         command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]).as_posix()), *sys.argv[1:]])
         record = {"name": self.name, "command": command, "note": self.note,
                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": machine(),
                   "columns": self.columns, "rows": self.rows}
-        atomic_write_json(self.path, record)
-        print(f"-> {self.path}")
-        return self.path
+        path = self.path
+        if path.is_file():
+            committed = json.loads(path.read_text()).get("command")
+            if committed != command:
+                path = self.other_path
+                print(f"{self.path} was made by `{committed}`; this run's arguments differ, so its record goes to "
+                      f"{path} (run `{committed}` to remake the page's table, or delete the record to replace it)")
+        atomic_write_json(path, record)
+        print(f"-> {path}")
+        return path
 
 
 def bench_block(name: str, records_dir: Path = RECORDS) -> str:

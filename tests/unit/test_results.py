@@ -160,7 +160,8 @@ def test_a_benchmark_table_is_saved_as_a_record_and_drawn_on_its_page(tmp_path, 
     `<!-- results: bench NAME -->` block; a row of the wrong width and a record that is not committed are refused."""
     from results.bench import BenchTable
 
-    table = BenchTable("speed", ["precision", "s/step"], "Two threads.", records_dir=tmp_path / "records")
+    table = BenchTable("speed", ["precision", "s/step"], "Two threads.", records_dir=tmp_path / "records",
+                       runs_dir=tmp_path / "runs")
     table.row("fp32", "1.250")
     table.row("bf16 autocast", "0.800")
     with pytest.raises(ValueError, match="a row of 1 cells"):
@@ -182,6 +183,26 @@ def test_a_benchmark_table_is_saved_as_a_record_and_drawn_on_its_page(tmp_path, 
     page.write_text("<!-- results: bench other -->\n<!-- /results -->\n")
     with pytest.raises(ResultsError, match="other.json is not a committed record"):
         pages.regenerate([page], tmp_path / "records")
+
+
+def test_a_benchmark_run_with_other_arguments_keeps_the_committed_record(tmp_path, monkeypatch):
+    """A partial run (other arguments than the committed record's command) saves under runs/, not over the page's
+    record; the same command replaces it."""
+    from results.bench import BenchTable
+
+    def run(argv, cell):
+        monkeypatch.setattr("sys.argv", argv)
+        table = BenchTable("speed", ["precision", "s/step"], records_dir=tmp_path / "records", runs_dir=tmp_path / "runs")
+        table.row("fp32", cell)
+        return table.save()
+
+    committed = run(["benchmarks/speed.py"], "1.0")
+    assert committed == tmp_path / "records" / "benchmarks" / "speed.json"
+    partial = run(["benchmarks/speed.py", "--precision", "bf16"], "0.5")
+    assert partial == tmp_path / "runs" / "benchmarks" / "speed.json"
+    assert json.loads(committed.read_text())["rows"] == [["fp32", "1.0"]]
+    assert json.loads(partial.read_text())["command"] == "python benchmarks/speed.py --precision bf16"
+    assert run(["benchmarks/speed.py"], "0.9") == committed and json.loads(committed.read_text())["rows"] == [["fp32", "0.9"]]
 
 
 def test_grid_table_seeds_are_summarized_by_mean_and_standard_error():
