@@ -312,7 +312,8 @@ def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor,
     return q / q.sum(-1, keepdim=True), P
 
 
-def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int = 0, reach: bool = False) -> torch.Tensor:
+def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int = 0, reach: bool = False,
+               stay: bool = False):
     """Σ_{l >= first} KL(q_l ‖ P_l) per sequence for the step t1 → s: how far the sampler's one-step law of each
     token lies from the exact one (given x_{t1}). With the frozen-denoiser path KL (coarse_state='denoiser'), which
     bounds the part every factorized step shares (the tokens' dependence), it makes the step's divergence:
@@ -326,13 +327,17 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     moves x0_l; here the other tokens' evidence is read at t1, not s (the frozen context of the denoiser path), so
     for L > 1 it is that approximation, not exact. Never above the plain term (data processing: one channel applied
     to both laws); 0 where the kernel has mixed (every y the same image), so a sampler's error at large t, which the
-    path KL counts in full, costs what still reaches the sample."""
+    path KL counts in full, costs what still reaches the sample.
+
+    stay: also return the step's keep probability, q_l(x_{t1,l}) averaged over the positions l >= first, per
+    sequence [M] (weight=suffix: the chance that a later step of the sampler leaves an error made before it in
+    place)."""
     if rule not in STEP_RULES:
         raise ValueError(f"unknown step rule {rule!r}; expected one of {STEP_RULES}")
     M, L = coarse.x.shape
-    out = torch.zeros(M, dtype=F64)
+    out, kept = torch.zeros(M, dtype=F64), torch.zeros(M, dtype=F64)
     if rule in ("none", "tweedie"):
-        return out
+        return (out, kept + 1.0) if stay else out
     if reach and process.kernel.mask is not None:
         raise ValueError("jys.weight=reach is for non-absorbing kernels (an unmasked token is already its sample)")
     if reach and coarse.log_context is None:
@@ -349,11 +354,13 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
         sl = slice(i, i + step)
         context = coarse.context(slice(None), sl)
         q, P = _step_law(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.x[:, sl], t1, s, rule, context)
+        if stay:
+            kept += q.gather(-1, coarse.x[:, sl].unsqueeze(-1)).squeeze(-1).sum(1)
         if reach:
             q, P = _image_in_x0(process, context, s, q), _image_in_x0(process, context, s, P)
         pos = q > 0
         out += torch.where(pos, q * (torch.log(torch.where(pos, q, 1.0)) - torch.log(P.clamp_min(1e-300))), 0.0).sum((1, 2))
-    return out
+    return (out, kept / max(1, L - first)) if stay else out
 
 
 def _image_in_x0(process, context: torch.Tensor, s: torch.Tensor, law: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,14 @@ estimates one point at a time: KLUB(t2) = (t2 − t3)·E f_{t1}(t2) ≈ D(t1, t3
 (`survival`, below); it replaces the hand-set step 1 → t_mix. `weight=reach` keeps the path KL whole and replaces
 the sampler's one-step term by the KL of its image in the sample (jys.klub.step_terms, `reach`: a token's law at t_r
 carried to x0 by the exact process given the other tokens), which forgets an error made where the kernel has mixed.
+`weight=suffix` keeps the path KL whole and discounts step i's one-step term by the chance that the grid's later
+steps leave the token where step i put it, Π_{j>i} k_j (k_j: the sampler's keep probability in step j, averaged over
+tokens and sequences; 1 for the noise-removal call): a token that a later step moves is redrawn from rates that do
+not depend on its wrong value, so its error is forgotten, one that stays carries it into the sample. With many short
+steps after it the product tends to the exact process's no-jump probability (reach's regime), with few long ones it
+stays near 1 (the plain term's); τ-leaping's reject rule keeps a token through a long step (k ≥ 1 − 1/e). J is then
+not a sum of per-step terms, so the DP (optimal_suffix_grids) runs backward and keeps, per point and steps left, the
+suffix of least J: exact for J's value of any grid, a heuristic for its minimum.
 
 Estimation, on common random numbers for every grid scored on one lattice: M sequences x_0 from the data;
 one forward path per sequence read at every lattice point (a valid joint law for every pair of points:
@@ -36,7 +44,7 @@ from jys.klub import Coarse, coarse_read, klub_terms, step_terms
 from models.protocol import ModelOutput
 
 F64 = torch.float64
-WEIGHTS = ("none", "survival", "reach")
+WEIGHTS = ("none", "survival", "reach", "suffix")
 
 
 def survival(process, t: torch.Tensor, unigram: torch.Tensor) -> torch.Tensor:
@@ -118,9 +126,9 @@ class PathLattice:
                  coarse_state: str = "auto", weight: str = "none", prefix: int = 0, batch_size: int = 512,
                  progress: bool = False, base_points: int = 32, read_cache: dict | None = None, rule: str = "none"):
         check_weight(weight)
-        if weight == "reach" and rule == "none":
-            raise ValueError("jys.weight=reach changes J's one-step term, and this sampler's step rule is none (absorbing "
-                             "kernels, Tweedie, τ-leaping under ordinal kernels): use jys.weight=none")
+        if weight in ("reach", "suffix") and rule == "none":
+            raise ValueError(f"jys.weight={weight} changes J's one-step term, and this sampler's step rule is none "
+                             "(absorbing kernels, Tweedie, τ-leaping under ordinal kernels): use jys.weight=none")
         if family not in ("tau", "count"):
             raise ValueError(f"unknown search family {family!r}; expected 'tau' or 'count'")
         self.model, self.process = model, model.process
@@ -140,7 +148,7 @@ class PathLattice:
         self.reads: dict[int, Coarse] = {}
         self.shared = read_cache  # reads by (point, context kept), shared with lattices on the same x_0 (used when the state matches)
         self.pairs: dict[tuple[int, int], torch.Tensor] = {}
-        self.rule, self.rules = rule, {}  # the sampler's one-step term of each step (jys.klub.step_terms)
+        self.rule, self.rules, self.stays = rule, {}, {}  # the sampler's one-step term and keep probability of each step
         self.calls = 0
 
     def _states(self, x0: torch.Tensor, g: torch.Generator):
@@ -244,12 +252,21 @@ class PathLattice:
         if self.rule == "none":
             return torch.zeros(self.x.shape[1], dtype=F64)
         if (p, r) not in self.rules:
-            self.rules[(p, r)] = self.w[r] * step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix,
-                                                        reach=self.weight == "reach")
+            term, kept = step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix,
+                                    reach=self.weight == "reach", stay=True)
+            self.rules[(p, r)], self.stays[(p, r)] = self.w[r] * term, kept
         return self.rules[(p, r)]
 
-    def interval(self, p: int, r: int) -> torch.Tensor:
-        """D per sequence of the step from point p to point r > p (trapezoid over the points between). [M]"""
+    def stay(self, p: int, r: int) -> float:
+        """The sampler's keep probability in the step p → r, the mean over tokens and sequences (weight=suffix)."""
+        if self.rule == "none":
+            return 1.0
+        self.step_rule(p, r)
+        return float(self.stays[(p, r)].mean())
+
+    def interval(self, p: int, r: int, survive: float = 1.0) -> torch.Tensor:
+        """D per sequence of the step from point p to point r > p (trapezoid over the points between), its one-step
+        term times `survive` (weight=suffix: the chance that the later steps keep the token). [M]"""
         if not 0 <= p < r < len(self.points):
             raise ValueError(f"an interval runs from a lattice point to a later one, got {p} → {r}")
         total = torch.zeros(self.x.shape[1], dtype=F64)
@@ -258,7 +275,7 @@ class PathLattice:
             cur = self.w[q] * self.pair(p, q)
             total += (self.t[q - 1] - self.t[q]).abs() * (prev + cur) / 2
             prev = cur
-        return total + self.step_rule(p, r)
+        return total + survive * self.step_rule(p, r)
 
     def grid_value(self, grid: list[float]) -> GridValue:
         """J of a grid whose points all lie on the lattice, with its standard error over the sequences."""
@@ -266,7 +283,12 @@ class PathLattice:
         if missing:
             raise ValueError(f"grid points {missing[:4]} are not lattice points")
         idx = [self.index[g] for g in grid]
-        parts = [self.interval(a, b) for a, b in zip(idx, idx[1:])]
+        steps = list(zip(idx, idx[1:]))
+        survive = [1.0] * len(steps)  # weight=suffix: Π of the later steps' keep probabilities
+        if self.weight == "suffix":
+            for i in range(len(steps) - 2, -1, -1):
+                survive[i] = survive[i + 1] * self.stay(*steps[i + 1])
+        parts = [self.interval(a, b, k) for (a, b), k in zip(steps, survive)]
         release_freed_memory()
         per_seq = torch.stack(parts).sum(0)
         M = per_seq.numel()
@@ -278,11 +300,14 @@ class PathLattice:
         in order; default all), by the trapezoid over those points only; inf where b <= a, and where b − a >
         max_span (a step no grid of many steps takes: the pairs grow as the square of the lattice), except from the
         first point: the step from the prior may be as long as a grid likes (under a kernel that mixes early the
-        best grids leap from 1 far into the data's range). [n, n]"""
+        best grids leap from 1 far into the data's range). [n, n]; with weight=suffix [3, n, n]: D without the
+        one-step term, the one-step term, the keep probability (optimal_grids takes either)."""
         idx = list(range(len(self.points))) if indices is None else list(indices)
         n = len(idx)
         span = n if max_span is None else max_span
         D = torch.full((n, n), math.inf, dtype=F64)
+        suffix = self.weight == "suffix"
+        step, kept = torch.zeros((n, n), dtype=F64), torch.ones((n, n), dtype=F64)
         bar = progress_bar(total=n * (n - 1) // 2, desc="JYS lattice pairs", leave=False, enabled=self.progress)
         for a in range(n - 1):
             p, acc = idx[a], torch.zeros((), dtype=F64)
@@ -290,17 +315,24 @@ class PathLattice:
                 q, q0 = idx[b], idx[b - 1]
                 cur = (self.w[q] * self.pair(p, q) + self.w[q0] * self.pair(p, q0)) / 2
                 acc = acc + ((self.t[q0] - self.t[q]).abs() * cur).mean()
-                D[a, b] = acc + self.step_rule(p, q).mean()
+                rule = self.step_rule(p, q).mean()
+                if suffix:
+                    D[a, b], step[a, b], kept[a, b] = acc, rule, self.stay(p, q)
+                else:
+                    D[a, b] = acc + rule
                 bar.update(1)
             self.reads.pop(p, None)  # later pairs never read p as coarse, nor as fine (fine follows coarse)
             release_freed_memory()  # a row's temporaries: without this the heap grows by GBs (common/memory.py)
         bar.close()
-        return D
+        return torch.stack([D, step, kept]) if suffix else D
 
 
 def optimal_grids(D: torch.Tensor, max_steps: int) -> dict[int, tuple[list[int], float]]:
     """For each N = 1 … max_steps, the path 0 → P−1 of N steps through the lattice that minimizes the summed
-    D (dynamic programming over points), with its value: {N: (indices, J)}."""
+    D (dynamic programming over points), with its value: {N: (indices, J)}. D [3, P, P] (weight=suffix):
+    optimal_suffix_grids."""
+    if D.ndim == 3:
+        return optimal_suffix_grids(D[0], D[1], D[2], max_steps)
     P = D.shape[0]
     best = torch.full((max_steps + 1, P), math.inf, dtype=F64)
     back = torch.full((max_steps + 1, P), -1, dtype=torch.long)
@@ -317,4 +349,34 @@ def optimal_grids(D: torch.Tensor, max_steps: int) -> dict[int, tuple[list[int],
             j = int(back[m, j])
             path.append(j)
         out[n] = (path[::-1], float(best[n, P - 1]))
+    return out
+
+
+def optimal_suffix_grids(path: torch.Tensor, step: torch.Tensor, kept: torch.Tensor,
+                         max_steps: int) -> dict[int, tuple[list[int], float]]:
+    """weight=suffix: J(grid) = Σ_i path[i] + step[i] · Π_{j>i} kept[j] over the grid's steps i. Backward over
+    points: for each point and number of steps left, the suffix to P−1 of least J, with its Π kept; a step into
+    a suffix is charged its one-step term times that product. Exact J for the grids it returns; their minimality
+    is that of the suffixes (a costlier suffix that keeps fewer tokens could serve an earlier step better):
+    {N: (indices, J)}."""
+    P = path.shape[0]
+    step = torch.where(torch.isfinite(path), step, 0.0)  # no inf·0 where the product is 0
+    value = torch.full((max_steps + 1, P), math.inf, dtype=F64)
+    survive = torch.ones((max_steps + 1, P), dtype=F64)
+    nxt = torch.full((max_steps + 1, P), -1, dtype=torch.long)
+    value[0, P - 1] = 0.0
+    rows = torch.arange(P)
+    for m in range(1, max_steps + 1):
+        cand = path + step * survive[m - 1][None, :] + value[m - 1][None, :]  # [from, to]
+        value[m], nxt[m] = cand.min(1)
+        survive[m] = torch.where(torch.isfinite(value[m]), kept[rows, nxt[m]] * survive[m - 1][nxt[m]], 1.0)
+    out = {}
+    for n in range(1, max_steps + 1):
+        if not math.isfinite(float(value[n, 0])):
+            continue
+        grid, j = [0], 0
+        for m in range(n, 0, -1):
+            j = int(nxt[m, j])
+            grid.append(j)
+        out[n] = (grid, float(value[n, 0]))
     return out

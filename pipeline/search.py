@@ -223,6 +223,15 @@ def _ordinal_key(kernel) -> dict:
     return {"ordinal_coarse": "denoiser path from p(x0 | context)"} if kernel.ordinal else {}
 
 
+def _to_json(values):
+    """A table's nested lists with inf as None (JSON has no inf)."""
+    return [_to_json(v) for v in values] if isinstance(values, list) else (values if math.isfinite(values) else None)
+
+
+def _from_json(values):
+    return [_from_json(v) for v in values] if isinstance(values, list) else (math.inf if values is None else values)
+
+
 def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: SearchSettings, nfe: int, sampler: str,
                       family: str, out_dir: Path) -> Path:
     """jys.search=lattice: the grid of `nfe` steps that minimizes J (jys.lattice, weight jys.weight) exactly over
@@ -248,7 +257,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
     if saved.get("key") == key:
         print(f"reusing the lattice table {table_file}")
-        D = torch.tensor([[math.inf if v is None else v for v in row] for row in saved["D"]], dtype=torch.float64)
+        D = torch.tensor(_from_json(saved["D"]), dtype=torch.float64)
         calls, wall = saved["model_calls"], saved["wall_time"]
         forwards = saved.get("sample_forwards", forwards_of(calls))  # tables before it kept calls only
     else:
@@ -261,8 +270,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
         wall = time.time() - t0
         forwards = forwards_of(calls)
         if dist.is_main():
-            atomic_write_json(table_file, {"key": key, "D": [[v if math.isfinite(v) else None for v in row]
-                                                             for row in D.tolist()],
+            atomic_write_json(table_file, {"key": key, "D": _to_json(D.tolist()),
                                            "model_calls": calls, "sample_forwards": forwards, "wall_time": wall})
         dist.barrier()
     path_idx, J = optimal_grids(D, nfe)[nfe]

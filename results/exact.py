@@ -21,12 +21,13 @@ SHARED = ("chain", "sampler", "states", "length", "calls", "kernel", "sigma", "e
 
 
 def variant(settings: dict) -> str:
-    """The J variant of a run: the sampler's step term as it is (plain), as it reaches the sample (reach),
-    survival-weighted (survival), or no step term (none; survival-none with the survival weight)."""
+    """The J variant of a run: the sampler's step term as it is (plain), as it reaches the sample (reach), as the
+    later steps keep it (suffix), survival-weighted (survival), or no step term (none; survival-none with the
+    survival weight)."""
     weight = settings.get("weight", "none")
     if settings.get("rule") == "none":
         return "none" if weight == "none" else f"{weight}-none"
-    return {"reach": "reach", "survival": "survival"}.get(weight, "plain")
+    return {"reach": "reach", "survival": "survival", "suffix": "suffix"}.get(weight, "plain")
 
 
 def record_path(settings: dict, folder: Path) -> Path:
@@ -35,9 +36,10 @@ def record_path(settings: dict, folder: Path) -> Path:
     return Path(folder) / f"{settings['chain']}-{settings['sampler']}{final}-{variant(settings)}.json"
 
 
-ORDER = ("plain", "reach", "survival", "none", "survival-none")
+ORDER = ("plain", "reach", "suffix", "survival", "none", "survival-none")
 LABELS = {"plain": "J optimum, the sampler's step term (`jys.rule=sampler`)",
           "reach": "J optimum, the step term as it reaches x0 (`jys.weight=reach`)",
+          "suffix": "J optimum, the step term kept by the later steps (`jys.weight=suffix`)",
           "survival": "J optimum, survival-weighted (`jys.weight=survival`)", "none": "J optimum, no step term (`jys.rule=none`)",
           "survival-none": "J optimum, survival-weighted, no step term"}
 

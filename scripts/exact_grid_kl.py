@@ -1,7 +1,7 @@
 """J against the exact divergence of a sampler's output law, on a chain small enough to enumerate.
 
     python scripts/exact_grid_kl.py [--states 4] [--length 5] [--calls 4 8 16] [--kernel uniform] [--sigma 6]
-        [--chain countdown|dirichlet] [--sampler euler|tau_leaping] [--weight none|survival|reach]
+        [--chain countdown|dirichlet] [--sampler euler|tau_leaping] [--weight none|survival|reach|suffix]
         [--rule sampler|none] [--klub-samples 2048] [--out FILE]
 
 Every oracle table elsewhere judges a grid by its samples (chain NLL, bigram TV): statistics of a few hundred
@@ -24,7 +24,7 @@ import torch
 from scipy.stats import spearmanr
 
 from common.io import atomic_write_json
-from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
+from jys.lattice import WEIGHTS, PathLattice, base_lattice, lattice_size, optimal_grids
 from models.chains import MarkovChain, countdown_chain
 from models.kernels import make_kernel
 from models.noise import Constant
@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("--floor", type=float, default=1e-3)
     p.add_argument("--klub-samples", type=int, default=2048)
     p.add_argument("--lattice", type=int, default=32)
-    p.add_argument("--weight", default="none", choices=["none", "survival", "reach"])
+    p.add_argument("--weight", default="none", choices=list(WEIGHTS))
     p.add_argument("--rule", default="sampler", choices=["sampler", "none"], help="J's one-step term: the "
                    "sampler's (the default for uniform kernels), or none (the frozen-denoiser path KL alone)")
     p.add_argument("--final", default="sample", choices=["sample", "argmax"])

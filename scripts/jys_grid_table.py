@@ -33,7 +33,7 @@ import torch
 from scipy.stats import spearmanr
 
 from common.io import atomic_write_json, atomic_write_npz
-from jys.lattice import PathLattice, lattice_size
+from jys.lattice import WEIGHTS, PathLattice, lattice_size
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import compose_config, oracle_metric, oracle_setup
@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--num", type=int, default=512, help="samples per cell")
     p.add_argument("--klub-samples", type=int, default=128, help="sequences of the lattice")
     p.add_argument("--lattice", type=int, default=32, help="uniform points of the base lattice (see base_lattice)")
-    p.add_argument("--weight", default="none", choices=["none", "survival", "reach"])
+    p.add_argument("--weight", default="none", choices=list(WEIGHTS))
     p.add_argument("--objective", default=None, help="J's integrand (jys.klub OBJECTIVES); default jys.objective, "
                    "which also sets the hierarchical search's")
     p.add_argument("--powers", type=float, nargs="*", default=list(POWERS))

@@ -258,3 +258,49 @@ def test_table_with_a_span_limit_equals_the_full_table_within_it():
     n = len(pts)
     near = torch.tensor([[0 < b - a <= 3 or (a == 0 and b > 0) for b in range(n)] for a in range(n)])  # the first row whole
     assert torch.equal(full[near], short[near]) and torch.isinf(short[~near]).all()
+
+
+def test_suffix_weight_discounts_each_step_term_by_the_later_keep_probabilities():
+    """weight=suffix: J = Σ_i path_i + step_i · Π_{j>i} keep_j, by hand from the plain lattice's parts; its DP's
+    grids score what it says, and on a tiny lattice its optimum is brute force's (the suffix rule is a heuristic in
+    general; here it is exact, and the test keeps it so)."""
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(64, 5, torch.Generator().manual_seed(4))
+    pts = [1.0, 0.9, 0.7, 0.5, 0.35, 0.2, 0.1, 1e-3]
+    plain = PathLattice(model, x0, pts, "tau", seed=0, objective="girsanov", coarse_state="denoiser", rule="euler")
+    suffix = PathLattice(model, x0, pts, "tau", seed=0, objective="girsanov", coarse_state="denoiser", rule="euler",
+                         weight="suffix")
+    grid = [0, 2, 5, 7]
+    steps = list(zip(grid, grid[1:]))
+    rule = [plain.step_rule(a, b) for a, b in steps]
+    path = [plain.interval(a, b) - r for (a, b), r in zip(steps, rule)]
+    keep = [float(suffix.stay(a, b)) for a, b in steps]
+    assert 0.0 < keep[1] < 1.0 and 0.0 < keep[2] < 1.0, keep  # (the first, long step may move every token)
+    by_hand = sum(p + r * math.prod(keep[i + 1:]) for i, (p, r) in enumerate(zip(path, rule))).mean()
+    v = suffix.grid_value([pts[i] for i in grid])
+    assert v.value == pytest.approx(float(by_hand), rel=1e-12)
+    assert v.value < plain.grid_value([pts[i] for i in grid]).value
+
+    T = suffix.table()
+    assert T.shape == (3, len(pts), len(pts))
+    assert torch.allclose(T[0] + T[1], plain.table(), rtol=1e-12)  # its parts add up to the plain table
+    best = optimal_grids(T, 5)
+    P = len(pts)
+
+    def j_of(g):
+        return sum(float(T[0, a, b]) + float(T[1, a, b]) * math.prod(float(T[2, c, d]) for c, d in zip(g[i + 1:], g[i + 2:]))
+                   for i, (a, b) in enumerate(zip(g, g[1:])))
+
+    for n in range(1, 6):
+        grids = [(0, *inner, P - 1) for inner in itertools.combinations(range(1, P - 1), n - 1)]
+        brute = min(grids, key=j_of)
+        assert best[n][1] == pytest.approx(j_of(best[n][0]), rel=1e-12)
+        assert best[n][1] == pytest.approx(j_of(brute), rel=1e-9)
+        assert suffix.grid_value([pts[i] for i in best[n][0]]).value == pytest.approx(best[n][1], rel=1e-12)
+
+
+def test_suffix_weight_refuses_a_sampler_without_a_step_term():
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(8, 5, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="weight=suffix"):
+        PathLattice(model, x0, [1.0, 0.5, 1e-3], "tau", seed=0, objective="girsanov", weight="suffix")
