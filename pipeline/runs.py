@@ -19,8 +19,9 @@ from samplers.unmasking import check_gamma
 # Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
 # every cached file then misses its key and is redone.
 FORMAT_VERSION = 2  # 2: the Gaussian kernel starts from its exact stationary law
-# what the project caches: samples files, search levels, lattice tables, EB's tuned γ, the Beta schedule's pair scores
-CACHE_KINDS = ("samples", "search", "lattice", "eb", "beta")
+# what the project caches: samples files, search levels, lattice tables, order tables (jys.order), EB's tuned γ, the Beta
+# schedule's pair scores
+CACHE_KINDS = ("samples", "search", "lattice", "order", "eb", "beta")
 
 
 def cache_key(kind: str, payload: dict) -> tuple[dict, str]:
@@ -96,14 +97,14 @@ def eb_gamma(cfg: DictConfig) -> float:
     return check_gamma(cfg.unmask.gamma)
 
 
-def jys_label(objective: str, search: str = "auto", weight: str = "none") -> str:
-    """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=none),
-    with '-<objective>', '-<search>' and '-w<weight>' for each setting given otherwise (e.g. jys-girsanov-hierarchy,
-    the published search with today's KLUB; jys-reference, the published KLUB); jys.search=beta is the peer schedule
-    'beta' (the Beta mask schedule with its 2-D search), with the same suffixes."""
+def jys_label(objective: str, search: str = "auto", weight: str = "none", order: str = "auto") -> str:
+    """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=none,
+    jys.order=auto), with '-<objective>', '-<search>', '-w<weight>' and '-o<order>' for each setting given otherwise
+    (e.g. jys-girsanov-hierarchy, the published search with today's KLUB; jys-reference, the published KLUB);
+    jys.search=beta is the peer schedule 'beta' (the Beta mask schedule with its 2-D search), with the same suffixes."""
     parts = ["beta" if search == "beta" else "jys"] + [objective] * (objective != "auto") + \
         [search] * (search not in ("auto", "beta"))
-    return "-".join(parts) + (f"-w{weight}" if weight != "none" else "")
+    return "-".join(parts) + (f"-w{weight}" if weight != "none" else "") + (f"-o{order}" if order != "auto" else "")
 
 
 def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:

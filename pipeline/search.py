@@ -19,6 +19,7 @@ from common import dist
 from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
+from jys.order import check_order, order_table, resolve_order, sampler_order
 from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
@@ -55,10 +56,11 @@ class JYSSettings:
     lattice_samples: int = 128
     t_mix: float | None = None  # None: the process's mixing time for search.mix_tv
     multi_jump: str = "reject"
+    order: str = "auto"  # count-grid samplers: J for the sampler's fixed order of positions (jys.order)
 
     @property
     def label(self) -> str:
-        return jys_label(self.search.objective, self.kind, self.weight)
+        return jys_label(self.search.objective, self.kind, self.weight, self.order)
 
 
 def settings_from(cfg: DictConfig) -> JYSSettings:
@@ -86,12 +88,14 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
         raise ValueError(f"jys.lattice must be >= 2, got {lattice}")
     if lattice_samples < 2:
         raise ValueError(f"jys.lattice_samples must be >= 2, got {lattice_samples}")
+    order = check_order(str(j.get("order", "auto")))
     t_mix = j.get("t_mix")
     if t_mix is not None and not s.eps < float(t_mix) <= 1.0:
         raise ValueError(f"jys.t_mix must lie in (eps, 1], got {t_mix}")
     return JYSSettings(search=s, kind=kind, weight=str(j.get("weight", "none")), rule=str(j.get("rule", "auto")),
                        lattice=lattice, lattice_samples=lattice_samples,
-                       t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"))
+                       t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"),
+                       order=order)
 
 
 def optimize_config(cfg: DictConfig, model=None) -> Path:
@@ -126,6 +130,15 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
     if prefix:
         check_prefix_support(sampler)
     s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
+    if family == "kgillespie" and resolve_order(settings.order, sampler) != "random":
+        if resolve_search(settings.kind) == "lattice":
+            return _optimize_order(experiment, model, settings, s, nfe, sampler, out_dir)
+        if settings.order != "auto":  # auto: the other searches take the uniform-position KLUB
+            raise ValueError(f"jys.order={settings.order} is searched by jys.search=lattice (its J is additive over "
+                             f"steps), not jys.search={settings.kind}")
+    if settings.order != "auto" and family != "kgillespie":
+        raise ValueError(f"jys.order={settings.order} is for count-grid samplers ({', '.join(COUNT_GRID)}); {sampler} "
+                         "takes none")
     if resolve_search(settings.kind) == "lattice":
         return _optimize_lattice(experiment, model, settings, s, nfe, sampler, family, out_dir)
     if settings.kind == "beta":
@@ -281,6 +294,42 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
               "model_calls": calls, "sample_forwards": forwards, "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
+
+
+def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: SearchSettings, nfe: int, sampler: str,
+                    out_dir: Path) -> Path:
+    """A count-grid sampler with a fixed order of positions (jys.order, DUS's dilated order): the counts that minimize
+    J of jys.order (the context each slot's token is drawn in, against revealing one token per call), exactly, by DP
+    over every reachable count. The table of D is cached and serves every NFE."""
+    M, L = settings.lattice_samples, experiment.length
+    order_name = resolve_order(settings.order, sampler)
+    identity = identity_of(model)
+    key, digest = cache_key("order", {
+        "search": "order", "order": order_name, "model": identity, "experiment": experiment.config, "seed": s.seed,
+        "lattice_samples": M, "data": experiment.identity()})
+    table_file = out_dir / "schedules" / "search" / f"order-{order_name}-{digest}.json"
+    saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
+    if saved.get("key") == key:
+        print(f"reusing the order table {table_file}")
+        D, counts = torch.tensor(_from_json(saved["D"]), dtype=torch.float64), saved["counts"]
+        calls, wall = saved["model_calls"], saved["wall_time"]
+    else:
+        t0 = time.time()
+        x0 = experiment.sample_x0(M, torch.Generator().manual_seed(s.seed))
+        D, counts, calls = order_table(model, x0, sampler_order(order_name, L), first_count(model.process, L),
+                                       s.batch_size, s.max_bytes, s.progress)
+        wall = time.time() - t0
+        if dist.is_main():
+            atomic_write_json(table_file, {"key": key, "D": _to_json(D.tolist()), "counts": counts,
+                                           "model_calls": calls, "sample_forwards": L * M, "wall_time": wall})
+        dist.barrier()
+    path_idx, J = optimal_grids(D, nfe)[nfe]
+    record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler, "objective": f"order-{order_name}",
+              "search": "lattice", "order": order_name, "J": J, "process": experiment.config["process"],
+              "experiment": experiment.name, "model": identity, "num_samples": M, "seed": s.seed,
+              "lattice_points": len(counts), "state_file": str(table_file), "model_calls": calls,
+              "sample_forwards": L * M, "prefix": 0, "format_version": FORMAT_VERSION, "wall_time": wall}
+    return _write_schedule(out_dir, experiment, model, record, "kgillespie", [counts[i] for i in path_idx])
 
 
 def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: int, sampler: str, family: str,

@@ -181,11 +181,18 @@ def test_pipeline_eb_files_and_count_samplers_share_the_count_search(make_cfg, t
         samplers_main.main.__wrapped__(make_cfg(*common, "sampler=eb", "unmask.gamma=-1"))
     with pytest.raises(ValueError, match="eb takes no schedule"):
         optimize_config(make_cfg(*common, "sampler=eb"))
-    # confidence and DUS take k-Gillespie's schedule in counts, from the same cached search
+    # confidence takes k-Gillespie's schedule in counts, from the same cached search; DUS its own order's J
+    # (jys.order=auto), or with jys.order=random k-Gillespie's too
     paths = {s: optimize_config(make_cfg(*common, f"sampler={s}", "nfe=3")) for s in ("kgillespie", "confidence", "dus")}
     recs = {s: json.loads(p.read_text()) for s, p in paths.items()}
-    assert recs["confidence"]["counts"] == recs["dus"]["counts"] == recs["kgillespie"]["counts"]
+    assert recs["confidence"]["counts"] == recs["kgillespie"]["counts"]
     assert recs["confidence"]["state_file"] == recs["kgillespie"]["state_file"]
+    assert recs["dus"]["order"] == "dus" and "order-dus-" in recs["dus"]["state_file"] and recs["dus"]["label"] == "jys"
+    assert recs["dus"]["model_calls"] == 16  # one read per count 0 … L − 1 (one batch of the lattice sequences)
+    random = json.loads(optimize_config(make_cfg(*common, "sampler=dus", "nfe=3", "jys.order=random")).read_text())
+    assert random["counts"] == recs["kgillespie"]["counts"] and random["label"] == "jys-orandom"
+    with pytest.raises(ValueError, match="jys.order=dus is for count-grid samplers"):
+        optimize_config(make_cfg(*common, "sampler=euler", "nfe=3", "jys.order=dus"))
     margin = make_cfg(*common, "sampler=confidence", "unmask.confidence=margin", "schedule=jys", "nfe=3")
     samplers_main.main.__wrapped__(margin)
     assert (tmp_path / "count" / "oracle" / "samples" / "confidence-jys-nfe3-margin.npz").is_file()

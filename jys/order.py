@@ -1,0 +1,109 @@
+"""J for a count-grid sampler that reveals positions in an order fixed before sampling (DUS's dilated order).
+
+Such a sampler, on counts 0 = k_0 < k_1 < … < k_N = L, reads the model once per step and draws the tokens of the
+order's slots k_{i−1} … k_i − 1 each from p(x_l | X_{k_{i−1}}), X_k the data at the order's first k positions.
+Revealing one token per call in the same order draws the model's own joint law by the chain rule, and that is the
+refined path every grid is compared with: the coarse step k → k′ draws slot j's token from the read at k where the
+refined path draws it from the read at j (given the tokens of slots k … j − 1 too). Both paths reveal the same
+positions; only the context differs. So, with x_0 from the data standing for the refined path,
+
+    D(k, k′) = E Σ_{j=k}^{k′−1} KL( p(x_{o_j} | X_j) ‖ p(x_{o_j} | X_k) ),      J(grid) = Σ_i D(k_{i−1}, k_i),
+
+and J is exactly KL(refined ‖ sampler) over the revealed tokens when x_0 follows the model's law (the exact
+oracle: the KL of the sampler's output from the data). One step of one token costs 0; tokens that are
+independent given X_k (DUS's premise: one new position per gap between revealed ones of a Markov chain) cost 0
+together. It is additive over steps, so the DP over counts (jys.lattice.optimal_grids) is exact. Cost: one read per
+count 0 … L − 1 (L model calls per batch of x_0); the uniform-position count lattice (jys.lattice, family 'count')
+cannot see the order and stays the objective of k-Gillespie and confidence.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from common.progress import progress as progress_bar
+from models.protocol import concrete_ratios
+from samplers.unmasking import count_times, dilated_order
+
+F64 = torch.float64
+ORDERS = ("auto", "random", "dus")
+
+
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise ValueError(f"unknown jys.order {order!r}; expected one of {ORDERS}")
+    return order
+
+
+def resolve_order(order: str, sampler: str) -> str:
+    """jys.order: 'dus' (this module's J, DUS's dilated order), 'random' (the uniform-position count lattice);
+    'auto' is 'dus' for sampler=dus and 'random' for the other count-grid samplers (and, in pipeline.search, for
+    the searches other than the lattice's DP)."""
+    if check_order(order) == "auto":
+        return "dus" if sampler == "dus" else "random"
+    return order
+
+
+def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 512, weights: torch.Tensor | None = None,
+                max_bytes: int = 2**30, progress: bool = False) -> tuple[torch.Tensor, int]:
+    """D [L + 1, L + 1] float64: D[k, k′] = Σ_{j=k}^{k′−1} KL(p(x_{o_j} | X_j) ‖ p(x_{o_j} | X_k)), its mean over the
+    sequences of x0 [M, L] (or their mean under `weights` [M], summing to 1), for k < k′ (0 elsewhere); and the
+    model calls taken. order [L]: a permutation of the positions. Reads are taken from count L − 1 down to 0, so each
+    slot's refined law p(x_{o_j} | X_j) is kept (float64, L·M·S0 numbers, at most max_bytes) when the coarse reads of
+    the counts below it arrive."""
+    process = model.process
+    mask = process.kernel.mask
+    if mask is None:
+        raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
+    M, L = x0.shape
+    order = torch.as_tensor(order, dtype=torch.long)
+    if sorted(order.tolist()) != list(range(L)):
+        raise ValueError(f"the order must be a permutation of the {L} positions, got {order.tolist()[:8]}…")
+    if L * M * mask * 8 > max_bytes:
+        raise ValueError(f"J for a fixed order keeps every slot's refined law: {L} × {M} sequences × {mask} states in "
+                         f"float64 is {L * M * mask * 8 / 2**30:.2f} GiB, above jys.max_bytes ({max_bytes / 2**30:.2f} "
+                         "GiB); lower jys.lattice_samples or raise jys.max_bytes")
+    w = torch.full((M,), 1.0 / M, dtype=F64) if weights is None else torch.as_tensor(weights, dtype=F64)
+    times = count_times(torch.arange(L), process, L)  # the sampler's time at each count
+    fine = torch.empty(L, M, mask, dtype=F64)  # fine[j]: p(x_{o_j} | X_j), from the read at count j
+    D = torch.zeros(L + 1, L + 1, dtype=F64)
+    calls = 0
+    bar = progress_bar(total=L, desc="JYS order reads", leave=False, enabled=progress)
+    for k in range(L - 1, -1, -1):
+        for b in range(0, M, batch_size):
+            xb = x0[b:b + batch_size].clone()
+            xb[:, order[k:]] = mask
+            t = times[k].expand(xb.shape[0])
+            ratio = concrete_ratios(model(xb, t), xb, t, process)[:, order[k:], :mask]
+            probs = ratio / ratio.sum(-1, keepdim=True)  # p(x_{o_j} | X_k) for j = k … L − 1
+            calls += 1
+            fine[k, b:b + batch_size] = probs[:, 0]
+            f = fine[k:, b:b + batch_size].transpose(0, 1)  # [B, L − k, S0]
+            kl = torch.where(f > 0, f * (torch.log(f.clamp_min(1e-300)) - torch.log(probs.clamp_min(1e-300))), 0.0).sum(-1)
+            D[k, k + 1:] += (w[b:b + batch_size, None] * kl.cumsum(1)).sum(0)  # the slot j = k term is 0: one read
+        bar.update(1)
+    bar.close()
+    return D, calls
+
+
+def order_table(model, x0: torch.Tensor, order: torch.Tensor, low: int, batch_size: int = 512,
+                max_bytes: int = 2**30, progress: bool = False) -> tuple[torch.Tensor, list[int], int]:
+    """D [P, P] between the counts 0 and low … L (the counts some t < 1 reaches), inf where a step does not raise the
+    count, with those counts and the model calls taken."""
+    D, calls = order_terms(model, x0, order, batch_size, max_bytes=max_bytes, progress=progress)
+    # rounded to 1e-12 nats: many grids tie at J = 0 (tokens independent given the revealed ones), and rounding noise
+    # in the sums' order would otherwise pick among them differently on another machine
+    D = torch.round(D * 1e12) / 1e12
+    L = x0.shape[1]
+    counts = [0] + list(range(max(low, 1), L + 1))
+    idx = torch.tensor(counts)
+    D = torch.where(idx[:, None] < idx[None, :], D[idx][:, idx], math.inf)
+    return D, counts, calls
+
+
+def sampler_order(order: str, length: int) -> torch.Tensor:
+    """The fixed order a resolved jys.order names: DUS's dilated order."""
+    if order != "dus":
+        raise ValueError(f"no fixed order for jys.order={order!r}")
+    return dilated_order(length)
