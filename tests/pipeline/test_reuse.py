@@ -113,3 +113,17 @@ def test_a_schedule_searched_for_other_weights_is_refused():
     samplers_main.check_schedule_model({}, ident, "uniform")
     with pytest.raises(ValueError, match="schedule 'jys' was searched for a model with weights_sha256 bbbb"):
         samplers_main.check_schedule_model({"model": {**ident, "weights_sha256": "b" * 64}}, ident, "jys")
+
+
+def test_a_cache_key_equals_itself_read_back_from_its_file(tmp_path):
+    """A payload with a tuple (the Beta search's grid of values) must match the key its file stores: before, the
+    tuple read back as a list, so the Beta scores were recomputed on every run."""
+    from common.io import atomic_write_json
+    from pipeline.runs import cache_key
+
+    key, digest = cache_key("beta", {"values": (0.1, 0.2), "nested": {"points": (1, 2)}, "n": 3})
+    path = atomic_write_json(tmp_path / f"beta-{digest}.json", {"key": key})
+    assert json.loads(path.read_text())["key"] == key
+    assert cache_key("beta", {"values": [0.1, 0.2], "nested": {"points": [1, 2]}, "n": 3}) == (key, digest)
+    with pytest.raises(ValueError, match="unknown cache kind 'betas'"):
+        cache_key("betas", {})
