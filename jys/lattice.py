@@ -258,9 +258,8 @@ class PathLattice:
         return self.rules[(p, r)]
 
     def stay(self, p: int, r: int) -> float:
-        """The sampler's keep probability in the step p → r, the mean over tokens and sequences (weight=suffix)."""
-        if self.rule == "none":
-            return 1.0
+        """The sampler's keep probability in the step p → r, the mean over tokens and sequences (weight=suffix, which
+        the constructor refuses without a step rule)."""
         self.step_rule(p, r)
         return float(self.stays[(p, r)].mean())
 

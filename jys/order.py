@@ -24,6 +24,7 @@ import torch
 
 from common.progress import progress as progress_bar
 from models.protocol import concrete_ratios
+from samplers.schedules import first_count
 from samplers.unmasking import count_times, dilated_order
 
 F64 = torch.float64
@@ -37,11 +38,15 @@ def check_order(order: str) -> str:
 
 
 def resolve_order(order: str, sampler: str) -> str:
-    """jys.order: 'dus' (this module's J, DUS's dilated order), 'random' (the uniform-position count lattice);
-    'auto' is 'dus' for sampler=dus and 'random' for the other count-grid samplers (and, in pipeline.search, for
-    the searches other than the lattice's DP)."""
+    """jys.order: 'dus' (this module's J, DUS's dilated order; for sampler=dus only: J of one sampler's order says
+    nothing of another's), 'random' (the uniform-position count lattice); 'auto' is 'dus' for sampler=dus and
+    'random' for the other count-grid samplers (and, in pipeline.search, for the searches other than the lattice's
+    DP)."""
     if check_order(order) == "auto":
         return "dus" if sampler == "dus" else "random"
+    if order == "dus" and sampler != "dus":
+        raise ValueError(f"jys.order=dus is J for DUS's dilated order; {sampler} reveals other positions (use "
+                         "jys.order=random or auto)")
     return order
 
 
@@ -75,7 +80,9 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
             xb = x0[b:b + batch_size].clone()
             xb[:, order[k:]] = mask
             t = times[k].expand(xb.shape[0])
-            ratio = concrete_ratios(model(xb, t), xb, t, process)[:, order[k:], :mask]
+            out = model(xb, t)
+            pos = order[k:]  # only the masked positions, before the float64 ratios ([B, L − k, S], not [B, L, S])
+            ratio = concrete_ratios(type(out)(out.kind, out.values[:, pos]), xb[:, pos], t, process)[..., :mask]
             probs = ratio / ratio.sum(-1, keepdim=True)  # p(x_{o_j} | X_k) for j = k … L − 1
             calls += 1
             fine[k, b:b + batch_size] = probs[:, 0]
@@ -87,16 +94,19 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
     return D, calls
 
 
-def order_table(model, x0: torch.Tensor, order: torch.Tensor, low: int, batch_size: int = 512,
+ROUNDING = 1e-12  # nats: D is rounded to this before the DP (named in the cache key)
+
+
+def order_table(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 512,
                 max_bytes: int = 2**30, progress: bool = False) -> tuple[torch.Tensor, list[int], int]:
-    """D [P, P] between the counts 0 and low … L (the counts some t < 1 reaches), inf where a step does not raise the
-    count, with those counts and the model calls taken."""
+    """D [P, P] between the counts 0 and first_count … L (the counts some t < 1 reaches), inf where a step does not
+    raise the count, with those counts and the model calls taken."""
     D, calls = order_terms(model, x0, order, batch_size, max_bytes=max_bytes, progress=progress)
     # rounded to 1e-12 nats: many grids tie at J = 0 (tokens independent given the revealed ones), and rounding noise
     # in the sums' order would otherwise pick among them differently on another machine
-    D = torch.round(D * 1e12) / 1e12
+    D = torch.round(D / ROUNDING) * ROUNDING
     L = x0.shape[1]
-    counts = [0] + list(range(max(low, 1), L + 1))
+    counts = [0] + list(range(first_count(model.process, L), L + 1))
     idx = torch.tensor(counts)
     D = torch.where(idx[:, None] < idx[None, :], D[idx][:, idx], math.inf)
     return D, counts, calls

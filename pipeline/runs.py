@@ -30,9 +30,9 @@ def cache_key(kind: str, payload: dict) -> tuple[dict, str]:
     digest for file names. A stored key that differs from this one means the file is redone, never reused."""
     if kind not in CACHE_KINDS:
         raise ValueError(f"unknown cache kind {kind!r}; expected one of {CACHE_KINDS}")
-    text = json.dumps({**payload, "format_version": FORMAT_VERSION}, sort_keys=True)
+    key = {**payload, "format_version": FORMAT_VERSION}
     # the key as a stored file reads it back (tuples become lists): else a key with a tuple never matches its file
-    return json.loads(text), hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json.loads(json.dumps(key)), hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_dir(cfg: DictConfig) -> Path:

@@ -19,7 +19,7 @@ from common import dist
 from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
-from jys.order import check_order, order_table, resolve_order, sampler_order
+from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
 from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
@@ -132,6 +132,11 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
     s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
     if family == "kgillespie" and resolve_order(settings.order, sampler) != "random":
         if resolve_search(settings.kind) == "lattice":
+            given = {k: v for k, v in (("objective", settings.search.objective), ("weight", settings.weight),
+                                       ("rule", settings.rule)) if v != {"weight": "none"}.get(k, "auto")}
+            if given:
+                raise ValueError(f"J for {sampler}'s order has no {', '.join(f'jys.{k}' for k in given)} (got "
+                                 f"{given}); leave them at their defaults, or set jys.order=random")
             return _optimize_order(experiment, model, settings, s, nfe, sampler, out_dir)
         if settings.order != "auto":  # auto: the other searches take the uniform-position KLUB
             raise ValueError(f"jys.order={settings.order} is searched by jys.search=lattice (its J is additive over "
@@ -300,13 +305,14 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
                     out_dir: Path) -> Path:
     """A count-grid sampler with a fixed order of positions (jys.order, DUS's dilated order): the counts that minimize
     J of jys.order (the context each slot's token is drawn in, against revealing one token per call), exactly, by DP
-    over every reachable count. The table of D is cached and serves every NFE."""
+    over every reachable count (jys.lattice does not apply: every count is a point). The table of D is cached and
+    serves every NFE."""
     M, L = settings.lattice_samples, experiment.length
     order_name = resolve_order(settings.order, sampler)
     identity = identity_of(model)
     key, digest = cache_key("order", {
         "search": "order", "order": order_name, "model": identity, "experiment": experiment.config, "seed": s.seed,
-        "lattice_samples": M, "data": experiment.identity()})
+        "lattice_samples": M, "data": experiment.identity(), "rounding": ROUNDING})
     table_file = out_dir / "schedules" / "search" / f"order-{order_name}-{digest}.json"
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
     if saved.get("key") == key:
@@ -316,8 +322,7 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
     else:
         t0 = time.time()
         x0 = experiment.sample_x0(M, torch.Generator().manual_seed(s.seed))
-        D, counts, calls = order_table(model, x0, sampler_order(order_name, L), first_count(model.process, L),
-                                       s.batch_size, s.max_bytes, s.progress)
+        D, counts, calls = order_table(model, x0, sampler_order(order_name, L), s.batch_size, s.max_bytes, s.progress)
         wall = time.time() - t0
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": _to_json(D.tolist()), "counts": counts,

@@ -54,7 +54,9 @@ class BenchTable:
     def save(self) -> Path:
         """Write the record: the committed one when there is none or this run's command is its command, else
         runs/benchmarks/<name>.json (a run with other arguments does not replace the page's table)."""
-        command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]).as_posix()), *sys.argv[1:]])
+        script = Path(sys.argv[0]).resolve()
+        script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script  # ./benchmarks/x.py = benchmarks/x.py
+        command = "python " + " ".join(shlex.quote(a) for a in [script.as_posix(), *sys.argv[1:]])
         record = {"name": self.name, "command": command, "note": self.note,
                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": machine(),
                   "columns": self.columns, "rows": self.rows}

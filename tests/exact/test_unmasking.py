@@ -193,6 +193,10 @@ def test_pipeline_eb_files_and_count_samplers_share_the_count_search(make_cfg, t
     assert random["counts"] == recs["kgillespie"]["counts"] and random["label"] == "jys-orandom"
     with pytest.raises(ValueError, match="jys.order=dus is for count-grid samplers"):
         optimize_config(make_cfg(*common, "sampler=euler", "nfe=3", "jys.order=dus"))
+    with pytest.raises(ValueError, match="kgillespie reveals other positions"):
+        optimize_config(make_cfg(*common, "sampler=kgillespie", "nfe=3", "jys.order=dus"))
+    with pytest.raises(ValueError, match="has no jys.weight"):  # not silently ignored (nor put in the label)
+        optimize_config(make_cfg(*common, "sampler=dus", "nfe=3", "jys.weight=survival"))
     margin = make_cfg(*common, "sampler=confidence", "unmask.confidence=margin", "schedule=jys", "nfe=3")
     samplers_main.main.__wrapped__(margin)
     assert (tmp_path / "count" / "oracle" / "samples" / "confidence-jys-nfe3-margin.npz").is_file()

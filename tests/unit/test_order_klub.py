@@ -57,22 +57,53 @@ def test_order_objective_is_the_exact_kl_of_the_sampler_on_a_tiny_chain():
     assert float(D[0, 1]) == 0.0 and float(D[2, 3]) == 0.0  # one token per call: the refined path itself
 
 
-def test_order_dp_equals_brute_force_and_respects_the_first_count():
+def test_order_dp_equals_brute_force_over_count_grids():
     model, states, truth = _setup()
     x0 = model.chain.sample(64, 4, torch.Generator().manual_seed(0))
-    D, counts, _ = order_table(model, x0, dilated_order(4), low=2)
-    assert counts == [0, 2, 3, 4] and D.shape == (4, 4) and math.isinf(float(D[1, 0]))
-    best = optimal_grids(D, 3)
-    for n in (1, 2, 3):
-        brute = min(((0, *inner, 3) for inner in itertools.combinations(range(1, 3), n - 1)),
+    D, counts, _ = order_table(model, x0, dilated_order(4))
+    assert counts == [0, 1, 2, 3, 4] and D.shape == (5, 5) and math.isinf(float(D[1, 0]))
+    best = optimal_grids(D, 4)
+    for n in (1, 2, 3, 4):
+        brute = min(((0, *inner, 4) for inner in itertools.combinations(range(1, 4), n - 1)),
                     key=lambda g: sum(float(D[a, b]) for a, b in zip(g, g[1:])))
-        assert tuple(best[n][0]) == brute
+        assert best[n][1] == pytest.approx(sum(float(D[a, b]) for a, b in zip(brute, brute[1:])), abs=1e-12)
+
+
+def test_order_reads_each_count_at_the_time_the_sampler_reads_it():
+    """The absorbing oracle's denoiser does not depend on t, so the exactness test cannot see the read times: a model
+    that records them must be read at count k's grid time, times_from_counts(k) (where dus_step reads), on a long
+    sequence whose first reachable count is above 1 (those below read at its time)."""
+    from samplers.schedules import first_count, times_from_counts
+
+    base, _, _ = _setup()
+    process = make_process({"noise": {"name": "loglinear", "eps": 0.01}, "kernel": {"name": "absorbing", "num_states": 3}})
+    model = OracleModel(base.data_chain, process, floor=1e-3)
+    L = 200  # L·e^{−σ̄(1)} = 2: count 1 is reached at no t < 1
+    seen = {}
+
+    class Recording:
+        process = model.process
+
+        def __call__(self, x, t):
+            seen[int((x[0] != model.process.kernel.mask).sum())] = float(t[0])
+            return model(x, t)
+
+    x0 = model.chain.sample(2, L, torch.Generator().manual_seed(0))
+    order_terms(Recording(), x0, dilated_order(L), batch_size=2, max_bytes=2**30)
+    low = first_count(model.process, L)
+    assert low > 1 and sorted(seen) == list(range(L))
+    reachable = [0] + list(range(low, L))
+    assert [seen[k] for k in reachable] == pytest.approx(times_from_counts(reachable, model.process, L).tolist(), rel=1e-12)
+    assert all(seen[k] == seen[low] for k in range(1, low))
 
 
 def test_order_setting_resolves_per_sampler_and_refuses_unknown_names():
     assert resolve_order("auto", "dus") == "dus" and resolve_order("auto", "kgillespie") == "random"
+    assert resolve_order("random", "dus") == "random"
     with pytest.raises(ValueError, match="unknown jys.order 'spiral'"):
         resolve_order("spiral", "dus")
+    with pytest.raises(ValueError, match="kgillespie reveals other positions"):
+        resolve_order("dus", "kgillespie")
     model, states, _ = _setup()
     with pytest.raises(ValueError, match="permutation of the 4 positions"):
         order_terms(model, states[:4], torch.tensor([0, 0, 1, 2]))

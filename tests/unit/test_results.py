@@ -6,7 +6,7 @@ import pytest
 
 from results import pages
 from results.grids import kept_cells, seed_summary
-from results.records import ResultsError
+from results.records import ROOT, ResultsError
 from results.specs import spec_for
 from results.tables import collect, markdown, with_floor
 
@@ -203,6 +203,7 @@ def test_a_benchmark_run_with_other_arguments_keeps_the_committed_record(tmp_pat
     assert json.loads(committed.read_text())["rows"] == [["fp32", "1.0"]]
     assert json.loads(partial.read_text())["command"] == "python benchmarks/speed.py --precision bf16"
     assert run(["benchmarks/speed.py"], "0.9") == committed and json.loads(committed.read_text())["rows"] == [["fp32", "0.9"]]
+    assert run([str(ROOT / "benchmarks" / "speed.py")], "0.8") == committed  # the same script named otherwise
 
 
 def test_grid_table_seeds_are_summarized_by_mean_and_standard_error():
