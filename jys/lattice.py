@@ -252,9 +252,13 @@ class PathLattice:
         if self.rule == "none":
             return torch.zeros(self.x.shape[1], dtype=F64)
         if (p, r) not in self.rules:
-            term, kept = step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix,
-                                    reach=self.weight == "reach", stay=True)
-            self.rules[(p, r)], self.stays[(p, r)] = self.w[r] * term, kept
+            if self.weight == "suffix":  # the keep probability only where J uses it (every lattice pair reads this)
+                term, self.stays[(p, r)] = step_terms(self.process, self.read(p), self.t[r], self.rule,
+                                                      first=self.prefix, stay=True)
+            else:
+                term = step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix,
+                                  reach=self.weight == "reach")
+            self.rules[(p, r)] = self.w[r] * term
         return self.rules[(p, r)]
 
     def stay(self, p: int, r: int) -> float:

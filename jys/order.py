@@ -77,11 +77,11 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
     bar = progress_bar(total=L, desc="JYS order reads", leave=False, enabled=progress)
     for k in range(L - 1, -1, -1):
         for b in range(0, M, batch_size):
+            pos = order[k:]  # the masked positions; the float64 ratios are built for them alone ([B, L − k, S])
             xb = x0[b:b + batch_size].clone()
-            xb[:, order[k:]] = mask
+            xb[:, pos] = mask
             t = times[k].expand(xb.shape[0])
             out = model(xb, t)
-            pos = order[k:]  # only the masked positions, before the float64 ratios ([B, L − k, S], not [B, L, S])
             ratio = concrete_ratios(type(out)(out.kind, out.values[:, pos]), xb[:, pos], t, process)[..., :mask]
             probs = ratio / ratio.sum(-1, keepdim=True)  # p(x_{o_j} | X_k) for j = k … L − 1
             calls += 1
