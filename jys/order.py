@@ -14,7 +14,8 @@ oracle: the KL of the sampler's output from the data). One step of one token cos
 independent given X_k (DUS's premise: one new position per gap between revealed ones of a Markov chain) cost 0
 together. It is additive over steps, so the DP over counts (jys.lattice.optimal_grids) is exact. Cost: one read per
 count 0 … L − 1 (L model calls per batch of x_0); the uniform-position count lattice (jys.lattice, family 'count')
-cannot see the order and stays the objective of k-Gillespie and confidence.
+cannot see the order and stays the objective of k-Gillespie and confidence by default. With a uniformly random
+permutation per x_0 (jys.order=shuffle) the same J is k-Gillespie's reveal-path KL in expectation (sampler_order).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from samplers.schedules import first_count
 from samplers.unmasking import count_times, dilated_order
 
 F64 = torch.float64
-ORDERS = ("auto", "random", "dus")
+ORDERS = ("auto", "random", "dus", "shuffle")
 
 
 def check_order(order: str) -> str:
@@ -39,13 +40,16 @@ def check_order(order: str) -> str:
 
 def resolve_order(order: str, sampler: str) -> str:
     """jys.order: 'dus' (this module's J, DUS's dilated order; for sampler=dus only: J of one sampler's order says
-    nothing of another's), 'random' (the uniform-position count lattice); 'auto' is 'dus' for sampler=dus and
-    'random' for the other count-grid samplers (and, in pipeline.search, for the searches other than the lattice's
-    DP)."""
+    nothing of another's), 'shuffle' (this module's J over a uniformly random permutation per x_0: k-Gillespie's
+    law; for sampler=kgillespie only), 'random' (the uniform-position count lattice, Girsanov's KLUB); 'auto' is
+    'dus' for sampler=dus and 'random' for the other count-grid samplers (and, in pipeline.search, for the searches
+    other than the lattice's DP)."""
     if check_order(order) == "auto":
         return "dus" if sampler == "dus" else "random"
-    if order == "dus" and sampler != "dus":
-        raise ValueError(f"jys.order=dus is J for DUS's dilated order; {sampler} reveals other positions (use "
+    own = {"dus": "dus", "shuffle": "kgillespie"}.get(order)
+    if own is not None and sampler != own:
+        what = "DUS's dilated order" if order == "dus" else "k-Gillespie's uniformly random positions"
+        raise ValueError(f"jys.order={order} is J for {what}; {sampler} reveals other positions (use "
                          "jys.order=random or auto)")
     return order
 
@@ -54,7 +58,7 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
                 max_bytes: int = 2**30, progress: bool = False) -> tuple[torch.Tensor, int]:
     """D [L + 1, L + 1] float64: D[k, k′] = Σ_{j=k}^{k′−1} KL(p(x_{o_j} | X_j) ‖ p(x_{o_j} | X_k)), its mean over the
     sequences of x0 [M, L] (or their mean under `weights` [M], summing to 1), for k < k′ (0 elsewhere); and the
-    model calls taken. order [L]: a permutation of the positions. Reads are taken from count L − 1 down to 0, so each
+    model calls taken. order: a permutation of the positions [L], or one per sequence [M, L]. Reads are taken from count L − 1 down to 0, so each
     slot's refined law p(x_{o_j} | X_j) is kept (float64, L·M·S0 numbers, at most max_bytes) when the coarse reads of
     the counts below it arrive."""
     process = model.process
@@ -63,8 +67,12 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
         raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
     M, L = x0.shape
     order = torch.as_tensor(order, dtype=torch.long)
-    if sorted(order.tolist()) != list(range(L)):
-        raise ValueError(f"the order must be a permutation of the {L} positions, got {order.tolist()[:8]}…")
+    if order.dim() == 1:
+        order = order.expand(M, L)
+    if order.shape != (M, L) or not torch.equal(order.sort(1).values, torch.arange(L).expand(M, L)):
+        bad = order.reshape(-1, order.shape[-1])[0].tolist()[:8] if order.numel() else []
+        raise ValueError(f"the order must be a permutation of the {L} positions ([L] or one per sequence [{M}, {L}]), "
+                         f"got shape {list(order.shape)}, {bad}…")
     if L * M * mask * 8 > max_bytes:
         raise ValueError(f"J for a fixed order keeps every slot's refined law: {L} × {M} sequences × {mask} states in "
                          f"float64 is {L * M * mask * 8 / 2**30:.2f} GiB, above jys.max_bytes ({max_bytes / 2**30:.2f} "
@@ -77,12 +85,12 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
     bar = progress_bar(total=L, desc="JYS order reads", leave=False, enabled=progress)
     for k in range(L - 1, -1, -1):
         for b in range(0, M, batch_size):
-            pos = order[k:]  # the masked positions; the float64 ratios are built for them alone ([B, L − k, S])
-            xb = x0[b:b + batch_size].clone()
-            xb[:, pos] = mask
+            pos = order[b:b + batch_size, k:]  # the masked positions; the float64 ratios are built for them alone
+            xb = x0[b:b + batch_size].scatter(1, pos, mask)
             t = times[k].expand(xb.shape[0])
             out = model(xb, t)
-            ratio = concrete_ratios(type(out)(out.kind, out.values[:, pos]), xb[:, pos], t, process)[..., :mask]
+            values = out.values.gather(1, pos[..., None].expand(-1, -1, out.values.shape[-1]))  # [B, L − k, S]
+            ratio = concrete_ratios(type(out)(out.kind, values), xb.gather(1, pos), t, process)[..., :mask]
             probs = ratio / ratio.sum(-1, keepdim=True)  # p(x_{o_j} | X_k) for j = k … L − 1
             calls += 1
             fine[k, b:b + batch_size] = probs[:, 0]
@@ -112,8 +120,13 @@ def order_table(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
     return D, counts, calls
 
 
-def sampler_order(order: str, length: int) -> torch.Tensor:
-    """The fixed order a resolved jys.order names: DUS's dilated order."""
-    if order != "dus":
-        raise ValueError(f"no fixed order for jys.order={order!r}")
-    return dilated_order(length)
+def sampler_order(order: str, length: int, sequences: int, generator: torch.Generator) -> torch.Tensor:
+    """The order a resolved jys.order names: DUS's dilated order [L], or (shuffle) a uniformly random permutation per
+    sequence [M, L]. k-Gillespie unmasks a uniformly random subset of the masked positions at each step, which is
+    revealing them in a uniformly random order drawn before sampling; so E_order J is the KL between its reveal path
+    (order and tokens) and the refined one's, and bounds the KL of its output from above (convexity)."""
+    if order == "dus":
+        return dilated_order(length)
+    if order == "shuffle":
+        return torch.stack([torch.randperm(length, generator=generator) for _ in range(sequences)])
+    raise ValueError(f"no order of positions for jys.order={order!r}")

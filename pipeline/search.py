@@ -321,8 +321,10 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
         calls, wall = saved["model_calls"], saved["wall_time"]
     else:
         t0 = time.time()
-        x0 = experiment.sample_x0(M, torch.Generator().manual_seed(s.seed))
-        D, counts, calls = order_table(model, x0, sampler_order(order_name, L), s.batch_size, s.max_bytes, s.progress)
+        g = torch.Generator().manual_seed(s.seed)
+        x0 = experiment.sample_x0(M, g)
+        order = sampler_order(order_name, L, M, g)  # shuffle: one permutation per sequence, after its draw
+        D, counts, calls = order_table(model, x0, order, s.batch_size, s.max_bytes, s.progress)
         wall = time.time() - t0
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": _to_json(D.tolist()), "counts": counts,

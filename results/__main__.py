@@ -23,7 +23,7 @@ from pathlib import Path
 from common.io import save_figure
 from results import ablation, figures, grids, pages, peers
 from results.records import ResultsError, commit_records, load_results, results_path, write_results
-from results.specs import spec_for
+from results.specs import SCHEDULES, spec_for
 from results.tables import collect, tables, with_floor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def table(args) -> None:
     spec = spec_for(args.experiment, tuple(args.models) if args.models else None, args.quality)
-    records = with_floor(collect(args.runs, spec, args.samplers, args.nfes), args.runs, spec)
+    records = with_floor(collect(args.runs, spec, args.samplers, args.nfes, tuple(args.schedules)), args.runs, spec)
     floor = next((r for r in records if r["role"] == "floor"), None)
     judges = {r["metrics"].get("judge") for r in records if r["role"] != "floor"}
     if floor and "judge" in spec.identity and floor["metrics"].get("judge") not in judges:
@@ -72,6 +72,8 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="+")
     ap.add_argument("--samplers", nargs="+")
     ap.add_argument("--nfes", nargs="+", type=int, help="model calls per sequence")
+    ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES),
+                    help="table: the schedule labels kept (an ablation's, e.g. jys-oshuffle, beside the defaults)")
     ap.add_argument("--tag", help="record: commit as docs/records/<experiment>+<tag>.json, beside the main table")
     ap.add_argument("--quality", type=int, help="table: the model-quality cell's NFE (uniform grid; spec default)")
     ap.add_argument("--nfe", type=int, default=16, help="figure: the NFE of the sample sheets and piano rolls")

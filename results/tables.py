@@ -16,7 +16,7 @@ from samplers.registry import steps_for_calls
 Rows = dict[tuple[str, str, str], dict[int, list[dict]]]  # (model, sampler, schedule) -> NFE -> records (seeds)
 
 
-def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None) -> list[dict]:
+def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None, schedules=SCHEDULES) -> list[dict]:
     """The records of one experiment's table: its grid cells, each model's quality cell and the reference cell;
     each record gets a `role` (cell, quality, reference) and a `budget`: the model calls per sequence of its column
     (its nfe_calls, or the budget in `nfes` whose grid steps it took: a two-call step under an even budget spends
@@ -25,7 +25,7 @@ def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None) -> list[dict
     for model in spec.models:
         mine = []
         for r in read_metrics(runs, spec.experiment, model):
-            if r.get("schedule") not in SCHEDULES or "nfe_calls" not in r:
+            if r.get("schedule") not in schedules or "nfe_calls" not in r:
                 continue
             uniform = r["schedule"] == "uniform"
             if spec.reference and uniform and (r["nfe_calls"], r["seed"]) == spec.reference:
@@ -142,7 +142,8 @@ def markdown(records: list[dict], metric: Metric, unit: str = "sequence") -> str
     best = best_schedules(rows, metric)
     lines = ["| model | sampler | schedule | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
              "|---|---|---|" + "---|" * len(nfes)]
-    order = sorted(rows, key=lambda k: (k[0] == "oracle", k[0], k[1], SCHEDULES.index(k[2])))
+    rank = {name: i for i, name in enumerate(SCHEDULES)}  # the standard labels first, an ablation's after them
+    order = sorted(rows, key=lambda k: (k[0] == "oracle", k[0], k[1], rank.get(k[2], len(rank)), k[2]))
     for model, sampler, schedule in order:
         row = rows[(model, sampler, schedule)]
         cells = []

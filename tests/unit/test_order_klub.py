@@ -4,6 +4,7 @@ import itertools
 import math
 
 import pytest
+import scipy.stats
 import torch
 
 from jys.lattice import optimal_grids
@@ -35,15 +36,21 @@ def _conditional(states, truth, given: list[int], at: int) -> dict:
     return out
 
 
-def _exact_kl(states, truth, order: list[int], counts: list[int]) -> float:
-    """KL(data ‖ the sampler's law): each step draws its slots' tokens independently given the revealed ones."""
+def _sampler_law(states, truth, order: list[int], counts: list[int]) -> torch.Tensor:
+    """The fixed-order sampler's law over `states`: each step draws its slots' tokens independently given the revealed
+    ones."""
     q = torch.ones(len(states), dtype=F64)
     for k, k2 in zip(counts, counts[1:]):
         given = order[:k]
         for j in range(k, k2):
             cond = _conditional(states, truth, given, order[j])
             q *= torch.stack([cond[tuple(s[given].tolist())][s[order[j]]] for s in states])
-    return float((truth * (truth / q).log()).sum())
+    return q
+
+
+def _exact_kl(states, truth, order: list[int], counts: list[int]) -> float:
+    """KL(data ‖ the sampler's law)."""
+    return float((truth * (truth / _sampler_law(states, truth, order, counts)).log()).sum())
 
 
 def test_order_objective_is_the_exact_kl_of_the_sampler_on_a_tiny_chain():
@@ -55,6 +62,35 @@ def test_order_objective_is_the_exact_kl_of_the_sampler_on_a_tiny_chain():
         J = sum(float(D[a, b]) for a, b in zip(counts, counts[1:]))
         assert J == pytest.approx(_exact_kl(states, truth, order.tolist(), counts), rel=1e-8, abs=1e-12)
     assert float(D[0, 1]) == 0.0 and float(D[2, 3]) == 0.0  # one token per call: the refined path itself
+
+
+def test_shuffled_orders_give_kgillespies_reveal_path_kl_in_expectation():
+    """jys.order=shuffle: with every (sequence, permutation) pair weighted by p(x)/4!, J is the mean over uniformly
+    random orders of the fixed-order KL; k-Gillespie's law is the mixture of the fixed-order laws over those orders
+    (its draws against the mixture: chi-square), so J bounds KL(data ‖ k-Gillespie) from above, by convexity."""
+    from samplers.loop import run_sampler
+    from samplers.schedules import times_from_counts
+
+    model, states, truth = _setup()
+    perms = [list(p) for p in itertools.permutations(range(4))]
+    x0 = states.repeat_interleave(len(perms), 0)
+    order = torch.tensor(perms).repeat(len(states), 1)  # row i·24 + j: sequence i, permutation j
+    D, _ = order_terms(model, x0, order, batch_size=300, weights=truth.repeat_interleave(len(perms)) / len(perms))
+    for counts in ([0, 2, 4], [0, 1, 3, 4], [0, 4]):
+        J = sum(float(D[a, b]) for a, b in zip(counts, counts[1:]))
+        laws = [_sampler_law(states, truth, p, counts) for p in perms]
+        assert J == pytest.approx(sum(float((truth * (truth / q).log()).sum()) for q in laws) / len(perms), rel=1e-8)
+        mixture = torch.stack(laws).mean(0)
+        gap = J - float((truth * (truth / mixture).log()).sum())
+        assert gap > 1e-4 if len(counts) > 2 else gap == pytest.approx(0, abs=1e-12)  # one step: every order alike
+    # k-Gillespie on counts 0, 2, 4 draws from the mixture
+    n = 20000
+    times = times_from_counts([0, 2, 4], model.process, 4)
+    draws = run_sampler(model, "kgillespie", times, n, 4, torch.Generator().manual_seed(3), batch_size=n,
+                        progress=False).samples
+    seen = torch.zeros(len(states)).index_add_(0, (draws * torch.tensor([27, 9, 3, 1])).sum(1), torch.ones(n))
+    mixture = torch.stack([_sampler_law(states, truth, p, [0, 2, 4]) for p in perms]).mean(0)
+    assert scipy.stats.chisquare(seen.numpy(), (mixture / mixture.sum() * n).numpy()).pvalue > 1e-3
 
 
 def test_order_dp_equals_brute_force_over_count_grids():
@@ -99,7 +135,9 @@ def test_order_reads_each_count_at_the_time_the_sampler_reads_it():
 
 def test_order_setting_resolves_per_sampler_and_refuses_unknown_names():
     assert resolve_order("auto", "dus") == "dus" and resolve_order("auto", "kgillespie") == "random"
-    assert resolve_order("random", "dus") == "random"
+    assert resolve_order("random", "dus") == "random" and resolve_order("shuffle", "kgillespie") == "shuffle"
+    with pytest.raises(ValueError, match="dus reveals other positions"):
+        resolve_order("shuffle", "dus")
     with pytest.raises(ValueError, match="unknown jys.order 'spiral'"):
         resolve_order("spiral", "dus")
     with pytest.raises(ValueError, match="kgillespie reveals other positions"):
@@ -107,5 +145,7 @@ def test_order_setting_resolves_per_sampler_and_refuses_unknown_names():
     model, states, _ = _setup()
     with pytest.raises(ValueError, match="permutation of the 4 positions"):
         order_terms(model, states[:4], torch.tensor([0, 0, 1, 2]))
+    with pytest.raises(ValueError, match=r"one per sequence \[4, 4\]\), got shape \[3, 4\]"):
+        order_terms(model, states[:4], torch.stack([torch.arange(4)] * 3))
     with pytest.raises(ValueError, match="above jys.max_bytes"):
         order_terms(model, states, dilated_order(4), max_bytes=1000)

@@ -68,6 +68,16 @@ def test_collect_sorts_cells_reference_and_floor(tmp_path):
     assert "held-out data (the floor), 64 sequences: 0.0500" in text
 
 
+def test_an_ablations_schedules_are_kept_on_request_and_listed_after_the_standard_ones(tmp_path):
+    write_runs(tmp_path, [record("jys-oshuffle", 8, 0.3), record("jys", 8, 0.4), record("uniform", 8, 0.5)],
+               model="folk-tauldr")
+    spec = spec_for("folk")
+    assert sorted(r["schedule"] for r in collect(tmp_path, spec)) == ["jys", "uniform"]
+    records = collect(tmp_path, spec, schedules=("uniform", "jys", "jys-oshuffle"))
+    rows = [line.split(" | ")[2] for line in markdown(records, spec.metrics[0]).splitlines()[2:5]]
+    assert rows == ["uniform", "jys", "jys-oshuffle"]
+
+
 def test_collect_without_records_names_the_command(tmp_path):
     with pytest.raises(ResultsError, match="bash scripts/count.sh"):
         collect(tmp_path, spec_for("count"))
