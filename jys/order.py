@@ -121,7 +121,8 @@ def order_table(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
 
 
 def sampler_order(order: str, length: int, sequences: int, generator: torch.Generator) -> torch.Tensor:
-    """The order a resolved jys.order names: DUS's dilated order [L], or (shuffle) a uniformly random permutation per
+    """The order a resolved jys.order names (a user's order, unmask.order, is passed in by pipeline.search instead):
+    DUS's dilated order [L], or (shuffle) a uniformly random permutation per
     sequence [M, L]. k-Gillespie unmasks a uniformly random subset of the masked positions at each step, which is
     revealing them in a uniformly random order drawn before sampling; so E_order J is the KL between its reveal path
     (order and tokens) and the refined one's, and bounds the KL of its output from above (convexity)."""

@@ -14,12 +14,14 @@ from pipeline.runs import (
     FORMAT_VERSION,
     artifact_path,
     confidence,
+    dus_order,
     key_differences,
     multi_jump,
     resolve_schedule,
     samples_key,
 )
 from samplers.loop import calls_per_sequence
+from samplers.unmasking import order_digest
 
 __all__ = ["evaluate", "main", "samples_provenance"]
 
@@ -69,6 +71,8 @@ def main(cfg: DictConfig) -> None:
         record["confidence"] = confidence(cfg)
     if cfg.sampler == "eb":
         record["gamma"] = float(cfg.unmask.gamma)
+    if dus_order(cfg) is not None:
+        record["order_sha256"] = order_digest(dus_order(cfg))
     atomic_write_json(artifact_path(cfg, "metrics", label, nfe, "json"), record)
     print(json.dumps(record, indent=2))
 

@@ -14,7 +14,7 @@ from samplers.klass import KLASS
 from samplers.registry import spec as sampler_spec
 from samplers.remasking import ReMDM
 from samplers.schedules import BASELINES, geometric, load_schedule
-from samplers.unmasking import check_gamma
+from samplers.unmasking import check_gamma, load_order, order_digest
 
 # Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
 # every cached file then misses its key and is redone.
@@ -59,6 +59,8 @@ def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int | None, suff
     if stage in ("samples", "metrics") and cfg.sampler == "klass" and klass_settings(cfg) != KLASS():
         k = klass_settings(cfg)
         tag = f"-c{k.conf:g}-kl{k.kl:g}-h{k.history}{tag}"
+    if stage in ("samples", "metrics") and dus_order(cfg) is not None:
+        tag = f"{order_tag(dus_order(cfg))}{tag}"
     if stage == "schedules":
         return schedule_path(run_dir(cfg), str(cfg.sampler), label, int(nfe))
     steps = "" if nfe is None else f"-nfe{nfe}"
@@ -91,6 +93,20 @@ def klass_settings(cfg: DictConfig) -> KLASS:
     """sampler=klass's thresholds (samplers.klass), checked."""
     k = cfg.unmask.klass
     return KLASS(float(k.conf), float(k.kl), int(k.history))
+
+
+def dus_order(cfg: DictConfig) -> torch.Tensor | None:
+    """sampler=dus's permutation of the positions from unmask.order (a file), checked; None for DUS's dilated order
+    and for the other samplers."""
+    path = cfg.unmask.get("order")
+    if cfg.sampler != "dus" or path is None:
+        return None
+    return load_order(path, int(cfg.experiment.length))
+
+
+def order_tag(order: torch.Tensor) -> str:
+    """The file-name part of a user's order (samples, metrics and JYS labels): -perm<first 8 hex of its sha256>."""
+    return f"-perm{order_digest(order)[:8]}"
 
 
 def eb_gamma(cfg: DictConfig) -> float:
@@ -126,8 +142,9 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
         return spec, geometric(int(cfg.nfe), process, int(cfg.experiment.length)), int(cfg.nfe), {}
     if spec in BASELINES:
         return spec, BASELINES[spec](int(cfg.nfe), float(cfg.eps)), int(cfg.nfe), {}
+    tag = "" if dus_order(cfg) is None else order_tag(dus_order(cfg))  # DUS in a user's order
     if spec.startswith(("jys", "beta")) and not spec.endswith(".json"):
-        path = artifact_path(cfg, "schedules", spec, int(cfg.nfe), "json")
+        path = artifact_path(cfg, "schedules", spec + tag, int(cfg.nfe), "json")  # the schedule searched for it
         if not path.is_file():
             raise FileNotFoundError(f"no JYS schedule at {path}; make it first with "
                                     f"`python -m jys experiment={cfg.experiment.name} model={cfg.model.name} "
@@ -135,8 +152,13 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
     else:
         path = Path(spec)
     data = load_schedule(path)
+    want = None if dus_order(cfg) is None else order_digest(dus_order(cfg))
+    if cfg.sampler == "dus" and data.get("order_sha256", want) != want:
+        raise ValueError(f"{path} was searched for DUS in another order of positions (sha256 "
+                         f"{data['order_sha256'][:8]}…, this run's {str(want)[:8]}…); search it with this unmask.order")
     grid = torch.tensor(data["times"], dtype=torch.float64)
-    return data.get("label", path.stem), grid, len(grid) - 1, data
+    # the samples' and metrics' names carry the order's tag after the NFE (artifact_path), as every schedule's do
+    return data.get("label", path.stem).removesuffix(tag), grid, len(grid) - 1, data
 
 
 def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
@@ -154,6 +176,8 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
         keep["remdm"] = remdm
     if cfg.sampler == "klass":
         keep["unmask"] = {"klass": unmask["klass"]}
+    if dus_order(cfg) is not None:  # the permutation itself, not its file's name
+        keep["unmask"] = {"order_sha256": order_digest(dus_order(cfg))}
     if cfg.sampler == "eb":  # no grid: schedule, nfe and eps draw nothing
         keep["unmask"] = {"gamma": eb_gamma(cfg)}
         for k in ("schedule", "nfe", "final_step", "eps"):

@@ -20,12 +20,13 @@ from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
+from samplers.unmasking import order_digest
 from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from pipeline.build import build_model
 from pipeline.experiment import Experiment, experiment_of
-from pipeline.runs import FORMAT_VERSION, cache_key, jys_label, run_dir, schedule_path
+from pipeline.runs import FORMAT_VERSION, cache_key, dus_order, jys_label, order_tag, run_dir, schedule_path
 from samplers.registry import COUNT_GRID, check_prefix_support, check_sampler, spec
 from samplers.schedules import beta, check_grid, first_count, times_from_counts, token_counts
 
@@ -57,10 +58,12 @@ class JYSSettings:
     t_mix: float | None = None  # None: the process's mixing time for search.mix_tv
     multi_jump: str = "reject"
     order: str = "auto"  # count-grid samplers: J for the sampler's fixed order of positions (jys.order)
+    positions: tuple[int, ...] | None = None  # sampler=dus in a user's order (unmask.order); None: the dilated one
 
     @property
     def label(self) -> str:
-        return jys_label(self.search.objective, self.kind, self.weight, self.order)
+        label = jys_label(self.search.objective, self.kind, self.weight, self.order)
+        return label if self.positions is None else label + order_tag(torch.tensor(self.positions))
 
 
 def settings_from(cfg: DictConfig) -> JYSSettings:
@@ -95,7 +98,7 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
     return JYSSettings(search=s, kind=kind, weight=str(j.get("weight", "none")), rule=str(j.get("rule", "auto")),
                        lattice=lattice, lattice_samples=lattice_samples,
                        t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"),
-                       order=order)
+                       order=order, positions=None if dus_order(cfg) is None else tuple(dus_order(cfg).tolist()))
 
 
 def optimize_config(cfg: DictConfig, model=None) -> Path:
@@ -310,9 +313,13 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
     M, L = settings.lattice_samples, experiment.length
     order_name = resolve_order(settings.order, sampler)
     identity = identity_of(model)
+    users = settings.positions is not None and order_name == "dus"  # DUS in the user's order (unmask.order)
+    if settings.positions is not None and len(settings.positions) != L:
+        raise ValueError(f"unmask.order has {len(settings.positions)} positions; the experiment's length is {L}")
+    mine = {"positions_sha256": order_digest(torch.tensor(settings.positions))} if users else {}
     key, digest = cache_key("order", {
         "search": "order", "order": order_name, "model": identity, "experiment": experiment.config, "seed": s.seed,
-        "lattice_samples": M, "data": experiment.identity(), "rounding": ROUNDING})
+        "lattice_samples": M, "data": experiment.identity(), "rounding": ROUNDING, **mine})
     table_file = out_dir / "schedules" / "search" / f"order-{order_name}-{digest}.json"
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
     if saved.get("key") == key:
@@ -323,7 +330,7 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
         t0 = time.time()
         g = torch.Generator().manual_seed(s.seed)
         x0 = experiment.sample_x0(M, g)
-        order = sampler_order(order_name, L, M, g)  # shuffle: one permutation per sequence, after its draw
+        order = torch.tensor(settings.positions) if users else sampler_order(order_name, L, M, g)  # shuffle: one per x_0
         D, counts, calls = order_table(model, x0, order, s.batch_size, s.max_bytes, s.progress)
         wall = time.time() - t0
         if dist.is_main():
@@ -336,6 +343,8 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
               "experiment": experiment.name, "model": identity, "num_samples": M, "seed": s.seed,
               "lattice_points": len(counts), "state_file": str(table_file), "model_calls": calls,
               "sample_forwards": L * M, "prefix": 0, "format_version": FORMAT_VERSION, "wall_time": wall}
+    if users:
+        record["order_sha256"] = mine["positions_sha256"]
     return _write_schedule(out_dir, experiment, model, record, "kgillespie", [counts[i] for i in path_idx])
 
 

@@ -62,13 +62,15 @@ def budget_of(r: dict, nfes) -> int | None:
 
 
 def row_of(r: dict) -> tuple[str, str, str]:
-    """(model, sampler, schedule); a sampler run with another multi-jump or confidence rule than its default is
-    its own row (its files carry the rule in their names)."""
+    """(model, sampler, schedule); a sampler run with another multi-jump or confidence rule or order of positions
+    than its default is its own row (its files carry it in their names)."""
     sampler = r["sampler"]
     if r.get("multi_jump") not in (None, "reject"):
         sampler += f" ({r['multi_jump']} jump)"
     if r.get("confidence") not in (None, "max"):
         sampler += f" ({r['confidence']})"
+    if r.get("order_sha256"):  # DUS in a user's order (unmask.order)
+        sampler += f" (order {r['order_sha256'][:8]})"
     return r["model"], sampler, r["schedule"]
 
 

@@ -15,7 +15,7 @@ from common import dist
 from common.io import atomic_write_npz
 from pipeline.build import build_model, setup_torch
 from pipeline.experiment import experiment_of
-from pipeline.runs import (FORMAT_VERSION, artifact_path, eb_gamma, key_differences, klass_settings, remdm_settings,
+from pipeline.runs import (FORMAT_VERSION, artifact_path, dus_order, eb_gamma, key_differences, klass_settings, remdm_settings,
                            resolve_schedule, samples_key)
 from samplers.loop import batch_seed, check_sizes, run_sampler
 
@@ -78,7 +78,7 @@ def main(cfg: DictConfig) -> None:
                           confidence=str(cfg.unmask.confidence),
                           gamma=eb_gamma(cfg) if cfg.sampler == "eb" else 1.0,
                           remdm=remdm_settings(cfg) if cfg.sampler == "remdm" else None,
-                          klass=klass_settings(cfg) if cfg.sampler == "klass" else None)
+                          klass=klass_settings(cfg) if cfg.sampler == "klass" else None, order=dus_order(cfg))
         calls = res.sequence_calls if res.sequence_calls is not None else torch.full((size,), res.calls_per_batch[0])
         done[k] = (res.samples, calls)
     parts = dist.gather_units(done, len(starts))

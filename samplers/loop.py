@@ -141,7 +141,8 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
                 generator: torch.Generator | int, batch_size: int = 256, final_step: str = "sample",
                 progress: bool = True, prefix: torch.Tensor | None = None,
                 multi_jump: str = "reject", confidence: str = "max", gamma: float = 1.0,
-                remdm: ReMDM | None = None, klass: KLASS | None = None) -> SampleResult:
+                remdm: ReMDM | None = None, klass: KLASS | None = None,
+                order: torch.Tensor | None = None) -> SampleResult:
     """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
 
     generator: a seed draws batch k from its own stream, torch.Generator().manual_seed(batch_seed(seed, k)), as
@@ -158,7 +159,8 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     confidence: sampler=confidence's position score, 'max' or 'margin'; gamma: sampler=eb's entropy budget
     per call (eb takes no grid and stops when no mask is left; see samplers.unmasking); remdm: sampler=remdm's
     strategy and rates (samplers.remasking; default its 'loop' with the published values); klass: sampler=klass's
-    thresholds (samplers.klass; the grid's counts are its minimum per call, and each sequence's calls are counted).
+    thresholds (samplers.klass; the grid's counts are its minimum per call, and each sequence's calls are counted);
+    order: sampler=dus's permutation of the positions [L] (None: DUS's dilated order).
     """
     check_sampler(sampler, model.process)
     if prefix is not None:
@@ -174,9 +176,12 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
         raise ValueError(f"unknown unmask.confidence {confidence!r}; expected one of {CONFIDENCES}")
     if sampler == "eb":
         check_gamma(gamma)
+    if order is not None and (sampler != "dus" or sorted(order.tolist()) != list(range(length))):
+        raise ValueError(f"an order of positions is for sampler=dus, a permutation of the {length} positions; got "
+                         f"sampler={sampler} and {len(order)} positions")
     steps = {**STEPS, "tau_leaping": partial(tau_leaping_step, multi_jump=multi_jump),
              "trapezoidal": partial(trapezoidal_step, multi_jump=multi_jump),
-             "confidence": partial(confidence_step, confidence=confidence), "dus": dus_step,
+             "confidence": partial(confidence_step, confidence=confidence), "dus": partial(dus_step, order=order),
              "remdm": partial(remdm_step, remdm=remdm or ReMDM())}
     counter = CountingModel(model)
     chunks, calls, per_sequence = [], [], []

@@ -6,7 +6,8 @@ The samplers here choose the positions otherwise:
   the model is most confident: its top probability (`unmask.confidence=max`) or the gap between its two
   top probabilities (`margin`);
 - `dus` (Dilated Unmasking Scheduler, arXiv 2506.19037): the same counts, in DUS's dilated order of
-  positions, fixed in advance, so that each call reveals positions far from each other (`dilated_order`);
+  positions, fixed in advance, so that each call reveals positions far from each other (`dilated_order`), or in a
+  permutation of the user's (`unmask.order=PATH`, `load_order`);
 - `eb` (EB-Sampler, arXiv 2505.24857): no grid; each call sorts the masked positions by entropy and reveals
   the longest prefix whose entropies, less the largest of them, sum to at most γ (`unmask.gamma`), and at
   least one token, so the number of calls is adaptive and differs between sequences.
@@ -16,6 +17,10 @@ the exact law (the chain rule), so the rules differ only in the error of reveali
 """
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from models.protocol import concrete_ratios
@@ -69,6 +74,31 @@ def dilated_order(length: int) -> torch.Tensor:
         stride //= 2
 
 
+def load_order(path: str | Path, length: int) -> torch.Tensor:
+    """A permutation of the `length` positions from a file: .npy (an integer array) or text (integers separated by
+    white space or commas), the first position revealed first. [L] long"""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"unmask.order: no file at {path}; expected a permutation of the {length} positions "
+                                "(.npy, or integers in text)")
+    if path.suffix == ".npy":
+        values = np.load(path, allow_pickle=False)
+    else:
+        try:
+            values = np.array([int(v) for v in path.read_text().replace(",", " ").split()])
+        except ValueError as e:
+            raise ValueError(f"unmask.order: {path} holds a value that is not an integer ({e})") from None
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or sorted(values.tolist()) != list(range(length)):
+        raise ValueError(f"unmask.order: {path} must hold a permutation of the positions 0 … {length - 1}, got "
+                         f"{values.size} values of shape {list(values.shape)}: {values.reshape(-1)[:8].tolist()}…")
+    return torch.as_tensor(values, dtype=torch.long)
+
+
+def order_digest(order: torch.Tensor) -> str:
+    """sha256 of a permutation (its int64 bytes): the identity that samples, schedules and J's table carry."""
+    return hashlib.sha256(order.to(torch.int64).numpy().tobytes()).hexdigest()
+
+
 def reveal(model, x: torch.Tensor, t: float, s: float, generator: torch.Generator, rank) -> torch.Tensor:
     """One call of a count-grid sampler: reveal exactly k(s) − k(t) masked tokens of every sequence, at the
     positions of highest rank(out, x, times) [B, L], each drawn from p(x_0,l | x_t)."""
@@ -96,11 +126,11 @@ def confidence_step(model, x, t, s, generator, confidence: str = "max"):
                   lambda out, x, tb: tie_break(position_scores(out, x, tb, proc, confidence), generator))
 
 
-def dus_step(model, x, t, s, generator):
-    """Reveal the grid's count at the first masked positions of DUS's dilated order."""
+def dus_step(model, x, t, s, generator, order: torch.Tensor | None = None):
+    """Reveal the grid's count at the first masked positions of DUS's dilated order (or of `order`, [L])."""
     L = x.shape[1]
     priority = torch.empty(L, dtype=F64)
-    priority[dilated_order(L)] = -torch.arange(L, dtype=F64)
+    priority[dilated_order(L) if order is None else order] = -torch.arange(L, dtype=F64)
     mask = model.process.kernel.mask
     return reveal(model, x, t, s, generator,
                   lambda out, x, tb: torch.where(x == mask, priority.expand_as(x), -torch.inf))

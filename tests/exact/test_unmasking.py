@@ -21,7 +21,7 @@ from models.protocol import ModelOutput
 from pipeline.search import optimize_config
 from samplers.loop import CountingModel, run_sampler
 from samplers.schedules import first_count, times_from_counts, uniform, unmasked_counts
-from samplers.unmasking import count_times, dilated_order, entropy_bounded_counts
+from samplers.unmasking import count_times, dilated_order, entropy_bounded_counts, load_order
 
 F64 = torch.float64
 ROOT_DIR = Path(__file__).resolve().parents[2]
@@ -64,6 +64,32 @@ def test_count_grid_samplers_reveal_the_planned_counts(sampler, option):
     assert (res.samples != 32).all()
     for b in range(2):
         check_revealed_tokens_never_change(model.inputs[5 * b:5 * b + 5], res.samples[3 * b:3 * b + 3], 32)
+
+
+def test_dus_reveals_a_users_order_read_from_a_file(tmp_path):
+    order = torch.randperm(256, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "order.npy", order.numpy())
+    (tmp_path / "order.txt").write_text(", ".join(map(str, order.tolist())))
+    assert torch.equal(load_order(tmp_path / "order.npy", 256), order)
+    assert torch.equal(load_order(tmp_path / "order.txt", 256), order)
+    model = countdown_oracle(Recording)
+    grid = times_from_counts([0, 3, 10, 256], model.process, 256)
+    run_sampler(model, "dus", grid, 2, 256, torch.Generator().manual_seed(0), progress=False, order=order)
+    for x, k in zip(model.inputs[1:], [3, 10]):
+        assert torch.equal((x != 32).nonzero()[:, 1].view(2, k), order[:k].sort().values.expand(2, k))
+    (tmp_path / "short.txt").write_text("0 1 2")
+    (tmp_path / "twice.txt").write_text("0 0 " + " ".join(map(str, range(2, 256))))
+    (tmp_path / "words.txt").write_text("0 one 2")
+    with pytest.raises(ValueError, match=r"short.txt must hold a permutation of the positions 0 … 255, got 3 values"):
+        load_order(tmp_path / "short.txt", 256)
+    with pytest.raises(ValueError, match="must hold a permutation"):
+        load_order(tmp_path / "twice.txt", 256)
+    with pytest.raises(ValueError, match="not an integer"):
+        load_order(tmp_path / "words.txt", 256)
+    with pytest.raises(FileNotFoundError, match="unmask.order: no file at"):
+        load_order(tmp_path / "none.txt", 256)
+    with pytest.raises(ValueError, match="is for sampler=dus"):
+        run_sampler(model, "kgillespie", grid, 2, 256, torch.Generator().manual_seed(0), progress=False, order=order)
 
 
 def test_dus_reveals_its_dilated_order():
@@ -197,6 +223,24 @@ def test_pipeline_eb_files_and_count_samplers_share_the_count_search(make_cfg, t
         optimize_config(make_cfg(*common, "sampler=kgillespie", "nfe=3", "jys.order=dus"))
     with pytest.raises(ValueError, match="has no jys.weight"):  # not silently ignored (nor put in the label)
         optimize_config(make_cfg(*common, "sampler=dus", "nfe=3", "jys.weight=survival"))
+    # DUS in a user's order (unmask.order): J's table, label, samples and metrics carry the order; a schedule searched
+    # for another order is refused
+    for name, perm in (("l2r", range(16)), ("r2l", range(15, -1, -1))):
+        (tmp_path / f"{name}.txt").write_text(" ".join(map(str, perm)))
+    l2r = make_cfg(*common, "sampler=dus", "nfe=3", f"unmask.order={tmp_path / 'l2r.txt'}", "schedule=jys")
+    rec = json.loads(optimize_config(l2r).read_text())
+    tag = rec["label"].removeprefix("jys-perm")
+    assert rec["label"] == f"jys-perm{tag}" and rec["order_sha256"].startswith(tag) and len(tag) == 8
+    assert rec["state_file"] != recs["dus"]["state_file"] and rec["counts"] != recs["dus"]["counts"]
+    samplers_main.main.__wrapped__(l2r)
+    metrics_main.main.__wrapped__(l2r)
+    assert (tmp_path / "count" / "oracle" / "samples" / f"dus-jys-nfe3-perm{tag}.npz").is_file()
+    met = json.loads((tmp_path / "count" / "oracle" / "metrics" / f"dus-jys-nfe3-perm{tag}.json").read_text())
+    assert met["schedule"] == "jys" and met["order_sha256"] == rec["order_sha256"]
+    other = make_cfg(*common, "sampler=dus", "nfe=3", f"unmask.order={tmp_path / 'r2l.txt'}",
+                     f"schedule={tmp_path / 'count' / 'oracle' / 'schedules' / f'dus-jys-perm{tag}-nfe3.json'}")
+    with pytest.raises(ValueError, match="searched for DUS in another order of positions"):
+        samplers_main.main.__wrapped__(other)
     margin = make_cfg(*common, "sampler=confidence", "unmask.confidence=margin", "schedule=jys", "nfe=3")
     samplers_main.main.__wrapped__(margin)
     assert (tmp_path / "count" / "oracle" / "samples" / "confidence-jys-nfe3-margin.npz").is_file()
