@@ -67,12 +67,12 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
         raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
     M, L = x0.shape
     order = torch.as_tensor(order, dtype=torch.long)
-    if order.dim() == 1:
+    shape = list(order.shape)
+    if order.dim() == 1 and shape == [L]:
         order = order.expand(M, L)
-    if order.shape != (M, L) or not torch.equal(order.sort(1).values, torch.arange(L).expand(M, L)):
-        bad = order.reshape(-1, order.shape[-1])[0].tolist()[:8] if order.numel() else []
+    if list(order.shape) != [M, L] or not torch.equal(order.sort(1).values, torch.arange(L).expand(M, L)):
         raise ValueError(f"the order must be a permutation of the {L} positions ([L] or one per sequence [{M}, {L}]), "
-                         f"got shape {list(order.shape)}, {bad}…")
+                         f"got shape {shape}: {order.reshape(-1)[:8].tolist()}…")
     if L * M * mask * 8 > max_bytes:
         raise ValueError(f"J for a fixed order keeps every slot's refined law: {L} × {M} sequences × {mask} states in "
                          f"float64 is {L * M * mask * 8 / 2**30:.2f} GiB, above jys.max_bytes ({max_bytes / 2**30:.2f} "
@@ -125,7 +125,8 @@ def sampler_order(order: str, length: int, sequences: int, generator: torch.Gene
     DUS's dilated order [L], or (shuffle) a uniformly random permutation per
     sequence [M, L]. k-Gillespie unmasks a uniformly random subset of the masked positions at each step, which is
     revealing them in a uniformly random order drawn before sampling; so E_order J is the KL between its reveal path
-    (order and tokens) and the refined one's, and bounds the KL of its output from above (convexity)."""
+    (order and tokens) and the refined one's, and under the exact oracle bounds the KL of its output from above
+    (convexity)."""
     if order == "dus":
         return dilated_order(length)
     if order == "shuffle":

@@ -71,8 +71,9 @@ def main(cfg: DictConfig) -> None:
         record["confidence"] = confidence(cfg)
     if cfg.sampler == "eb":
         record["gamma"] = float(cfg.unmask.gamma)
-    if dus_order(cfg) is not None:
-        record["order_sha256"] = order_digest(dus_order(cfg))
+    order = dus_order(cfg)
+    if order is not None:
+        record["order_sha256"] = order_digest(order)
     atomic_write_json(artifact_path(cfg, "metrics", label, nfe, "json"), record)
     print(json.dumps(record, indent=2))
 

@@ -14,7 +14,7 @@ from samplers.klass import KLASS
 from samplers.registry import spec as sampler_spec
 from samplers.remasking import ReMDM
 from samplers.schedules import BASELINES, geometric, load_schedule
-from samplers.unmasking import check_gamma, load_order, order_digest
+from samplers.unmasking import check_gamma, dilated_order, load_order, order_digest
 
 # Bump when an algorithm changes what a cached artifact holds (samples, JYS search levels, metrics):
 # every cached file then misses its key and is redone.
@@ -59,8 +59,9 @@ def artifact_path(cfg: DictConfig, stage: str, label: str, nfe: int | None, suff
     if stage in ("samples", "metrics") and cfg.sampler == "klass" and klass_settings(cfg) != KLASS():
         k = klass_settings(cfg)
         tag = f"-c{k.conf:g}-kl{k.kl:g}-h{k.history}{tag}"
-    if stage in ("samples", "metrics") and dus_order(cfg) is not None:
-        tag = f"{order_tag(dus_order(cfg))}{tag}"
+    order = dus_order(cfg)
+    if stage in ("samples", "metrics") and order is not None:
+        tag = f"{order_tag(order)}{tag}"
     if stage == "schedules":
         return schedule_path(run_dir(cfg), str(cfg.sampler), label, int(nfe))
     steps = "" if nfe is None else f"-nfe{nfe}"
@@ -99,13 +100,17 @@ def dus_order(cfg: DictConfig) -> torch.Tensor | None:
     """sampler=dus's permutation of the positions from unmask.order (a file), checked; None for DUS's dilated order
     and for the other samplers."""
     path = cfg.unmask.get("order")
-    if cfg.sampler != "dus" or path is None:
+    if path is None:
         return None
+    if cfg.sampler != "dus":
+        raise ValueError(f"unmask.order ({path}) is the order sampler=dus reveals positions in; sampler={cfg.sampler} "
+                         "takes none (leave unmask.order=null)")
     return load_order(path, int(cfg.experiment.length))
 
 
 def order_tag(order: torch.Tensor) -> str:
-    """The file-name part of a user's order (samples, metrics and JYS labels): -perm<first 8 hex of its sha256>."""
+    """The file-name part of a user's order: -perm<first 8 hex of its sha256>, at the end of a JYS schedule's label
+    (dus-jys-perm…-nfe8.json) and after the NFE in samples and metrics (dus-jys-nfe8-perm….npz), as other rules'."""
     return f"-perm{order_digest(order)[:8]}"
 
 
@@ -142,23 +147,37 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
         return spec, geometric(int(cfg.nfe), process, int(cfg.experiment.length)), int(cfg.nfe), {}
     if spec in BASELINES:
         return spec, BASELINES[spec](int(cfg.nfe), float(cfg.eps)), int(cfg.nfe), {}
-    tag = "" if dus_order(cfg) is None else order_tag(dus_order(cfg))  # DUS in a user's order
+    order = dus_order(cfg)  # DUS in a user's order: its schedules' labels carry the order's tag
+    tag = "" if order is None else order_tag(order)
     if spec.startswith(("jys", "beta")) and not spec.endswith(".json"):
         path = artifact_path(cfg, "schedules", spec + tag, int(cfg.nfe), "json")  # the schedule searched for it
         if not path.is_file():
+            given = "" if order is None else f" unmask.order={cfg.unmask.order}"
             raise FileNotFoundError(f"no JYS schedule at {path}; make it first with "
                                     f"`python -m jys experiment={cfg.experiment.name} model={cfg.model.name} "
-                                    f"sampler={cfg.sampler} nfe={cfg.nfe}`")
+                                    f"sampler={cfg.sampler} nfe={cfg.nfe}{given}`")
     else:
         path = Path(spec)
     data = load_schedule(path)
-    want = None if dus_order(cfg) is None else order_digest(dus_order(cfg))
-    if cfg.sampler == "dus" and data.get("order_sha256", want) != want:
-        raise ValueError(f"{path} was searched for DUS in another order of positions (sha256 "
-                         f"{data['order_sha256'][:8]}…, this run's {str(want)[:8]}…); search it with this unmask.order")
+    if cfg.sampler == "dus":
+        check_schedule_order(data, order, int(cfg.experiment.length), path)
     grid = torch.tensor(data["times"], dtype=torch.float64)
     # the samples' and metrics' names carry the order's tag after the NFE (artifact_path), as every schedule's do
     return data.get("label", path.stem).removesuffix(tag), grid, len(grid) - 1, data
+
+
+def check_schedule_order(data: dict, order: torch.Tensor | None, length: int, path) -> None:
+    """A DUS schedule searched with J for one order of positions (its order_sha256; a file without it but with
+    order 'dus' was searched for the dilated order) serves DUS in that order only; schedules of the uniform-position
+    J (order 'random') serve any."""
+    dilated = order_digest(dilated_order(length))
+    have = data.get("order_sha256") or (dilated if data.get("order") == "dus" else None)
+    want = dilated if order is None else order_digest(order)
+    name = {dilated: "DUS's dilated order"}
+    if have is not None and have != want:
+        raise ValueError(f"{path} was searched for DUS in {name.get(have, f'the order {have[:8]}…')}, and this run "
+                         f"reveals in {name.get(want, f'the order {want[:8]}…')} (unmask.order); search its schedule "
+                         "with the same unmask.order")
 
 
 def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
@@ -176,8 +195,9 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
         keep["remdm"] = remdm
     if cfg.sampler == "klass":
         keep["unmask"] = {"klass": unmask["klass"]}
-    if dus_order(cfg) is not None:  # the permutation itself, not its file's name
-        keep["unmask"] = {"order_sha256": order_digest(dus_order(cfg))}
+    order = dus_order(cfg)
+    if order is not None:  # the permutation itself, not its file's name
+        keep["unmask"] = {"order_sha256": order_digest(order)}
     if cfg.sampler == "eb":  # no grid: schedule, nfe and eps draw nothing
         keep["unmask"] = {"gamma": eb_gamma(cfg)}
         for k in ("schedule", "nfe", "final_step", "eps"):

@@ -20,7 +20,6 @@ from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
-from samplers.unmasking import order_digest
 from jys.schedule import lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
@@ -29,6 +28,7 @@ from pipeline.experiment import Experiment, experiment_of
 from pipeline.runs import FORMAT_VERSION, cache_key, dus_order, jys_label, order_tag, run_dir, schedule_path
 from samplers.registry import COUNT_GRID, check_prefix_support, check_sampler, spec
 from samplers.schedules import beta, check_grid, first_count, times_from_counts, token_counts
+from samplers.unmasking import dilated_order, order_digest
 
 # auto | the published golden-section levels | J's exact optimum on a lattice | the Beta mask schedule's 2-D search
 SEARCHES = ("auto", "hierarchy", "lattice", "beta")
@@ -92,13 +92,14 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
     if lattice_samples < 2:
         raise ValueError(f"jys.lattice_samples must be >= 2, got {lattice_samples}")
     order = check_order(str(j.get("order", "auto")))
+    positions = dus_order(cfg)  # sampler=dus in a user's order (unmask.order)
     t_mix = j.get("t_mix")
     if t_mix is not None and not s.eps < float(t_mix) <= 1.0:
         raise ValueError(f"jys.t_mix must lie in (eps, 1], got {t_mix}")
     return JYSSettings(search=s, kind=kind, weight=str(j.get("weight", "none")), rule=str(j.get("rule", "auto")),
                        lattice=lattice, lattice_samples=lattice_samples,
                        t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"),
-                       order=order, positions=None if dus_order(cfg) is None else tuple(dus_order(cfg).tolist()))
+                       order=order, positions=None if positions is None else tuple(positions.tolist()))
 
 
 def optimize_config(cfg: DictConfig, model=None) -> Path:
@@ -316,7 +317,7 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
     users = settings.positions is not None and order_name == "dus"  # DUS in the user's order (unmask.order)
     if settings.positions is not None and len(settings.positions) != L:
         raise ValueError(f"unmask.order has {len(settings.positions)} positions; the experiment's length is {L}")
-    mine = {"positions_sha256": order_digest(torch.tensor(settings.positions))} if users else {}
+    mine = {"order_sha256": order_digest(torch.tensor(settings.positions))} if users else {}
     key, digest = cache_key("order", {
         "search": "order", "order": order_name, "model": identity, "experiment": experiment.config, "seed": s.seed,
         "lattice_samples": M, "data": experiment.identity(), "rounding": ROUNDING, **mine})
@@ -330,7 +331,8 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
         t0 = time.time()
         g = torch.Generator().manual_seed(s.seed)
         x0 = experiment.sample_x0(M, g)
-        order = torch.tensor(settings.positions) if users else sampler_order(order_name, L, M, g)  # shuffle: one per x_0
+        # shuffle: one permutation per sequence, drawn after the sequences
+        order = torch.tensor(settings.positions) if users else sampler_order(order_name, L, M, g)
         D, counts, calls = order_table(model, x0, order, s.batch_size, s.max_bytes, s.progress)
         wall = time.time() - t0
         if dist.is_main():
@@ -343,8 +345,8 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
               "experiment": experiment.name, "model": identity, "num_samples": M, "seed": s.seed,
               "lattice_points": len(counts), "state_file": str(table_file), "model_calls": calls,
               "sample_forwards": L * M, "prefix": 0, "format_version": FORMAT_VERSION, "wall_time": wall}
-    if users:
-        record["order_sha256"] = mine["positions_sha256"]
+    if order_name == "dus":  # the order J was computed for: a DUS run in another order refuses this schedule
+        record["order_sha256"] = order_digest(torch.tensor(settings.positions) if users else dilated_order(L))
     return _write_schedule(out_dir, experiment, model, record, "kgillespie", [counts[i] for i in path_idx])
 
 

@@ -18,6 +18,26 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def table(records: list[dict]) -> str:
+    """The ablation's Markdown table: a row per model and NFE (model calls), the uniform grid's error, and at each K
+    the mean over search seeds with their min-max and number."""
+    searched = [r for r in records if "klub_samples" in r]
+    uniform = {(r["model"], r["nfe_calls"]): r["metrics"][ABLATION_METRIC] for r in records
+               if r.get("schedule") == "uniform"}
+    ks = sorted({r["klub_samples"] for r in searched})
+    lines = ["| model | NFE | uniform | " + " | ".join(f"K = {k}" for k in ks) + " |",
+             "|---|---|---|" + "---|" * len(ks)]
+    for model, nfe in sorted({(r["model"], r["nfe_calls"]) for r in searched}):
+        cells = []
+        for k in ks:
+            v = [r["metrics"][ABLATION_METRIC] for r in searched
+                 if (r["model"], r["nfe_calls"], r["klub_samples"]) == (model, nfe, k)]
+            cells.append(f"{np.mean(v):.4f} ({min(v):.4f}-{max(v):.4f}, {len(v)})" if v else "-")
+        base = f"{uniform[model, nfe]:.4f}" if (model, nfe) in uniform else "-"
+        lines.append(f"| {model} | {nfe} | {base} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(out: Path, nfes: list[int]) -> None:
     records = []
     for tree in sorted(out.glob("k*-s*")):  # every (K, search seed) that a run of the script made, for any model
@@ -37,19 +57,9 @@ def report(out: Path, nfes: list[int]) -> None:
     uniform = {(m, nfe): read(out / "uniform" / "count" / m / "metrics" / f"euler-uniform-nfe{nfe - 1}.json")
                for m in models for nfe in nfes}
     atomic_write_json(out / "results.json", records + list(uniform.values()))  # the uniform grid: Fig. 10's baseline
-    ks = sorted({r["klub_samples"] for r in records})
     print(f"CountDown error ({ABLATION_METRIC}) of Euler on JYS schedules searched with K KLUB samples: the mean over "
           f"search seeds (min-max, number of seeds), and the uniform grid")
-    print("| model | NFE | uniform | " + " | ".join(f"K = {k}" for k in ks) + " |")
-    print("|---|---|---|" + "---|" * len(ks))
-    for model in models:
-        for nfe in nfes:
-            cells = []
-            for k in ks:
-                v = [r["metrics"][ABLATION_METRIC] for r in records if r["model"] == model and r["nfe_calls"] == nfe
-                     and r["klub_samples"] == k]
-                cells.append(f"{np.mean(v):.4f} ({min(v):.4f}-{max(v):.4f}, {len(v)})" if v else "-")
-            print(f"| {model} | {nfe} | {uniform[model, nfe]['metrics'][ABLATION_METRIC]:.4f} | " + " | ".join(cells) + " |")
+    print(table(records + list(uniform.values())))
     fig = fig10_klub_samples(out.parent, tuple(nfes), experiment=out.name)
     path = save_figure(fig, out / "figures" / "error_vs_klub_samples.png")
     print(f"-> {out / 'results.json'}, {path}")

@@ -62,9 +62,11 @@ def draw_metric(ax: Axes, records: list[dict], metric: Metric, model: str | None
                 title: str | None = None) -> None:
     """A metric against NFE: a line per (sampler, schedule), line style by schedule, colour by schedule (by sampler
     where the axes hold several); the mean over seeds with the standard error (one seed) or the seeds' range as
-    bars. Only NFEs where the model and sampler have a JYS cell: the figures compare schedules at equal NFE.
+    bars. Only NFEs where the model and sampler have a JYS cell: the figures compare schedules at equal NFE, and only
+    the schedules of results.specs.SCHEDULES.
     The reference and floor records, where present, are horizontal lines."""
-    rows = {k: v for k, v in rows_of(records, metric, roles=("cell",)).items() if model in (None, k[0])}
+    rows = {k: v for k, v in rows_of(records, metric, roles=("cell",)).items()
+            if model in (None, k[0]) and k[2] in SCHEDULES}  # an ablation's labels (table --schedules) are tables' only
     if not any(k[2] == "jys" for k in rows):
         raise ResultsError(f"no JYS record with metric {metric.key!r}" + (f" of model {model}" if model else "")
                            + ": rerun the experiment's script")

@@ -48,7 +48,8 @@ def collect(runs: Path, exp: str, model: str, samplers: list[str], nfes: list[in
     records = []
     for r in read_metrics(runs, exp, model):
         path = runs / exp / model / "metrics" / r["metrics_file"]
-        if r.get("sampler") not in samplers or r.get("seed") != 0 or "-seed" in path.stem or "-margin" in path.stem:
+        if (r.get("sampler") not in samplers or r.get("seed") != 0 or "-seed" in path.stem or "-margin" in path.stem
+                or r.get("order_sha256")):  # DUS in a user's order (unmask.order): not the peer DUS
             continue
         if r["sampler"] == "eb":
             if r["schedule"] not in gammas:

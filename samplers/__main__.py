@@ -15,8 +15,8 @@ from common import dist
 from common.io import atomic_write_npz
 from pipeline.build import build_model, setup_torch
 from pipeline.experiment import experiment_of
-from pipeline.runs import (FORMAT_VERSION, artifact_path, dus_order, eb_gamma, key_differences, klass_settings, remdm_settings,
-                           resolve_schedule, samples_key)
+from pipeline.runs import (FORMAT_VERSION, artifact_path, dus_order, eb_gamma, key_differences, klass_settings,
+                           remdm_settings, resolve_schedule, samples_key)
 from samplers.loop import batch_seed, check_sizes, run_sampler
 
 HASHES = ("weights_sha256", "chain_sha256")

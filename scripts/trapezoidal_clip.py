@@ -14,8 +14,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from jys.lattice import PathLattice
-from pipeline.build import build_model
 from models.protocol import concrete_ratios, rates_from_ratios
+from pipeline.build import build_model
 from pipeline.experiment import experiment_of
 
 
@@ -25,31 +25,36 @@ def rates(model, x, t):
     return rates_from_ratios(concrete_ratios(model(x, tb), x, tb, model.process), x, tb, model.process)
 
 
-exp, grid_file = sys.argv[1], sys.argv[2]
-extra = sys.argv[3:]
-with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
-    cfg = compose("config", overrides=[f"experiment={exp}", "model=oracle", "progress=false", *extra])
-experiment = experiment_of(cfg)
-model = build_model(cfg, experiment)
-g = torch.Generator().manual_seed(0)
-x0 = experiment.sample_x0(64, g)
-times = json.load(open(grid_file))["times"]
-tot_clip = tot_marks = 0
-for t, s in zip(times[:-1], times[1:]):
-    tm = (t + s) / 2
-    qs = [tm - f * (tm - s) for f in (0.25, 0.5, 0.75)]
-    ts = [t, tm] + qs
-    lat = PathLattice(model, x0, ts, "tau", 0, "girsanov")
-    xt, xm = lat.x[0], lat.x[1]
-    Rt, Rm = rates(model, xt, t), rates(model, xm, tm)
-    ext = 2 * Rm - Rt
-    for i, q in enumerate(qs):
-        Rq = rates(model, lat.x[2 + i], q)
-        # marks by destination, at positions whose state at q is still their state at t_m
-        same = (lat.x[2 + i] == xm)[..., None]
-        live = (Rq > 1e-12) & same
-        clip = live & (ext <= 0)
-        tot_clip += int(clip.sum()); tot_marks += int(live.sum())
-        w = float((Rq * clip).sum() / (Rq * live).sum())
-    print(f"step {t:.4f} -> {s:.4f}: clipped marks with a true rate {int(clip.sum())} of {int(live.sum())}; their share of the true rate at q={qs[-1]:.4f}: {w:.3f}")
-print(f"all steps: {tot_clip} of {tot_marks} live marks clipped ({tot_clip / max(tot_marks, 1):.3%})")
+def main(experiment_name: str, schedule: str, overrides: list[str]) -> None:
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
+        cfg = compose("config", overrides=[f"experiment={experiment_name}", "model=oracle", "progress=false",
+                                           *overrides])
+    experiment = experiment_of(cfg)
+    model = build_model(cfg, experiment)
+    x0 = experiment.sample_x0(64, torch.Generator().manual_seed(0))
+    with open(schedule) as f:
+        times = json.load(f)["times"]
+    clipped_all = live_all = 0
+    for t, s in zip(times[:-1], times[1:]):
+        tm = (t + s) / 2
+        qs = [tm - f * (tm - s) for f in (0.25, 0.5, 0.75)]
+        lat = PathLattice(model, x0, [t, tm, *qs], "tau", 0, "girsanov")
+        extrapolated = 2 * rates(model, lat.x[1], tm) - rates(model, lat.x[0], t)
+        clipped = live = 0
+        clipped_rate = live_rate = 0.0
+        for i, q in enumerate(qs):
+            true = rates(model, lat.x[2 + i], q)
+            # marks by destination, at positions whose state at q is still their state at t_m
+            on = (true > 1e-12) & (lat.x[2 + i] == lat.x[1])[..., None]
+            cut = on & (extrapolated <= 0)
+            clipped, live = clipped + int(cut.sum()), live + int(on.sum())
+            clipped_rate, live_rate = clipped_rate + float((true * cut).sum()), live_rate + float((true * on).sum())
+        share = clipped_rate / live_rate if live_rate > 0 else float("nan")
+        print(f"step {t:.4f} -> {s:.4f}: {clipped} of {int(live)} marks with a true rate clipped, "
+              f"{share:.3f} of their true rate")
+        clipped_all, live_all = clipped_all + clipped, live_all + live
+    print(f"all steps: {clipped_all} of {live_all} live marks clipped ({clipped_all / max(live_all, 1):.3%})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

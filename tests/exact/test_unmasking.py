@@ -189,7 +189,7 @@ def test_parallel_decoding_is_not_the_exact_law():
 
 
 @pytest.mark.slow
-def test_pipeline_eb_files_and_count_samplers_share_the_count_search(make_cfg, tmp_path):
+def test_pipeline_eb_files_and_count_samplers_share_the_count_search(make_cfg, tmp_path, monkeypatch):
     common = ("experiment=count", "model=oracle", "experiment.length=16", "num_samples=8", "batch_size=4",
               "jys.num_samples=8", "jys.max_iter=3", "experiment.data=null")
     cfg = make_cfg(*common, "sampler=eb", "unmask.gamma=0.5", "nfe=3")
@@ -232,15 +232,29 @@ def test_pipeline_eb_files_and_count_samplers_share_the_count_search(make_cfg, t
     tag = rec["label"].removeprefix("jys-perm")
     assert rec["label"] == f"jys-perm{tag}" and rec["order_sha256"].startswith(tag) and len(tag) == 8
     assert rec["state_file"] != recs["dus"]["state_file"] and rec["counts"] != recs["dus"]["counts"]
+    given = []  # the order the sampler is handed
+    real = samplers_main.run_sampler
+    monkeypatch.setattr(samplers_main, "run_sampler", lambda *a, **k: given.append(k["order"]) or real(*a, **k))
     samplers_main.main.__wrapped__(l2r)
+    assert len(given) == 2 and all(torch.equal(o, torch.arange(16)) for o in given)  # both batches of 4
     metrics_main.main.__wrapped__(l2r)
     assert (tmp_path / "count" / "oracle" / "samples" / f"dus-jys-nfe3-perm{tag}.npz").is_file()
     met = json.loads((tmp_path / "count" / "oracle" / "metrics" / f"dus-jys-nfe3-perm{tag}.json").read_text())
     assert met["schedule"] == "jys" and met["order_sha256"] == rec["order_sha256"]
     other = make_cfg(*common, "sampler=dus", "nfe=3", f"unmask.order={tmp_path / 'r2l.txt'}",
                      f"schedule={tmp_path / 'count' / 'oracle' / 'schedules' / f'dus-jys-perm{tag}-nfe3.json'}")
-    with pytest.raises(ValueError, match="searched for DUS in another order of positions"):
+    with pytest.raises(ValueError, match=f"searched for DUS in the order {rec['order_sha256'][:8]}"):
         samplers_main.main.__wrapped__(other)
+    dilated = make_cfg(*common, "sampler=dus", "nfe=3", f"unmask.order={tmp_path / 'l2r.txt'}",
+                       f"schedule={paths['dus']}")  # a schedule of J for the dilated order
+    with pytest.raises(ValueError, match="searched for DUS in DUS's dilated order, and this run reveals in the order"):
+        samplers_main.main.__wrapped__(dilated)
+    with pytest.raises(ValueError, match="sampler=kgillespie takes none"):
+        optimize_config(make_cfg(*common, "sampler=kgillespie", "nfe=3", f"unmask.order={tmp_path / 'l2r.txt'}"))
+    # k-Gillespie with J over a random order per sequence (jys.order=shuffle): its own table and label
+    shuffle = json.loads(optimize_config(make_cfg(*common, "sampler=kgillespie", "nfe=3", "jys.order=shuffle")).read_text())
+    assert shuffle["label"] == "jys-oshuffle" and "order-shuffle-" in shuffle["state_file"]
+    assert shuffle["model_calls"] == 16 and "order_sha256" not in shuffle
     margin = make_cfg(*common, "sampler=confidence", "unmask.confidence=margin", "schedule=jys", "nfe=3")
     samplers_main.main.__wrapped__(margin)
     assert (tmp_path / "count" / "oracle" / "samples" / "confidence-jys-nfe3-margin.npz").is_file()

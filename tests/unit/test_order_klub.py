@@ -147,5 +147,8 @@ def test_order_setting_resolves_per_sampler_and_refuses_unknown_names():
         order_terms(model, states[:4], torch.tensor([0, 0, 1, 2]))
     with pytest.raises(ValueError, match=r"one per sequence \[4, 4\]\), got shape \[3, 4\]"):
         order_terms(model, states[:4], torch.stack([torch.arange(4)] * 3))
+    for wrong in (torch.arange(3), torch.tensor(2)):  # a short order, a 0-d one: the same clear error
+        with pytest.raises(ValueError, match="permutation of the 4 positions"):
+            order_terms(model, states[:4], wrong)
     with pytest.raises(ValueError, match="above jys.max_bytes"):
         order_terms(model, states, dilated_order(4), max_bytes=1000)

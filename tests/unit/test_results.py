@@ -264,3 +264,31 @@ def test_the_exact_block_refuses_records_of_other_settings(tmp_path):
         (folder / f"c-euler-{'none' if rule == 'none' else 'plain'}.json").write_text(json.dumps(rec))
     with pytest.raises(ResultsError, match="different settings \\(eps\\)"):
         pages.generated("exact", "c-euler", tmp_path)
+
+
+def test_the_ablation_block_tabulates_klub_samples_by_hand(tmp_path):
+    def cell(model, calls, value, k=None, seed=None, schedule="jys-girsanov-hierarchy"):
+        r = {"model": model, "sampler": "euler", "schedule": schedule, "nfe_calls": calls,
+             "metrics": {"countdown_error": value}}
+        return r if k is None else {**r, "klub_samples": k, "search_seed": seed}
+    records = [cell("oracle", 8, 0.04, 16, 0), cell("oracle", 8, 0.06, 16, 1), cell("oracle", 8, 0.10, 4, 0),
+               cell("oracle", 8, 0.20, schedule="uniform"), cell("oracle", 16, 0.02, 16, 0)]
+    (tmp_path / "ablation_klub.json").write_text(json.dumps(records))
+    block = pages.generated("ablation", "klub", tmp_path).splitlines()
+    assert block[0] == "| model | NFE | uniform | K = 4 | K = 16 |"
+    assert block[2] == "| oracle | 8 | 0.2000 | 0.1000 (0.1000-0.1000, 1) | 0.0500 (0.0400-0.0600, 2) |"
+    assert block[3] == "| oracle | 16 | - | - | 0.0200 (0.0200-0.0200, 1) |"
+    with pytest.raises(ResultsError, match="ablation 'other'"):
+        pages.generated("ablation", "other", tmp_path)
+
+
+def test_the_peers_table_leaves_out_dus_in_a_users_order(tmp_path):
+    from results.peers import collect as peers_collect
+
+    folder = tmp_path / "text" / "m" / "metrics"
+    folder.mkdir(parents=True)
+    base = {"sampler": "dus", "schedule": "jys", "nfe_calls": 8, "seed": 0, "metrics": {"gen_ppl": 250.0}}
+    (folder / "dus-jys-nfe8.json").write_text(json.dumps(base))
+    (folder / "dus-jys-nfe8-perm0123abcd.json").write_text(json.dumps(base | {"order_sha256": "0123abcd" + "0" * 56}))
+    records = peers_collect(tmp_path, "text", "m", ["dus"], [8])
+    assert [r["metrics_file"] for r in records] == ["dus-jys-nfe8.json"]
