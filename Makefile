@@ -15,8 +15,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 setup: $(STAMP)
 
+# Two workers of one torch thread each (tests/conftest.py): the suite in about two thirds of the serial time here.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 # The tests not marked slow (pytest.ini): unit, exact and pipeline checks that take well under a second or two each.
 test-fast: $(STAMP)

@@ -1,5 +1,6 @@
 """Shared fixtures and tiny problems of the tests (tests/unit, tests/exact, tests/pipeline import them from here)."""
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from models.process import ForwardProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(2)
+# under `pytest -n 2` (make test) each worker takes one of the two cores; two threads per worker fight for them
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(autouse=True)
