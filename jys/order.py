@@ -58,9 +58,9 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
                 max_bytes: int = 2**30, progress: bool = False) -> tuple[torch.Tensor, int]:
     """D [L + 1, L + 1] float64: D[k, k′] = Σ_{j=k}^{k′−1} KL(p(x_{o_j} | X_j) ‖ p(x_{o_j} | X_k)), its mean over the
     sequences of x0 [M, L] (or their mean under `weights` [M], summing to 1), for k < k′ (0 elsewhere); and the
-    model calls taken. order: a permutation of the positions [L], or one per sequence [M, L]. Reads are taken from count L − 1 down to 0, so each
-    slot's refined law p(x_{o_j} | X_j) is kept (float64, L·M·S0 numbers, at most max_bytes) when the coarse reads of
-    the counts below it arrive."""
+    model calls taken. order: a permutation of the positions [L], or one per sequence [M, L]. Reads are taken from
+    count L − 1 down to 0, so each slot's refined law p(x_{o_j} | X_j) is kept (float64, L·M·S0 numbers, at most
+    max_bytes) when the coarse reads of the counts below it arrive."""
     process = model.process
     mask = process.kernel.mask
     if mask is None:
@@ -122,11 +122,10 @@ def order_table(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
 
 def sampler_order(order: str, length: int, sequences: int, generator: torch.Generator) -> torch.Tensor:
     """The order a resolved jys.order names (a user's order, unmask.order, is passed in by pipeline.search instead):
-    DUS's dilated order [L], or (shuffle) a uniformly random permutation per
-    sequence [M, L]. k-Gillespie unmasks a uniformly random subset of the masked positions at each step, which is
-    revealing them in a uniformly random order drawn before sampling; so E_order J is the KL between its reveal path
-    (order and tokens) and the refined one's, and under the exact oracle bounds the KL of its output from above
-    (convexity)."""
+    DUS's dilated order [L], or (shuffle) a uniformly random permutation per sequence [M, L]. k-Gillespie unmasks a
+    uniformly random subset of the masked positions at each step, which is revealing them in a uniformly random order
+    drawn before sampling; so E_order J is the KL between its reveal path (order and tokens) and the refined one's,
+    and under the exact oracle bounds the KL of its output from above (convexity)."""
     if order == "dus":
         return dilated_order(length)
     if order == "shuffle":

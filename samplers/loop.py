@@ -23,7 +23,7 @@ from samplers.steps import (
 )
 from samplers.klass import KLASS, klass_sample
 from samplers.remasking import ReMDM, remdm_step
-from samplers.unmasking import CONFIDENCES, check_gamma, confidence_step, dus_step, eb_sample
+from samplers.unmasking import CONFIDENCES, check_gamma, confidence_step, dus_step, eb_sample, is_permutation
 
 F64 = torch.float64
 
@@ -176,7 +176,7 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
         raise ValueError(f"unknown unmask.confidence {confidence!r}; expected one of {CONFIDENCES}")
     if sampler == "eb":
         check_gamma(gamma)
-    if order is not None and (sampler != "dus" or sorted(order.tolist()) != list(range(length))):
+    if order is not None and (sampler != "dus" or not is_permutation(order, length)):
         raise ValueError(f"an order of positions is for sampler=dus, a permutation of the {length} positions; got "
                          f"sampler={sampler} and {len(order)} positions")
     steps = {**STEPS, "tau_leaping": partial(tau_leaping_step, multi_jump=multi_jump),

@@ -74,6 +74,11 @@ def dilated_order(length: int) -> torch.Tensor:
         stride //= 2
 
 
+def is_permutation(order, length: int) -> bool:
+    """Whether `order` (a sequence of integers) holds each of the positions 0 … length − 1 exactly once."""
+    return sorted(int(v) for v in order) == list(range(length))
+
+
 def load_order(path: str | Path, length: int) -> torch.Tensor:
     """A permutation of the `length` positions from a file: .npy (an integer array) or text (integers separated by
     white space or commas), the first position revealed first. [L] long"""
@@ -88,7 +93,7 @@ def load_order(path: str | Path, length: int) -> torch.Tensor:
             values = np.array([int(v) for v in path.read_text().replace(",", " ").split()])
         except ValueError as e:
             raise ValueError(f"unmask.order: {path} holds a value that is not an integer ({e})") from None
-    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or sorted(values.tolist()) != list(range(length)):
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or not is_permutation(values, length):
         raise ValueError(f"unmask.order: {path} must hold a permutation of the positions 0 … {length - 1}, got "
                          f"{values.size} values of shape {list(values.shape)}: {values.reshape(-1)[:8].tolist()}…")
     return torch.as_tensor(values, dtype=torch.long)
