@@ -67,7 +67,8 @@ def table(path: Path) -> str:
     budgets = sorted(int(k.split("@")[1]) for k in cells if k.startswith("spearman"))  # complete budgets only
     out = [f"### {path.parent.parent.name}, {path.stem.removeprefix('grids-')}",
            "", f"`python scripts/jys_grid_table.py {path.parent.parent.name} "
-           f"{' '.join(o for o in st['overrides'] if not o.startswith(('experiment=', 'model=', 'progress=')))}` "
+           f"{' '.join(o for o in st['overrides'] if not o.startswith(('experiment=', 'model=', 'progress=')))}"
+           f"{' --no-hierarchy' if st.get('hierarchy') is False else ''}` "
            f"(objective {st.get('objective') or 'auto'}, weight {st['weight']}, {st['klub_samples']} lattice "
            f"sequences, {st['num']} samples per cell; where a metric shows ± s.e., the mean over sampling seeds "
            f"0 .. N-1, N as the grid's row says)", ""]

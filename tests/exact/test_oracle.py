@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import S0, L, tiny_chain
-from models.chains import countdown_chain, load_chain
+from models.chain_products import TransitionProducts
+from models.chains import MarkovChain, countdown_chain, fit_chain, load_chain
 from models.kernels import Absorbing, GaussianTarget, Uniform
 from models.noise import LogLinear
 from models.oracle import OracleModel
@@ -126,3 +127,36 @@ def test_absorbing_pass_refuses_what_the_chain_forbids():
     for call in (oracle.posterior, oracle.ratios):
         with pytest.raises(ValueError, match="zero probability under the chain"):
             call(xt, t)
+
+
+def test_transition_products_equal_the_dense_products():
+    """Sparse counts plus rank-one parts (floor, background over the used states, the shared row of states never seen
+    as a source) give the dense products for a fitted, floor-mixed chain; a dense chain keeps the dense product."""
+    g = torch.Generator().manual_seed(3)
+    seqs = torch.randint(0, 30, (6, 20), generator=g)  # 40 states: 10 never used, few transitions each
+    fitted = fit_chain(seqs, 40).mixed(1e-3)
+    dense = MarkovChain(torch.full((40,), 1 / 40, dtype=torch.float64),
+                        torch.softmax(torch.randn(40, 40, generator=g, dtype=torch.float64), 1))
+    v = torch.rand(7, 40, generator=g, dtype=torch.float64)
+    for chain, sparse in ((fitted, True), (dense, False)):
+        products = TransitionProducts(chain.transition)
+        assert products.sparse == sparse
+        assert torch.allclose(products.right(v), v @ chain.transition, rtol=1e-12, atol=1e-15)
+        assert torch.allclose(products.left(v), v @ chain.transition.T, rtol=1e-12, atol=1e-15)
+    assert TransitionProducts(fitted.transition).density < 0.1  # the 114 counted pairs and no more
+
+
+def test_absorbing_pass_on_a_fitted_chain_equals_the_general_pass():
+    """The absorbing shortcut with the sparse products, on a fitted chain with unused and non-source states."""
+    g = torch.Generator().manual_seed(4)
+    chain = fit_chain(torch.randint(0, 30, (6, 20), generator=g), 40)
+    proc = ForwardProcess(LogLinear(), Absorbing(40))
+    oracle = OracleModel(chain, proc, floor=1e-3)
+    x0 = chain.sample(5, 24, g)
+    t = torch.tensor([0.2, 0.4, 0.6, 0.8, 0.95], dtype=torch.float64)
+    xt = proc.sample(x0, t, u=torch.rand(x0.shape, generator=g, dtype=torch.float64))
+    oracle.observed_resets = True
+    fast = oracle.posterior(xt, t)
+    assert oracle._products.sparse
+    oracle.observed_resets = False
+    assert torch.allclose(fast, oracle.posterior(xt, t), rtol=1e-9, atol=1e-13)
