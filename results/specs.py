@@ -56,6 +56,9 @@ SPECS["cifar10"] = replace(SPECS["digits"], experiment="cifar10", models=("tauld
                           metrics=(Metric("fid", "FID", 2, log=True),), floor=None)
 # The published checkpoints' other experiments share their embedded twins' tables.
 ALIASES = {"piano": "folk", "text_gpt2": "text"}
+# Oracle twins judged as the chains are (their configs' metrics): a judge LM or a digit classifier scores real
+# samples, the twin's exact law is the chain. The folk twin keeps the music protocol.
+CHAIN_TWINS = ("text", "digits")
 
 
 def spec_for(experiment: str, models: tuple[str, ...] | None = None, quality_nfe: int | None = None) -> Spec:
@@ -70,7 +73,7 @@ def spec_for(experiment: str, models: tuple[str, ...] | None = None, quality_nfe
         raise ValueError(f"no results spec for experiment {experiment!r}; known: {', '.join(known)}")
     spec = replace(SPECS[base], experiment=experiment)
     if experiment.endswith("_twin"):
-        spec = replace(spec, models=("oracle",))
+        spec = replace(CHAIN if base in CHAIN_TWINS else spec, experiment=experiment, models=("oracle",))
     if quality_nfe:
         spec = replace(spec, quality_nfe=quality_nfe)
     return replace(spec, models=tuple(models)) if models else spec
