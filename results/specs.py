@@ -73,7 +73,9 @@ def spec_for(experiment: str, models: tuple[str, ...] | None = None, quality_nfe
         raise ValueError(f"no results spec for experiment {experiment!r}; known: {', '.join(known)}")
     spec = replace(SPECS[base], experiment=experiment)
     if experiment.endswith("_twin"):
-        spec = replace(CHAIN if base in CHAIN_TWINS else spec, experiment=experiment, models=("oracle",))
+        spec = replace(spec, models=("oracle",))
+        if base in CHAIN_TWINS:  # the chain's metrics and identity; the unit (image, sequence) stays the experiment's
+            spec = replace(spec, metrics=CHAIN.metrics, identity=CHAIN.identity, quality_nfe=None, floor=None)
     if quality_nfe:
         spec = replace(spec, quality_nfe=quality_nfe)
     return replace(spec, models=tuple(models)) if models else spec

@@ -143,7 +143,13 @@ def test_transition_products_equal_the_dense_products():
         assert products.sparse == sparse
         assert torch.allclose(products.right(v), v @ chain.transition, rtol=1e-12, atol=1e-15)
         assert torch.allclose(products.left(v), v @ chain.transition.T, rtol=1e-12, atol=1e-15)
-    assert TransitionProducts(fitted.transition).density < 0.1  # the 114 counted pairs and no more
+    pairs = {(int(a), int(b)) for row in seqs for a, b in zip(row[:-1], row[1:])}
+    assert TransitionProducts(fitted.transition).density * 40 ** 2 == len(pairs)  # the counted pairs and no more
+    every = fit_chain(torch.arange(36).remainder(12)[None], 12).mixed(1e-3)  # a cycle: every state used, no background part
+    products = TransitionProducts(every.transition)
+    assert products.sparse and products.U.shape[1] == 1
+    assert torch.allclose(products.right(v[:, :12]), v[:, :12] @ every.transition, rtol=1e-12, atol=1e-15)
+    assert torch.allclose(products.left(v[:, :12]), v[:, :12] @ every.transition.T, rtol=1e-12, atol=1e-15)
 
 
 def test_absorbing_pass_on_a_fitted_chain_equals_the_general_pass():

@@ -88,6 +88,7 @@ def test_spec_lookup():
     assert spec_for("folk_twin").metrics == spec_for("folk").metrics  # the music protocol on the twin
     for twin in ("text_twin", "digits_twin"):  # judged by the chain, as their configs' metrics say
         assert spec_for(twin).metrics[0].key == "chain_nll" and spec_for(twin).quality_nfe is None
+    assert spec_for("digits_twin").unit == "image"
     assert spec_for("piano").metrics == spec_for("folk").metrics
     assert spec_for("cifar10").metrics[0].key == "fid"
     assert spec_for("text", quality_nfe=1024).quality_nfe == 1024
