@@ -20,7 +20,13 @@ not depend on its wrong value, so its error is forgotten, one that stays carries
 steps after it the product tends to the exact process's no-jump probability (reach's regime), with few long ones it
 stays near 1 (the plain term's); τ-leaping's reject rule keeps a token through a long step (k ≥ 1 − 1/e). J is then
 not a sum of per-step terms, so the DP (optimal_suffix_grids) runs backward and keeps, per point and steps left, the
-suffix of least J: exact for J's value of any grid, a heuristic for its minimum.
+suffix of least J: exact for J's value of any grid, a heuristic for its minimum. `weight=mix` charges the tokens
+that the later steps move the `reach` term instead of nothing: step i's term is K·plain + (1 − K)·reach, K = Π_{j>i}
+k_j. Why: the later steps act on a token like a mixture of "keep" (weight K; the error lands in the sample whole)
+and "redraw" (1 − K; the redraw still reads the token's value through its likelihood, so what reaches the sample is
+the error's image, reach's term if the redraw were exact); KL is jointly convex, so the image's KL is at most that
+mixture of the two KLs. It is suffix's J plus (1 − K)·reach, between suffix and plain, and a sum of the same form
+(path + reach, plus (plain − reach)·K), so the same DP serves.
 
 Estimation, on common random numbers for every grid scored on one lattice: M sequences x_0 from the data;
 one forward path per sequence read at every lattice point (a valid joint law for every pair of points:
@@ -44,7 +50,7 @@ from jys.klub import Coarse, coarse_read, klub_terms, step_terms
 from models.protocol import ModelOutput
 
 F64 = torch.float64
-WEIGHTS = ("none", "survival", "reach", "suffix")
+WEIGHTS = ("none", "survival", "reach", "suffix", "mix")
 
 
 def survival(process, t: torch.Tensor, unigram: torch.Tensor) -> torch.Tensor:
@@ -126,7 +132,7 @@ class PathLattice:
                  coarse_state: str = "auto", weight: str = "none", prefix: int = 0, batch_size: int = 512,
                  progress: bool = False, base_points: int = 32, read_cache: dict | None = None, rule: str = "none"):
         check_weight(weight)
-        if weight in ("reach", "suffix") and rule == "none":
+        if weight in ("reach", "suffix", "mix") and rule == "none":
             raise ValueError(f"jys.weight={weight} changes J's one-step term, and this sampler's step rule is none "
                              "(absorbing kernels, Tweedie, τ-leaping under ordinal kernels): use jys.weight=none")
         if family not in ("tau", "count"):
@@ -134,7 +140,7 @@ class PathLattice:
         self.model, self.process = model, model.process
         self.points, self.family = list(points), family
         self.objective, self.coarse_state, self.prefix, self.weight = objective, coarse_state, int(prefix), weight
-        self.keep_context = weight == "reach"  # reads keep the context posterior under uniform kernels too
+        self.keep_context = weight in ("reach", "mix")  # reads keep the context posterior under uniform kernels too
         self.batch_size, self.progress, self.base_points = batch_size, progress, base_points
         self.index = {p: i for i, p in enumerate(self.points)}
         if len(self.index) != len(self.points):
@@ -148,7 +154,8 @@ class PathLattice:
         self.reads: dict[int, Coarse] = {}
         self.shared = read_cache  # reads by (point, context kept), shared with lattices on the same x_0 (used when the state matches)
         self.pairs: dict[tuple[int, int], torch.Tensor] = {}
-        self.rule, self.rules, self.stays = rule, {}, {}  # the sampler's one-step term and keep probability of each step
+        # the sampler's one-step term, its keep probability and (weight=mix) the term's image in x0, of each step
+        self.rule, self.rules, self.stays, self.images = rule, {}, {}, {}
         self.calls = 0
 
     def _states(self, x0: torch.Tensor, g: torch.Generator):
@@ -252,24 +259,33 @@ class PathLattice:
         if self.rule == "none":
             return torch.zeros(self.x.shape[1], dtype=F64)
         if (p, r) not in self.rules:
-            if self.weight == "suffix":  # the keep probability only where J uses it (every lattice pair reads this)
+            if self.weight in ("suffix", "mix"):  # the keep probability only where J uses it (every pair reads this)
                 term, self.stays[(p, r)] = step_terms(self.process, self.read(p), self.t[r], self.rule,
                                                       first=self.prefix, stay=True)
+                if self.weight == "mix":
+                    self.images[(p, r)] = self.w[r] * step_terms(self.process, self.read(p), self.t[r], self.rule,
+                                                                 first=self.prefix, reach=True)
             else:
                 term = step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix,
                                   reach=self.weight == "reach")
             self.rules[(p, r)] = self.w[r] * term
         return self.rules[(p, r)]
 
+    def image(self, p: int, r: int) -> torch.Tensor:
+        """weight=mix: the step p → r's one-step term as it reaches x0 (reach's term). [M]"""
+        self.step_rule(p, r)
+        return self.images[(p, r)]
+
     def stay(self, p: int, r: int) -> float:
-        """The sampler's keep probability in the step p → r, the mean over tokens and sequences (weight=suffix, which
-        the constructor refuses without a step rule)."""
+        """The sampler's keep probability in the step p → r, the mean over tokens and sequences (weight=suffix or
+        mix, which the constructor refuses without a step rule)."""
         self.step_rule(p, r)
         return float(self.stays[(p, r)].mean())
 
     def interval(self, p: int, r: int, survive: float = 1.0) -> torch.Tensor:
         """D per sequence of the step from point p to point r > p (trapezoid over the points between), its one-step
-        term times `survive` (weight=suffix: the chance that the later steps keep the token). [M]"""
+        term times `survive` (weight=suffix: the chance that the later steps keep the token; weight=mix adds 1 −
+        survive times the term's image in x0). [M]"""
         if not 0 <= p < r < len(self.points):
             raise ValueError(f"an interval runs from a lattice point to a later one, got {p} → {r}")
         total = torch.zeros(self.x.shape[1], dtype=F64)
@@ -278,7 +294,8 @@ class PathLattice:
             cur = self.w[q] * self.pair(p, q)
             total += (self.t[q - 1] - self.t[q]).abs() * (prev + cur) / 2
             prev = cur
-        return total + survive * self.step_rule(p, r)
+        total = total + survive * self.step_rule(p, r)
+        return total + (1 - survive) * self.image(p, r) if self.weight == "mix" else total
 
     def grid_value(self, grid: list[float]) -> GridValue:
         """J of a grid whose points all lie on the lattice, with its standard error over the sequences."""
@@ -287,8 +304,8 @@ class PathLattice:
             raise ValueError(f"grid points {missing[:4]} are not lattice points")
         idx = [self.index[g] for g in grid]
         steps = list(zip(idx, idx[1:]))
-        survive = [1.0] * len(steps)  # weight=suffix: Π of the later steps' keep probabilities
-        if self.weight == "suffix":
+        survive = [1.0] * len(steps)  # weight=suffix, mix: Π of the later steps' keep probabilities
+        if self.weight in ("suffix", "mix"):
             for i in range(len(steps) - 2, -1, -1):
                 survive[i] = survive[i + 1] * self.stay(*steps[i + 1])
         parts = [self.interval(a, b, k) for (a, b), k in zip(steps, survive)]
@@ -304,12 +321,13 @@ class PathLattice:
         max_span (a step no grid of many steps takes: the pairs grow as the square of the lattice), except from the
         first point: the step from the prior may be as long as a grid likes (under a kernel that mixes early the
         best grids leap from 1 far into the data's range). [n, n]; with weight=suffix [3, n, n]: D without the
-        one-step term, the one-step term, the keep probability (optimal_grids takes either)."""
+        one-step term, the one-step term, the keep probability (optimal_grids takes either); weight=mix the same
+        with the term's image in x0 moved from the second part into the first."""
         idx = list(range(len(self.points))) if indices is None else list(indices)
         n = len(idx)
         span = n if max_span is None else max_span
         D = torch.full((n, n), math.inf, dtype=F64)
-        suffix = self.weight == "suffix"
+        suffix = self.weight in ("suffix", "mix")
         step, kept = torch.zeros((n, n), dtype=F64), torch.ones((n, n), dtype=F64)
         bar = progress_bar(total=n * (n - 1) // 2, desc="JYS lattice pairs", leave=False, enabled=self.progress)
         for a in range(n - 1):
@@ -320,7 +338,8 @@ class PathLattice:
                 acc = acc + ((self.t[q0] - self.t[q]).abs() * cur).mean()
                 rule = self.step_rule(p, q).mean()
                 if suffix:
-                    D[a, b], step[a, b], kept[a, b] = acc, rule, self.stay(p, q)
+                    image = self.image(p, q).mean() if self.weight == "mix" else 0.0
+                    D[a, b], step[a, b], kept[a, b] = acc + image, rule - image, self.stay(p, q)
                 else:
                     D[a, b] = acc + rule
                 bar.update(1)

@@ -304,3 +304,52 @@ def test_suffix_weight_refuses_a_sampler_without_a_step_term():
     x0 = chain.sample(8, 5, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="weight=suffix"):
         PathLattice(model, x0, [1.0, 0.5, 1e-3], "tau", seed=0, objective="girsanov", weight="suffix")
+
+
+def test_mix_weight_charges_the_moved_tokens_the_term_image_in_x0():
+    """weight=mix: J = Σ_i path_i + K_i · plain_i + (1 − K_i) · reach_i, K_i = Π_{j>i} keep_j, by hand from the plain
+    and reach lattices' parts; between suffix's J and the plain one; its table's parts add up to the plain table
+    where K = 1 and to reach's where K = 0; its DP's grids score what it says and match brute force here."""
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(64, 5, torch.Generator().manual_seed(4))
+    pts = [1.0, 0.9, 0.7, 0.5, 0.35, 0.2, 0.1, 1e-3]
+    kw = dict(objective="girsanov", coarse_state="denoiser", rule="euler")
+    plain = PathLattice(model, x0, pts, "tau", seed=0, **kw)
+    reach = PathLattice(model, x0, pts, "tau", seed=0, weight="reach", **kw)
+    suffix = PathLattice(model, x0, pts, "tau", seed=0, weight="suffix", **kw)
+    mix = PathLattice(model, x0, pts, "tau", seed=0, weight="mix", **kw)
+    grid = [0, 2, 5, 7]
+    steps = list(zip(grid, grid[1:]))
+    rule = [plain.step_rule(a, b) for a, b in steps]
+    image = [reach.step_rule(a, b) for a, b in steps]
+    # the path part from reach's lattice: it reads the context posterior as mix's does (the plain lattice does not,
+    # and its carried path agrees only to the oracle's floor-mixed rounding)
+    path = [reach.interval(a, b) - i for (a, b), i in zip(steps, image)]
+    keep = [float(mix.stay(a, b)) for a, b in steps]
+    assert all(bool((i <= r + 1e-12).all()) for i, r in zip(image, rule))  # the image never exceeds the plain term
+    assert any(float((r - i).mean()) > 1e-6 for i, r in zip(image, rule))  # and the test can see the difference
+    K = [math.prod(keep[i + 1:]) for i in range(len(steps))]
+    by_hand = sum(p + k * r + (1 - k) * i for p, r, i, k in zip(path, rule, image, K)).mean()
+    g = [pts[i] for i in grid]
+    v = mix.grid_value(g)
+    assert v.value == pytest.approx(float(by_hand), rel=1e-8)  # reads with and without the context: 2e-10 apart
+    assert suffix.grid_value(g).value <= v.value <= plain.grid_value(g).value
+
+    T = mix.table()
+    assert T.shape == (3, len(pts), len(pts))
+    finite = torch.isfinite(T[0])
+    assert torch.allclose((T[0] + T[1])[finite], plain.table()[finite], rtol=1e-8)  # K = 1: the plain term
+    assert torch.allclose(T[0][finite], reach.table()[finite], rtol=1e-12)  # K = 0: reach's
+    best = optimal_grids(T, 5)
+    P = len(pts)
+
+    def j_of(g):
+        return sum(float(T[0, a, b]) + float(T[1, a, b]) * math.prod(float(T[2, c, d]) for c, d in zip(g[i + 1:], g[i + 2:]))
+                   for i, (a, b) in enumerate(zip(g, g[1:])))
+
+    for n in range(1, 6):
+        grids = [(0, *inner, P - 1) for inner in itertools.combinations(range(1, P - 1), n - 1)]
+        brute = min(grids, key=j_of)
+        assert best[n][1] == pytest.approx(j_of(best[n][0]), rel=1e-12)
+        assert best[n][1] == pytest.approx(j_of(brute), rel=1e-9)
+        assert mix.grid_value([pts[i] for i in best[n][0]]).value == pytest.approx(best[n][1], rel=1e-12)
