@@ -313,7 +313,7 @@ def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor,
 
 
 def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int = 0, reach: bool = False,
-               stay: bool = False):
+               stay: bool = False, marginal: bool = False):
     """Σ_{l >= first} KL(q_l ‖ P_l) per sequence for the step t1 → s: how far the sampler's one-step law of each
     token lies from the exact one (given x_{t1}). With the frozen-denoiser path KL (coarse_state='denoiser'), which
     bounds the part every factorized step shares (the tokens' dependence), it makes the step's divergence:
@@ -329,6 +329,15 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     to both laws); 0 where the kernel has mixed (every y the same image), so a sampler's error at large t, which the
     path KL counts in full, costs what still reaches the sample.
 
+    marginal: instead, the KL of the two laws of x_{s,l} given the context alone, each averaged over the token's own
+    value x at t1 with its law given the context, w(x) = Σ_x0 p(x0_l | x_{t1,−l}) P_t1[x0_l, x]: Σ_x w(x) q_l(· | x)
+    against Σ_x w(x) P_l(· | x) (the latter is the context's law at s). Why: after the step nothing reads x_{t1,l}
+    but through x_{s,l}, so how well q reproduces the dependence of x_{s,l} on it is lost to the sample; the plain
+    term counts that dependence in full, e.g. Euler's clipped stay at large t (every token moved though its value is
+    noise either way). q_l(· | x) takes the rates of a consistent model at the own value x, dσ̄/dt · Q[y, x] w(y) /
+    w(x) (the exact ratios given the context); the oracle's and a denoiser's are. Never above the plain term when
+    w is the token's posterior (convexity), 0 where w is the kernel's stationary law and the steps forget their start.
+
     stay: also return the step's keep probability, q_l(x_{t1,l}) averaged over the positions l >= first, per
     sequence [M] (weight=suffix: the chance that a later step of the sampler leaves an error made before it in
     place)."""
@@ -340,8 +349,8 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
         return (out, kept + 1.0) if stay else out
     if reach and process.kernel.mask is not None:
         raise ValueError("jys.weight=reach is for non-absorbing kernels (an unmasked token is already its sample)")
-    if reach and coarse.log_context is None:
-        raise ValueError("jys.weight=reach needs a model that gives a denoiser p(x0 | x_t) (the context posterior "
+    if (reach or marginal) and coarse.log_context is None:
+        raise ValueError(f"jys.weight={'reach' if reach else 'marginal'} needs a model that gives a denoiser p(x0 | x_t) (the context posterior "
                          "carries a token's value at s to its sample); this one gives scores")
     if process.kernel.ordinal and coarse.log_context is None:
         raise ValueError(f"the step rule term {rule!r} under an ordinal kernel needs a model that gives a denoiser (the "
@@ -353,7 +362,10 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     for i in range(first, L, step):
         sl = slice(i, i + step)
         context = coarse.context(slice(None), sl)
-        q, P = _step_law(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.x[:, sl], t1, s, rule, context)
+        if marginal:
+            q, P = _marginal_step_laws(process, context, t1, s, rule)
+        else:
+            q, P = _step_law(process, coarse.log_ratio[:, sl].to(F64).exp(), coarse.x[:, sl], t1, s, rule, context)
         if stay:
             kept += q.gather(-1, coarse.x[:, sl].unsqueeze(-1)).squeeze(-1).sum(1)
         if reach:
@@ -361,6 +373,24 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
         pos = q > 0
         out += torch.where(pos, q * (torch.log(torch.where(pos, q, 1.0)) - torch.log(P.clamp_min(1e-300))), 0.0).sum((1, 2))
     return (out, kept / max(1, L - first)) if stay else out
+
+
+def _marginal_step_laws(process, context: torch.Tensor, t1: torch.Tensor, s: torch.Tensor, rule: str):
+    """(Σ_x w(x) q(· | x), Σ_x w(x) P(· | x)) [b, l, S]: the sampler's and the exact one-step laws averaged over the
+    token's own value x at t1, w its law given the context (step_terms, `marginal`)."""
+    b, l, _ = context.shape
+    w = carried(process, None, context, t1, t1).clamp_min(0.0)
+    w = w / w.sum(-1, keepdim=True).clamp_min(1e-300)
+    q_bar, P_bar = torch.zeros_like(w), torch.zeros_like(w)
+    for x in range(process.num_states):
+        wx = w[..., x:x + 1]
+        if not bool((wx > 0).any()):
+            continue
+        ratio = torch.where(wx > 0, w / torch.where(wx > 0, wx, 1.0), 0.0)
+        q, P = _step_law(process, ratio, torch.full((b, l), x, dtype=torch.long), t1, s, rule, context)
+        q_bar += torch.where(wx > 0, wx * q, 0.0)
+        P_bar += torch.where(wx > 0, wx * P, 0.0)
+    return q_bar, P_bar
 
 
 def _image_in_x0(process, context: torch.Tensor, s: torch.Tensor, law: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,9 @@ k_j. Why: the later steps act on a token like a mixture of "keep" (weight K; the
 and "redraw" (1 − K; the redraw still reads the token's value through its likelihood, so what reaches the sample is
 the error's image, reach's term if the redraw were exact); KL is jointly convex, so the image's KL is at most that
 mixture of the two KLs. It is suffix's J plus (1 − K)·reach, between suffix and plain, and a sum of the same form
-(path + reach, plus (plain − reach)·K), so the same DP serves.
+(path + reach, plus (plain − reach)·K), so the same DP serves. `weight=marginal` keeps the path KL whole and
+replaces the one-step term by the KL of each token's law at the step's end given the context alone, averaged over
+the token's own value at its start (jys.klub.step_terms, `marginal`): nothing after the step reads that value.
 
 Estimation, on common random numbers for every grid scored on one lattice: M sequences x_0 from the data;
 one forward path per sequence read at every lattice point (a valid joint law for every pair of points:
@@ -50,7 +52,7 @@ from jys.klub import Coarse, coarse_read, klub_terms, step_terms
 from models.protocol import ModelOutput
 
 F64 = torch.float64
-WEIGHTS = ("none", "survival", "reach", "suffix", "mix")
+WEIGHTS = ("none", "survival", "reach", "suffix", "mix", "marginal")
 
 
 def survival(process, t: torch.Tensor, unigram: torch.Tensor) -> torch.Tensor:
@@ -132,7 +134,7 @@ class PathLattice:
                  coarse_state: str = "auto", weight: str = "none", prefix: int = 0, batch_size: int = 512,
                  progress: bool = False, base_points: int = 32, read_cache: dict | None = None, rule: str = "none"):
         check_weight(weight)
-        if weight in ("reach", "suffix", "mix") and rule == "none":
+        if weight in ("reach", "suffix", "mix", "marginal") and rule == "none":
             raise ValueError(f"jys.weight={weight} changes J's one-step term, and this sampler's step rule is none "
                              "(absorbing kernels, Tweedie, τ-leaping under ordinal kernels): use jys.weight=none")
         if family not in ("tau", "count"):
@@ -140,7 +142,7 @@ class PathLattice:
         self.model, self.process = model, model.process
         self.points, self.family = list(points), family
         self.objective, self.coarse_state, self.prefix, self.weight = objective, coarse_state, int(prefix), weight
-        self.keep_context = weight in ("reach", "mix")  # reads keep the context posterior under uniform kernels too
+        self.keep_context = weight in ("reach", "mix", "marginal")  # reads keep the context posterior under uniform kernels too
         self.batch_size, self.progress, self.base_points = batch_size, progress, base_points
         self.index = {p: i for i, p in enumerate(self.points)}
         if len(self.index) != len(self.points):
@@ -267,7 +269,7 @@ class PathLattice:
                                                                  first=self.prefix, reach=True)
             else:
                 term = step_terms(self.process, self.read(p), self.t[r], self.rule, first=self.prefix,
-                                  reach=self.weight == "reach")
+                                  reach=self.weight == "reach", marginal=self.weight == "marginal")
             self.rules[(p, r)] = self.w[r] * term
         return self.rules[(p, r)]
 

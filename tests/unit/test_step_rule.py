@@ -244,3 +244,66 @@ def test_ordinal_leap_law_against_convolution():
         for k, v in law.items():
             want[min(max(int(x[0, l]) + k, 0), S - 1)] += v
         assert torch.allclose(q[0, l], want / want.sum(), atol=1e-9), (q[0, l], want)
+
+
+@pytest.mark.parametrize("kernel", ["uniform", "gaussian"])
+def test_marginal_step_laws_against_enumeration(kernel):
+    """_marginal_step_laws: Σ_x w(x) q(· | x) and Σ_x w(x) P(· | x) for each token, w(x) = p(x_{t,l} = x | x_{t,−l}),
+    by enumerating every x_0 of the chain: the exact law is p(x_{s,l} | x_{t,−l}) = Σ_x0 p(x0 | x_{t,−l}) P_s[x0_l, ·],
+    and q(· | x) is Euler's step from the sequence with token l set to x, its rates from that sequence's exact
+    scores p_t(x with l → y) / p_t(x), p_t enumerated too."""
+    from jys.klub import _marginal_step_laws
+    model = _oracle(kernel)
+    proc, chain = model.process, CHAIN.mixed(1e-3)
+    x = torch.tensor([[2, 0, 1]])
+    t, s = 0.7, 0.3
+    tv, sv = torch.tensor([t], dtype=F64), torch.tensor([s], dtype=F64)
+    c = coarse_read(model, x, tv, 8, context=True)
+    q_bar, P_bar = _marginal_step_laws(proc, c.context(), tv, sv, "euler")
+    Pt, Ps = (proc.kernel.transition(proc.sigma(torch.tensor([v], dtype=F64)))[0] for v in (t, s))
+    seqs = list(itertools.product(range(3), repeat=3))
+    prior = {seq: float(chain.log_prob(torch.tensor([seq])).exp()) for seq in seqs}
+
+    def p_t(z):  # the chain's marginal at t of the sequence z
+        return sum(prior[seq] * float(torch.prod(Pt[list(seq), list(z)])) for seq in seqs)
+
+    rate = float(proc.sigma_rate(tv)[0])
+    Q = proc.kernel.rate_cols(torch.arange(3).reshape(1, 3))[0].T  # Q[y, x] = the forward rate y → x
+    for l in range(3):
+        want_P, want_q, w = torch.zeros(3, dtype=F64), torch.zeros(3, dtype=F64), torch.zeros(3, dtype=F64)
+        for own in range(3):
+            z = x[0].tolist()
+            z[l] = own
+            w[own] = p_t(z)
+            lam = torch.zeros(3, dtype=F64)
+            for y in range(3):
+                if y != own:
+                    zy = list(z)
+                    zy[l] = y
+                    lam[y] = (t - s) * rate * float(Q[y, own]) * p_t(zy) / p_t(z)
+            q = lam.clone()
+            q[own] = max(0.0, 1.0 - float(lam.sum()))
+            want_q += w[own] * q / q.sum()
+        for seq in seqs:
+            post = prior[seq] * float(torch.prod(torch.stack([Pt[seq[k], x[0, k]] for k in range(3) if k != l])))
+            want_P += post * Ps[seq[l]]
+        assert torch.allclose(P_bar[0, l] / P_bar[0, l].sum(), want_P / want_P.sum(), atol=1e-9)
+        assert torch.allclose(q_bar[0, l], want_q / w.sum(), atol=1e-9)
+
+
+def test_marginal_term_is_below_the_plain_term_on_average_and_forgives_a_step_from_the_prior():
+    """Averaged over sequences of the process (the own value drawn from its law given the context) the marginal term
+    is at most the plain one (convexity); from t = 1 under the uniform kernel, where Euler's clipped step costs
+    much, it is ~0: the token's start was noise and nothing reads it after the step."""
+    model = _oracle("uniform", "geometric")
+    x0 = CHAIN.sample(512, 6, torch.Generator().manual_seed(1))
+    for t, s in ((0.6, 0.3), (1.0, 0.9)):
+        xt = model.process.sample(x0, torch.full((512,), t, dtype=F64), torch.Generator().manual_seed(2))
+        c = coarse_read(model, xt, torch.full((512,), t, dtype=F64), 512, context=True)
+        plain = step_terms(model.process, c, torch.tensor(s), "euler")
+        marginal = step_terms(model.process, c, torch.tensor(s), "euler", marginal=True)
+        assert (marginal >= -1e-12).all() and float(marginal.mean()) <= float(plain.mean())
+        if t == 1.0:
+            assert float(plain.min()) > 1.0 and float(marginal.max()) < 1e-3 * float(plain.min())
+        else:
+            assert float(marginal.mean()) > 1e-3  # an error in the law at s given the context still counts
