@@ -358,7 +358,7 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     S = process.num_states
     t1 = coarse.t.to(F64)
     s = torch.as_tensor(s, dtype=F64).expand(M)
-    step = max(1, CHUNK_BYTES // (M * S * 8 * 4))
+    step = max(1, CHUNK_BYTES // (M * S * 8 * (4 * S if marginal else 4)))  # marginal: [M, l, S, S] laws
     for i in range(first, L, step):
         sl = slice(i, i + step)
         context = coarse.context(slice(None), sl)
@@ -377,20 +377,42 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
 
 def _marginal_step_laws(process, context: torch.Tensor, t1: torch.Tensor, s: torch.Tensor, rule: str):
     """(Σ_x w(x) q(· | x), Σ_x w(x) P(· | x)) [b, l, S]: the sampler's and the exact one-step laws averaged over the
-    token's own value x at t1, w its law given the context (step_terms, `marginal`)."""
+    token's own value x at t1, w its law given the context (step_terms, `marginal`). The exact one is the context's
+    law at s (Σ_x w(x) P(y | x) = m_s(y) Σ_x P_{t1−s}[y, x] = m_s(y), as m_s carried to t1 is w); the sampler's
+    is built for every x at once from the rates dσ̄/dt · Q[y, x] w(y) / w(x) ([b, l, S, S]), except τ-leaping under
+    an ordinal kernel (its law needs one FFT per x)."""
     b, l, _ = context.shape
+    S = process.num_states
+    m_s = carried(process, None, context, t1, s).clamp_min(0.0)
+    P_bar = m_s / m_s.sum(-1, keepdim=True).clamp_min(1e-300)
     w = carried(process, None, context, t1, t1).clamp_min(0.0)
     w = w / w.sum(-1, keepdim=True).clamp_min(1e-300)
-    q_bar, P_bar = torch.zeros_like(w), torch.zeros_like(w)
-    for x in range(process.num_states):
-        wx = w[..., x:x + 1]
-        if not bool((wx > 0).any()):
-            continue
-        ratio = torch.where(wx > 0, w / torch.where(wx > 0, wx, 1.0), 0.0)
-        q, P = _step_law(process, ratio, torch.full((b, l), x, dtype=torch.long), t1, s, rule, context)
-        q_bar += torch.where(wx > 0, wx * q, 0.0)
-        P_bar += torch.where(wx > 0, wx * P, 0.0)
-    return q_bar, P_bar
+    if rule in ("tau_leaping", "tau_leaping_last") and process.kernel.ordinal:
+        q_bar = torch.zeros_like(w)
+        for x in range(S):
+            wx = w[..., x:x + 1]
+            ratio = torch.where(wx > 0, w / torch.where(wx > 0, wx, 1.0), 0.0)
+            q, _ = _step_law(process, ratio, torch.full((b, l), x, dtype=torch.long), t1, s, rule, context)
+            q_bar += torch.where(wx > 0, wx * q, 0.0)
+        return q_bar, P_bar
+    own = torch.arange(S)
+    Qt = process.kernel.rate_cols(own.reshape(1, S))[0].to(F64)  # [x, y] = Q[y, x], the forward rate y → x
+    h = ((t1 - s) * process.sigma_rate(t1)).reshape(-1, 1, 1, 1)
+    wx = w.unsqueeze(-1)  # [b, l, x, 1]
+    lam = torch.where(wx > 0, h * Qt * w.unsqueeze(-2) / torch.where(wx > 0, wx, 1.0), 0.0)  # [b, l, x, y]
+    lam = lam * (1 - torch.eye(S, dtype=F64))
+    total = lam.sum(-1, keepdim=True)
+    eye = torch.eye(S, dtype=F64)
+    if rule == "euler":
+        q = lam + eye * (1 - total).clamp_min(0.0)
+    elif rule in ("tau_leaping", "tau_leaping_last"):
+        pi = torch.where(total > 0, lam / torch.where(total > 0, total, 1.0), 0.0)
+        move = total * torch.exp(-total) if rule == "tau_leaping" else -torch.expm1(-total)
+        q = move * pi + eye * (1 - move)
+    else:
+        raise ValueError(f"the marginal step term has no law for the step rule {rule!r}")
+    q = q / q.sum(-1, keepdim=True)
+    return (w.unsqueeze(-1) * q).sum(-2), P_bar
 
 
 def _image_in_x0(process, context: torch.Tensor, s: torch.Tensor, law: torch.Tensor) -> torch.Tensor:

@@ -22,12 +22,14 @@ SHARED = ("chain", "sampler", "states", "length", "calls", "kernel", "sigma", "e
 
 def variant(settings: dict) -> str:
     """The J variant of a run: the sampler's step term as it is (plain), as it reaches the sample (reach), as the
-    later steps keep it (suffix), kept or as it reaches the sample by that chance (mix), survival-weighted (survival), or
+    later steps keep it (suffix), kept or as it reaches the sample by that chance (mix), of the token's law given the
+    context (marginal), survival-weighted (survival), or
     no step term (none; survival-none with the survival weight)."""
     weight = settings.get("weight", "none")
     if settings.get("rule") == "none":
         return "none" if weight == "none" else f"{weight}-none"
-    return {"reach": "reach", "survival": "survival", "suffix": "suffix", "mix": "mix"}.get(weight, "plain")
+    return {"reach": "reach", "survival": "survival", "suffix": "suffix", "mix": "mix",
+            "marginal": "marginal"}.get(weight, "plain")
 
 
 def record_path(settings: dict, folder: Path) -> Path:
@@ -36,11 +38,12 @@ def record_path(settings: dict, folder: Path) -> Path:
     return Path(folder) / f"{settings['chain']}-{settings['sampler']}{final}-{variant(settings)}.json"
 
 
-ORDER = ("plain", "reach", "suffix", "mix", "survival", "none", "survival-none")
+ORDER = ("plain", "reach", "suffix", "mix", "marginal", "survival", "none", "survival-none")
 LABELS = {"plain": "J optimum, the sampler's step term (`jys.rule=sampler`)",
           "reach": "J optimum, the step term as it reaches x0 (`jys.weight=reach`)",
           "suffix": "J optimum, the step term kept by the later steps (`jys.weight=suffix`)",
           "mix": "J optimum, the step term kept, else as it reaches x0 (`jys.weight=mix`)",
+          "marginal": "J optimum, the step term of the law given the context (`jys.weight=marginal`)",
           "survival": "J optimum, survival-weighted (`jys.weight=survival`)", "none": "J optimum, no step term (`jys.rule=none`)",
           "survival-none": "J optimum, survival-weighted, no step term"}
 

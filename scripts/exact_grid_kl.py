@@ -1,7 +1,7 @@
 """J against the exact divergence of a sampler's output law, on a chain small enough to enumerate.
 
     python scripts/exact_grid_kl.py [--states 4] [--length 5] [--calls 4 8 16] [--kernel uniform] [--sigma 6]
-        [--chain countdown|dirichlet] [--sampler euler|tau_leaping] [--weight none|survival|reach|suffix|mix]
+        [--chain countdown|dirichlet] [--sampler euler|tau_leaping] [--weight none|survival|reach|suffix|mix|marginal]
         [--rule sampler|none] [--klub-samples 2048] [--out FILE]
 
 Every oracle table elsewhere judges a grid by its samples (chain NLL, bigram TV): statistics of a few hundred

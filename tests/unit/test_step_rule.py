@@ -307,3 +307,26 @@ def test_marginal_term_is_below_the_plain_term_on_average_and_forgives_a_step_fr
             assert float(plain.min()) > 1.0 and float(marginal.max()) < 1e-3 * float(plain.min())
         else:
             assert float(marginal.mean()) > 1e-3  # an error in the law at s given the context still counts
+
+
+@pytest.mark.parametrize("rule", ["euler", "tau_leaping", "tau_leaping_last"])
+def test_marginal_step_laws_at_once_equal_the_step_law_of_each_own_value(rule):
+    """The [b, l, S, S] construction of the sampler's laws for every own value x gives Σ_x w(x) q(· | x) with q the
+    sampler's own one-step law (_step_law) from a token at x with the exact ratios w(y) / w(x)."""
+    from jys.klub import _marginal_step_laws
+    model = _oracle("uniform", "geometric")
+    x0 = CHAIN.sample(8, 4, torch.Generator().manual_seed(3))
+    t, s = 0.5, 0.2
+    tv = torch.full((8,), t, dtype=F64)
+    xt = model.process.sample(x0, tv, torch.Generator().manual_seed(4))
+    c = coarse_read(model, xt, tv, 8, context=True)
+    sv = torch.full((8,), s, dtype=F64)
+    q_bar, _ = _marginal_step_laws(model.process, c.context(), tv, sv, rule)
+    w = carried(model.process, None, c.context(), tv, tv)
+    w = w / w.sum(-1, keepdim=True)
+    want = torch.zeros_like(w)
+    for x in range(3):
+        q, _ = _step_law(model.process, w / w[..., x:x + 1], torch.full((8, 4), x), tv, sv, rule, c.context())
+        want += w[..., x:x + 1] * q
+    assert torch.allclose(q_bar, want, atol=1e-12)
+    assert float((q_bar - c.context() @ model.process.kernel.transition(model.process.sigma(sv))).abs().max()) > 1e-3
