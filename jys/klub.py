@@ -331,12 +331,17 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
 
     marginal: instead, the KL of the two laws of x_{s,l} given the context alone, each averaged over the token's own
     value x at t1 with its law given the context, w(x) = Σ_x0 p(x0_l | x_{t1,−l}) P_t1[x0_l, x]: Σ_x w(x) q_l(· | x)
-    against Σ_x w(x) P_l(· | x) (the latter is the context's law at s). Why: after the step nothing reads x_{t1,l}
-    but through x_{s,l}, so how well q reproduces the dependence of x_{s,l} on it is lost to the sample; the plain
-    term counts that dependence in full, e.g. Euler's clipped stay at large t (every token moved though its value is
-    noise either way). q_l(· | x) takes the rates of a consistent model at the own value x, dσ̄/dt · Q[y, x] w(y) /
-    w(x) (the exact ratios given the context); the oracle's and a denoiser's are. Never above the plain term when
-    w is the token's posterior (convexity), 0 where w is the kernel's stationary law and the steps forget their start.
+    against Σ_x w(x) P_l(· | x) (the latter is the context's law at s). The idea: the later steps read x_{t1,l}
+    mainly through x_{s,l}, so how well q reproduces the dependence of x_{s,l} on x_{t1,l} matters less than the
+    token's law; the plain term counts that dependence in full, e.g. Euler's clipped stay at large t (every token
+    moved though its value is noise either way). It is a heuristic, not a term of an exact decomposition: in a
+    factorized step the other tokens' laws read x_{t1,l} too, so x_{s,−l} still carries it, and the true law given
+    the context is a mixture of products where this compares a product of mixtures; J with it bounds nothing.
+    q_l(· | x) takes the rates of a consistent model at the own value x, dσ̄/dt · Q[y, x] w(y) / w(x) (the exact
+    ratios given the context); the oracle's and a denoiser's are. At most the plain term on average over x_{t1,l}
+    drawn from w (convexity; not per sequence); 0 where the steps forget their start; under the uniform kernel with
+    loglinear noise (1 + h·dσ̄/dt = e^{Δσ̄}) Euler's averaged law is the exact one wherever no stay is clipped, so
+    there it measures the clipping alone.
 
     stay: also return the step's keep probability, q_l(x_{t1,l}) averaged over the positions l >= first, per
     sequence [M] (weight=suffix: the chance that a later step of the sampler leaves an error made before it in
@@ -347,10 +352,13 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     out, kept = torch.zeros(M, dtype=F64), torch.zeros(M, dtype=F64)
     if rule in ("none", "tweedie"):
         return (out, kept + 1.0) if stay else out
-    if reach and process.kernel.mask is not None:
-        raise ValueError("jys.weight=reach is for non-absorbing kernels (an unmasked token is already its sample)")
+    if marginal and (reach or stay):
+        raise ValueError("the marginal step term is not combined with reach or stay (its averaged law keeps nothing)")
+    name = "reach (or mix)" if reach else "marginal"
+    if (reach or marginal) and process.kernel.mask is not None:
+        raise ValueError(f"jys.weight={name} is for non-absorbing kernels (an unmasked token is already its sample)")
     if (reach or marginal) and coarse.log_context is None:
-        raise ValueError(f"jys.weight={'reach' if reach else 'marginal'} needs a model that gives a denoiser p(x0 | x_t) (the context posterior "
+        raise ValueError(f"jys.weight={name} needs a model that gives a denoiser p(x0 | x_t) (the context posterior "
                          "carries a token's value at s to its sample); this one gives scores")
     if process.kernel.ordinal and coarse.log_context is None:
         raise ValueError(f"the step rule term {rule!r} under an ordinal kernel needs a model that gives a denoiser (the "

@@ -28,7 +28,7 @@ the error's image, reach's term if the redraw were exact); KL is jointly convex,
 mixture of the two KLs. It is suffix's J plus (1 − K)·reach, between suffix and plain, and a sum of the same form
 (path + reach, plus (plain − reach)·K), so the same DP serves. `weight=marginal` keeps the path KL whole and
 replaces the one-step term by the KL of each token's law at the step's end given the context alone, averaged over
-the token's own value at its start (jys.klub.step_terms, `marginal`): nothing after the step reads that value.
+the token's own value at its start (jys.klub.step_terms, `marginal`): a heuristic, not a bound (docstring there).
 
 Estimation, on common random numbers for every grid scored on one lattice: M sequences x_0 from the data;
 one forward path per sequence read at every lattice point (a valid joint law for every pair of points:
@@ -297,7 +297,7 @@ class PathLattice:
             total += (self.t[q - 1] - self.t[q]).abs() * (prev + cur) / 2
             prev = cur
         total = total + survive * self.step_rule(p, r)
-        return total + (1 - survive) * self.image(p, r) if self.weight == "mix" else total
+        return (total + (1 - survive) * self.image(p, r)) if self.weight == "mix" else total
 
     def grid_value(self, grid: list[float]) -> GridValue:
         """J of a grid whose points all lie on the lattice, with its standard error over the sequences."""
@@ -353,7 +353,7 @@ class PathLattice:
 
 def optimal_grids(D: torch.Tensor, max_steps: int) -> dict[int, tuple[list[int], float]]:
     """For each N = 1 … max_steps, the path 0 → P−1 of N steps through the lattice that minimizes the summed
-    D (dynamic programming over points), with its value: {N: (indices, J)}. D [3, P, P] (weight=suffix):
+    D (dynamic programming over points), with its value: {N: (indices, J)}. D [3, P, P] (weight=suffix, mix):
     optimal_suffix_grids."""
     if D.ndim == 3:
         return optimal_suffix_grids(D[0], D[1], D[2], max_steps)

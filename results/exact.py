@@ -23,8 +23,7 @@ SHARED = ("chain", "sampler", "states", "length", "calls", "kernel", "sigma", "e
 def variant(settings: dict) -> str:
     """The J variant of a run: the sampler's step term as it is (plain), as it reaches the sample (reach), as the
     later steps keep it (suffix), kept or as it reaches the sample by that chance (mix), of the token's law given the
-    context (marginal), survival-weighted (survival), or
-    no step term (none; survival-none with the survival weight)."""
+    context (marginal), survival-weighted (survival), or no step term (none; survival-none with the survival weight)."""
     weight = settings.get("weight", "none")
     if settings.get("rule") == "none":
         return "none" if weight == "none" else f"{weight}-none"

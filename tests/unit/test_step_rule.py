@@ -268,7 +268,7 @@ def test_marginal_step_laws_against_enumeration(kernel):
         return sum(prior[seq] * float(torch.prod(Pt[list(seq), list(z)])) for seq in seqs)
 
     rate = float(proc.sigma_rate(tv)[0])
-    Q = proc.kernel.rate_cols(torch.arange(3).reshape(1, 3))[0].T  # Q[y, x] = the forward rate y → x
+    Q = proc.kernel.rate_matrix()  # Q[y, x] = the forward rate y → x
     for l in range(3):
         want_P, want_q, w = torch.zeros(3, dtype=F64), torch.zeros(3, dtype=F64), torch.zeros(3, dtype=F64)
         for own in range(3):
@@ -309,12 +309,14 @@ def test_marginal_term_is_below_the_plain_term_on_average_and_forgives_a_step_fr
             assert float(marginal.mean()) > 1e-3  # an error in the law at s given the context still counts
 
 
-@pytest.mark.parametrize("rule", ["euler", "tau_leaping", "tau_leaping_last"])
-def test_marginal_step_laws_at_once_equal_the_step_law_of_each_own_value(rule):
-    """The [b, l, S, S] construction of the sampler's laws for every own value x gives Σ_x w(x) q(· | x) with q the
-    sampler's own one-step law (_step_law) from a token at x with the exact ratios w(y) / w(x)."""
+@pytest.mark.parametrize("kernel,rule", [("uniform", "euler"), ("uniform", "tau_leaping"), ("uniform", "tau_leaping_last"),
+                                         ("gaussian", "euler"), ("gaussian", "tau_leaping")])
+def test_marginal_step_laws_at_once_equal_the_step_law_of_each_own_value(kernel, rule):
+    """The [b, l, S, S] construction of the sampler's laws for every own value x (and, for τ-leaping under the
+    ordinal kernel, the loop over x) gives Σ_x w(x) q(· | x) with q the sampler's own one-step law (_step_law) from a
+    token at x with the exact ratios w(y) / w(x)."""
     from jys.klub import _marginal_step_laws
-    model = _oracle("uniform", "geometric")
+    model = _oracle(kernel, "geometric")
     x0 = CHAIN.sample(8, 4, torch.Generator().manual_seed(3))
     t, s = 0.5, 0.2
     tv = torch.full((8,), t, dtype=F64)
@@ -329,4 +331,22 @@ def test_marginal_step_laws_at_once_equal_the_step_law_of_each_own_value(rule):
         q, _ = _step_law(model.process, w / w[..., x:x + 1], torch.full((8, 4), x), tv, sv, rule, c.context())
         want += w[..., x:x + 1] * q
     assert torch.allclose(q_bar, want, atol=1e-12)
+    if rule == "tau_leaping" and kernel == "uniform":  # the reject rule is not the last-jump one (under ordinal
+        # kernels τ-leaping sums its moves, with no multi-jump rule): the test tells the two apart
+        other, _ = _marginal_step_laws(model.process, c.context(), tv, sv, "tau_leaping_last")
+        assert float((other - q_bar).abs().max()) > 1e-4
     assert float((q_bar - c.context() @ model.process.kernel.transition(model.process.sigma(sv))).abs().max()) > 1e-3
+
+
+def test_marginal_term_refuses_what_it_cannot_compute():
+    model = _oracle("uniform", "geometric")
+    x0 = CHAIN.sample(4, 3, torch.Generator().manual_seed(0))
+    c = coarse_read(model, x0, torch.full((4,), 0.5, dtype=F64), 4, context=True)
+    with pytest.raises(ValueError, match="not combined"):
+        step_terms(model.process, c, torch.tensor(0.2), "euler", marginal=True, stay=True)
+    with pytest.raises(ValueError, match="weight=marginal needs a model that gives a denoiser"):
+        step_terms(model.process, Coarse(c.x, c.t, c.log_ratio), torch.tensor(0.2), "euler", marginal=True)
+    ab = _oracle("absorbing")
+    ca = coarse_read(ab, x0, torch.full((4,), 0.5, dtype=F64), 4)
+    with pytest.raises(ValueError, match="non-absorbing"):
+        step_terms(ab.process, ca, torch.tensor(0.2), "euler", marginal=True)
