@@ -366,7 +366,7 @@ def step_terms(process, coarse: Coarse, s: torch.Tensor, rule: str, first: int =
     S = process.num_states
     t1 = coarse.t.to(F64)
     s = torch.as_tensor(s, dtype=F64).expand(M)
-    step = max(1, CHUNK_BYTES // (M * S * 8 * (4 * S if marginal else 4)))  # marginal: [M, l, S, S] laws
+    step = max(1, CHUNK_BYTES // (M * S * 8 * (4 * S if marginal and process.kernel.ordinal else 4)))  # [M, l, S, S]
     for i in range(first, L, step):
         sl = slice(i, i + step)
         context = coarse.context(slice(None), sl)
@@ -405,6 +405,22 @@ def _marginal_step_laws(process, context: torch.Tensor, t1: torch.Tensor, s: tor
         return q_bar, P_bar
     own = torch.arange(S)
     Qt = process.kernel.rate_cols(own.reshape(1, S))[0].to(F64)  # [x, y] = Q[y, x], the forward rate y → x
+    off = Qt[~torch.eye(S, dtype=torch.bool)]
+    if rule in ("euler", "tau_leaping", "tau_leaping_last") and not process.kernel.ordinal and bool((off == off[0]).all()):
+        # the uniform kernel: q(y | x) = m_x w(y) for y ≠ x, so the average over x is O(S) per token
+        rate = ((t1 - s) * process.sigma_rate(t1)).reshape(-1, 1, 1) * off[0]
+        alpha = torch.where(w > 0, rate / torch.where(w > 0, w, 1.0), 0.0)  # λ(x → y) = α_x w(y)
+        total = alpha * (1 - w)
+        if rule == "euler":  # the stay clipped at 0, then the row normalized by max(1, total)
+            Z = total.clamp_min(1.0)
+            m, keep = alpha / Z, (1 - total).clamp_min(0.0) / Z
+        else:  # a move with probability Λe^{−Λ} (reject) or 1 − e^{−Λ} (last), to y ∝ w(y) over y ≠ x
+            move = total * torch.exp(-total) if rule == "tau_leaping" else -torch.expm1(-total)
+            m = torch.where(w < 1, move / (1 - w).clamp_min(1e-300), 0.0)
+            keep = 1 - move
+        A = (w * m).sum(-1, keepdim=True)
+        q_bar = w * (A - w * m) + w * keep
+        return q_bar / q_bar.sum(-1, keepdim=True), P_bar
     h = ((t1 - s) * process.sigma_rate(t1)).reshape(-1, 1, 1, 1)
     wx = w.unsqueeze(-1)  # [b, l, x, 1]
     lam = torch.where(wx > 0, h * Qt * w.unsqueeze(-2) / torch.where(wx > 0, wx, 1.0), 0.0)  # [b, l, x, y]
