@@ -423,10 +423,9 @@ def _marginal_step_laws(process, context: torch.Tensor, t1: torch.Tensor, s: tor
         return q_bar / q_bar.sum(-1, keepdim=True), P_bar
     h = ((t1 - s) * process.sigma_rate(t1)).reshape(-1, 1, 1, 1)
     wx = w.unsqueeze(-1)  # [b, l, x, 1]
-    lam = torch.where(wx > 0, h * Qt * w.unsqueeze(-2) / torch.where(wx > 0, wx, 1.0), 0.0)  # [b, l, x, y]
-    lam = lam * (1 - torch.eye(S, dtype=F64))
-    total = lam.sum(-1, keepdim=True)
     eye = torch.eye(S, dtype=F64)
+    lam = torch.where(wx > 0, h * Qt * w.unsqueeze(-2) / torch.where(wx > 0, wx, 1.0), 0.0) * (1 - eye)  # [b, l, x, y]
+    total = lam.sum(-1, keepdim=True)
     if rule == "euler":
         q = lam + eye * (1 - total).clamp_min(0.0)
     elif rule in ("tau_leaping", "tau_leaping_last"):

@@ -260,6 +260,24 @@ def test_table_with_a_span_limit_equals_the_full_table_within_it():
     assert torch.equal(full[near], short[near]) and torch.isinf(short[~near]).all()
 
 
+def _assert_suffix_dp_is_brute_force(lat, T, pts, max_steps):
+    """The suffix DP on table T [3, P, P] (J = Σ_i T0 + T1 · Π_{j>i} T2): its grids score what it says, by hand and by
+    the lattice's grid_value, and its minimum is brute force's over every grid of 1 … max_steps steps."""
+    best = optimal_grids(T, max_steps)
+    P = len(pts)
+
+    def j_of(g):
+        return sum(float(T[0, a, b]) + float(T[1, a, b]) * math.prod(float(T[2, c, d]) for c, d in zip(g[i + 1:], g[i + 2:]))
+                   for i, (a, b) in enumerate(zip(g, g[1:])))
+
+    for n in range(1, max_steps + 1):
+        grids = [(0, *inner, P - 1) for inner in itertools.combinations(range(1, P - 1), n - 1)]
+        brute = min(grids, key=j_of)
+        assert best[n][1] == pytest.approx(j_of(best[n][0]), rel=1e-12)
+        assert best[n][1] == pytest.approx(j_of(brute), rel=1e-9)
+        assert lat.grid_value([pts[i] for i in best[n][0]]).value == pytest.approx(best[n][1], rel=1e-12)
+
+
 def test_suffix_weight_discounts_each_step_term_by_the_later_keep_probabilities():
     """weight=suffix: J = Σ_i path_i + step_i · Π_{j>i} keep_j, by hand from the plain lattice's parts; its DP's
     grids score what it says, and on a tiny lattice its optimum is brute force's (the suffix rule is a heuristic in
@@ -284,19 +302,7 @@ def test_suffix_weight_discounts_each_step_term_by_the_later_keep_probabilities(
     T = suffix.table()
     assert T.shape == (3, len(pts), len(pts))
     assert torch.allclose(T[0] + T[1], plain.table(), rtol=1e-12)  # its parts add up to the plain table
-    best = optimal_grids(T, 5)
-    P = len(pts)
-
-    def j_of(g):
-        return sum(float(T[0, a, b]) + float(T[1, a, b]) * math.prod(float(T[2, c, d]) for c, d in zip(g[i + 1:], g[i + 2:]))
-                   for i, (a, b) in enumerate(zip(g, g[1:])))
-
-    for n in range(1, 6):
-        grids = [(0, *inner, P - 1) for inner in itertools.combinations(range(1, P - 1), n - 1)]
-        brute = min(grids, key=j_of)
-        assert best[n][1] == pytest.approx(j_of(best[n][0]), rel=1e-12)
-        assert best[n][1] == pytest.approx(j_of(brute), rel=1e-9)
-        assert suffix.grid_value([pts[i] for i in best[n][0]]).value == pytest.approx(best[n][1], rel=1e-12)
+    _assert_suffix_dp_is_brute_force(suffix, T, pts, 5)
 
 
 def test_suffix_weight_refuses_a_sampler_without_a_step_term():
@@ -340,16 +346,4 @@ def test_mix_weight_charges_the_moved_tokens_the_term_image_in_x0():
     finite = torch.isfinite(T[0])
     assert torch.allclose((T[0] + T[1])[finite], plain.table()[finite], rtol=1e-8)  # K = 1: the plain term
     assert torch.allclose(T[0][finite], reach.table()[finite], rtol=1e-12)  # K = 0: reach's
-    best = optimal_grids(T, 5)
-    P = len(pts)
-
-    def j_of(g):
-        return sum(float(T[0, a, b]) + float(T[1, a, b]) * math.prod(float(T[2, c, d]) for c, d in zip(g[i + 1:], g[i + 2:]))
-                   for i, (a, b) in enumerate(zip(g, g[1:])))
-
-    for n in range(1, 6):
-        grids = [(0, *inner, P - 1) for inner in itertools.combinations(range(1, P - 1), n - 1)]
-        brute = min(grids, key=j_of)
-        assert best[n][1] == pytest.approx(j_of(best[n][0]), rel=1e-12)
-        assert best[n][1] == pytest.approx(j_of(brute), rel=1e-9)
-        assert mix.grid_value([pts[i] for i in best[n][0]]).value == pytest.approx(best[n][1], rel=1e-12)
+    _assert_suffix_dp_is_brute_force(mix, T, pts, 5)
