@@ -30,6 +30,13 @@ mixture of the two KLs. It is suffix's J plus (1 − K)·reach, between suffix a
 replaces the one-step term by the KL of each token's law at the step's end given the context alone, averaged over
 the token's own value at its start (jys.klub.step_terms, `marginal`): a heuristic, not a bound (docstring there).
 
+The θ-trapezoidal step (rule 'trapezoidal', absorbing kernels) is two frozen-rate leaps, t → t_θ with the rates read
+at (x_t, t), then t_θ → s with the extrapolated ones (jys.klub.extrapolated_terms). By the chain rule over the
+process's own x_{t_θ}, its KL is at most the first leap's D plus the second's, whose integrand compares the
+extrapolated rates with the process's; it needs a read at t_θ, so t_θ is a lattice point: the one nearest the
+step's time midpoint (`stage_point`), and the step's θ = (t − t_θ)/(t − s) goes into the schedule, which the
+sampler takes (any θ in (0, 1) gives a second-order step). A step with no lattice point inside cannot be taken.
+
 Estimation, on common random numbers for every grid scored on one lattice: M sequences x_0 from the data;
 one forward path per sequence read at every lattice point (a valid joint law for every pair of points:
 absorbing kernels through one uniform per position, so masks nest; other kernels by forward steps between
@@ -48,7 +55,7 @@ import torch
 
 from common.memory import release_freed_memory
 from common.progress import progress as progress_bar
-from jys.klub import Coarse, coarse_read, klub_terms, step_terms
+from jys.klub import Coarse, coarse_read, extrapolated_terms, klub_terms, step_terms
 from models.protocol import ModelOutput
 
 F64 = torch.float64
@@ -117,6 +124,20 @@ def base_lattice(points: int, eps: float) -> list[float]:
     return sorted({round(t, 12) for t in ts if eps <= t <= 1.0} | {1.0, eps}, reverse=True)
 
 
+def stage_point(times, p: int, r: int) -> int | None:
+    """The θ-trapezoidal step p → r's intermediate lattice point: the one strictly between them nearest the time
+    midpoint (the earlier on a tie); None when there is none."""
+    if r - p < 2:
+        return None
+    mid = (float(times[p]) + float(times[r])) / 2
+    return min(range(p + 1, r), key=lambda q: (abs(float(times[q]) - mid), q))
+
+
+def stage_theta(times, p: int, m: int, r: int) -> float:
+    """θ of the step p → r whose first leap ends at point m: (t_p − t_m)/(t_p − t_r)."""
+    return (float(times[p]) - float(times[m])) / (float(times[p]) - float(times[r]))
+
+
 @dataclass
 class GridValue:
     value: float  # J, the mean over the M sequences
@@ -139,6 +160,10 @@ class PathLattice:
                              "(absorbing kernels, Tweedie, τ-leaping under ordinal kernels): use jys.weight=none")
         if family not in ("tau", "count"):
             raise ValueError(f"unknown search family {family!r}; expected 'tau' or 'count'")
+        if rule == "trapezoidal" and (weight != "none" or family != "tau" or model.process.kernel.mask is None):
+            raise ValueError(f"the θ-trapezoidal step's J is derived for time grids under absorbing kernels with "
+                             f"jys.weight=none; got family {family!r}, weight {weight!r}, kernel "
+                             f"{type(model.process.kernel).__name__}")
         self.model, self.process = model, model.process
         self.points, self.family = list(points), family
         self.objective, self.coarse_state, self.prefix, self.weight = objective, coarse_state, int(prefix), weight
@@ -158,6 +183,7 @@ class PathLattice:
         self.pairs: dict[tuple[int, int], torch.Tensor] = {}
         # the sampler's one-step term, its keep probability and (weight=mix) the term's image in x0, of each step
         self.rule, self.rules, self.stays, self.images = rule, {}, {}, {}
+        self.extrapolated: dict[tuple[int, int, int, int], torch.Tensor] = {}  # θ-trapezoidal second leaps (p, m, r, q)
         self.calls = 0
 
     def _states(self, x0: torch.Tensor, g: torch.Generator):
@@ -255,10 +281,34 @@ class PathLattice:
                                             fine.t, self.objective, self.coarse_state, first=self.prefix)
         return self.pairs[(p, q)]
 
+    def second_leap(self, p: int, m: int, r: int, q: int) -> torch.Tensor:
+        """The θ-trapezoidal step p → r's second-leap integrand (first leap to m) at the fine point q, m <= q <= r;
+        θ = stage_theta(p, m, r) sets the extrapolation, so every (p, m, r) has its own. [M]"""
+        if (p, m, r, q) not in self.extrapolated:
+            fine = self.read(q)
+            self.extrapolated[(p, m, r, q)] = extrapolated_terms(
+                self.process, self.read(p), self.read(m), ModelOutput("score", fine.log_ratio), fine.x, fine.t,
+                stage_theta(self.points, p, m, r), self.objective, first=self.prefix)
+        return self.extrapolated[(p, m, r, q)]
+
+    def two_leaps(self, p: int, r: int, m: int | None = None) -> torch.Tensor:
+        """D per sequence of the θ-trapezoidal step p → r, its first leap ending at point m (default stage_point):
+        the first leap's path term (trapezoid over the points in (p, m]) plus the second's (over [m, r]). [M]"""
+        m = stage_point(self.points, p, r) if m is None else m
+        if m is None or not p < m < r:
+            raise ValueError(f"a θ-trapezoidal step needs a lattice point strictly inside it: {p} → {r} through {m}")
+        total = self.interval(p, m)
+        prev = self.second_leap(p, m, r, m)
+        for q in range(m + 1, r + 1):
+            cur = self.second_leap(p, m, r, q)
+            total = total + (self.t[q - 1] - self.t[q]).abs() * (prev + cur) / 2
+            prev = cur
+        return total
+
     def step_rule(self, p: int, r: int) -> torch.Tensor:
         """w(t_r) · Σ_l KL(q_l ‖ P_l) per sequence: the sampler's own error of the step p → r, landing at t_r (with
         weight=reach, the KL of the two laws' images in x0). [M]"""
-        if self.rule == "none":
+        if self.rule in ("none", "trapezoidal"):  # the two leaps' one-step terms: none under absorbing kernels
             return torch.zeros(self.x.shape[1], dtype=F64)
         if (p, r) not in self.rules:
             if self.weight in ("suffix", "mix"):  # the keep probability only where J uses it (every pair reads this)
@@ -299,18 +349,26 @@ class PathLattice:
         total = total + survive * self.step_rule(p, r)
         return (total + (1 - survive) * self.image(p, r)) if self.weight == "mix" else total
 
-    def grid_value(self, grid: list[float]) -> GridValue:
-        """J of a grid whose points all lie on the lattice, with its standard error over the sequences."""
-        missing = [g for g in grid if g not in self.index]
+    def grid_value(self, grid: list[float], stages: list[float] | None = None) -> GridValue:
+        """J of a grid whose points all lie on the lattice, with its standard error over the sequences. stages: the
+        θ-trapezoidal steps' intermediate times, lattice points too (default stage_point's)."""
+        missing = [g for g in list(grid) + list(stages or []) if g not in self.index]
         if missing:
             raise ValueError(f"grid points {missing[:4]} are not lattice points")
         idx = [self.index[g] for g in grid]
         steps = list(zip(idx, idx[1:]))
+        if self.rule == "trapezoidal":
+            mids = [None] * len(steps) if stages is None else [self.index[g] for g in stages]
+            parts = [self.two_leaps(a, b, m) for (a, b), m in zip(steps, mids)]
+            return self._value(parts)
         survive = [1.0] * len(steps)  # weight=suffix, mix: Π of the later steps' keep probabilities
         if self.weight in ("suffix", "mix"):
             for i in range(len(steps) - 2, -1, -1):
                 survive[i] = survive[i + 1] * self.stay(*steps[i + 1])
-        parts = [self.interval(a, b, k) for (a, b), k in zip(steps, survive)]
+        return self._value([self.interval(a, b, k) for (a, b), k in zip(steps, survive)])
+
+    @staticmethod
+    def _value(parts: list[torch.Tensor]) -> GridValue:
         release_freed_memory()
         per_seq = torch.stack(parts).sum(0)
         M = per_seq.numel()
@@ -330,6 +388,10 @@ class PathLattice:
         span = n if max_span is None else max_span
         D = torch.full((n, n), math.inf, dtype=F64)
         suffix = self.weight in ("suffix", "mix")
+        if self.rule == "trapezoidal":
+            if indices is not None:
+                raise ValueError("the θ-trapezoidal step's table runs over the whole lattice (its stage points)")
+            return self._two_leap_table(span)
         step, kept = torch.zeros((n, n), dtype=F64), torch.ones((n, n), dtype=F64)
         bar = progress_bar(total=n * (n - 1) // 2, desc="JYS lattice pairs", leave=False, enabled=self.progress)
         for a in range(n - 1):
@@ -349,6 +411,23 @@ class PathLattice:
             release_freed_memory()  # a row's temporaries: without this the heap grows by GBs (common/memory.py)
         bar.close()
         return torch.stack([D, step, kept]) if suffix else D
+
+    def _two_leap_table(self, span: int) -> torch.Tensor:
+        """D[a, b] of the θ-trapezoidal step a → b through stage_point(a, b); inf where no point lies between
+        them or b − a > span (except from the first point, as `table`). [n, n]"""
+        n = len(self.points)
+        D = torch.full((n, n), math.inf, dtype=F64)
+        bar = progress_bar(total=n * (n - 1) // 2, desc="JYS lattice pairs (two leaps)", leave=False,
+                           enabled=self.progress)
+        for a in range(n - 1):
+            for b in range(a + 2, n if a == 0 else min(n, a + 1 + span)):
+                D[a, b] = self.two_leaps(a, b).mean()
+            bar.update(n - 1 - a)
+            self.reads.pop(a, None)
+            self.extrapolated = {k: v for k, v in self.extrapolated.items() if k[0] != a}
+            release_freed_memory()
+        bar.close()
+        return D
 
 
 def optimal_grids(D: torch.Tensor, max_steps: int) -> dict[int, tuple[list[int], float]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from jys.klub import resolve_objective
-from jys.lattice import PathLattice, base_lattice, check_weight, lattice_size, optimal_grids
+from jys.lattice import PathLattice, base_lattice, check_weight, lattice_size, optimal_grids, stage_point, stage_theta
 from samplers.registry import SPECS, spec
 
 TIME_GRID = tuple(n for n, s in SPECS.items() if s.grid == "time")  # euler, tau_leaping, tweedie
@@ -31,12 +31,17 @@ def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") ->
     ones (Euler and Tweedie unmask each token with the step's exact law there; tested) and for τ-leaping under ordinal
     ones (its law, summed clamped moves, is derived and selectable, but it made J's optimum worse on chain_gauss at
     every budget and costs an FFT per lattice pair: docs/results/jys.md). Count-grid samplers time their steps exactly: none. The
-    θ-trapezoidal step: none (its one-step term is not derived)."""
+    θ-trapezoidal step: 'sampler' is J of its two leaps (jys.lattice, 'trapezoidal'), derived for absorbing kernels only;
+    'auto' gives it none (the first-order path's J)."""
     if rule not in RULES:
         raise ValueError(f"unknown jys.rule {rule!r}; expected one of {RULES}")
+    own = spec(sampler).step_rule  # None: count grids time their steps exactly; ReMDM's is not derived
     if rule == "auto":
-        rule = "none" if kernel.mask is not None or (kernel.ordinal and sampler != "euler") else "sampler"
-    own = spec(sampler).step_rule  # None: count grids time their steps exactly; θ-trapezoidal's and ReMDM's are not derived
+        rule = "none" if kernel.mask is not None or (kernel.ordinal and sampler != "euler") or own == "trapezoidal" \
+            else "sampler"
+    if rule == "sampler" and own == "trapezoidal" and kernel.mask is None:
+        raise ValueError("jys.rule=sampler for sampler=trapezoidal is J of its two leaps, derived for absorbing kernels "
+                         f"only (this kernel is {type(kernel).__name__}); use jys.rule=none, the first-order path's J")
     if rule == "none" or own is None:
         return "none"
     return f"{own}_last" if own == "tau_leaping" and multi_jump == "last" else own
@@ -63,6 +68,12 @@ class Schedule:
     times: torch.Tensor  # [nfe + 1] float64, 1 = t_0 > … > t_nfe = eps
     J: float  # J of this grid on the lattice (its estimate of the grid's divergence)
     model_calls: int  # the model calls the search took
+    thetas: list[float] | None = None  # the θ-trapezoidal step's θ of each step (rule 'trapezoidal'); else None
+
+
+def grid_thetas(points: list, path: list[int]) -> list[float]:
+    """θ of each θ-trapezoidal step of a lattice path: its first leap ends at stage_point (jys.lattice)."""
+    return [stage_theta(points, a, stage_point(points, a, b), b) for a, b in zip(path, path[1:])]
 
 
 def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, eps: float = 1e-5,
@@ -87,10 +98,14 @@ def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, 
     kernel = model.process.kernel
     n = lattice_size(lattice, nfe)
     points = base_lattice(n, eps)
+    rule = resolve_rule(rule, sampler, kernel, multi_jump)
     D, calls = lattice_table(model, x0, points, "tau", seed=seed + 1, objective=resolve_objective(objective, kernel),
-                             coarse_state=coarse_state, weight=weight,
-                             rule=resolve_rule(rule, sampler, kernel, multi_jump), prefix=prefix,
+                             coarse_state=coarse_state, weight=weight, rule=rule, prefix=prefix,
                              batch_size=batch_size, progress=progress, base_points=n,
                              max_span=lattice_span(nfe, int(lattice), len(points)))
-    path, J = optimal_grids(D, nfe)[nfe]
-    return Schedule(torch.tensor([points[i] for i in path], dtype=torch.float64), J, calls)
+    if nfe not in (found := optimal_grids(D, nfe)):
+        raise ValueError(f"no grid of {nfe} steps on the lattice of {len(points)} points (a θ-trapezoidal step spans "
+                         "at least two)")
+    path, J = found[nfe]
+    return Schedule(torch.tensor([points[i] for i in path], dtype=torch.float64), J, calls,
+                    grid_thetas(points, path) if rule == "trapezoidal" else None)

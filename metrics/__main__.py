@@ -26,7 +26,7 @@ from samplers.unmasking import order_digest
 __all__ = ["evaluate", "main", "samples_provenance"]
 
 
-def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor) -> dict:
+def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor, schedule: dict | None = None) -> dict:
     """The samples file's model identity, data identity and key hash, with its stored key checked against the key
     `python -m samplers` would write for this config now (less num_samples and batch_size, which the scripts give
     the sampling stage only): samples of other settings, other weights, another chain or an older FORMAT_VERSION
@@ -37,7 +37,7 @@ def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor) -> dict:
                              "remake them with `python -m samplers` and the same overrides")
         stored = json.loads(str(f["config"]))
         key_sha = hashlib.sha256(str(f["config"]).encode()).hexdigest()[:16]
-    now = samples_key(cfg, grid, build_model(cfg))
+    now = samples_key(cfg, grid, build_model(cfg), schedule)
     # The file's size settings need not be restated: the record counts the samples the file holds.
     sized = ("num_samples", "batch_size")
     stored_what, now_what = ({k: v for k, v in d.items() if k not in sized} for d in (stored, now))
@@ -51,11 +51,11 @@ def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor) -> dict:
 
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    label, grid, nfe, _ = resolve_schedule(cfg)
+    label, grid, nfe, schedule = resolve_schedule(cfg)
     path = artifact_path(cfg, "samples", label, nfe, "npz")
     if not path.is_file():
         raise FileNotFoundError(f"no samples at {path}; make them with `python -m samplers` and the same overrides")
-    provenance = samples_provenance(cfg, path, grid)
+    provenance = samples_provenance(cfg, path, grid, schedule)
     with np.load(path) as f:
         samples = torch.from_numpy(f["samples"].astype(np.int64))
         seed, calls = int(f["seed"]), float(f["model_calls"])

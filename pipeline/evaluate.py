@@ -15,7 +15,7 @@ from common import dist
 from common.io import atomic_write_json
 from pipeline.build import build_model
 from pipeline.experiment import experiment_of
-from pipeline.runs import artifact_path, resolve_schedule
+from pipeline.runs import artifact_path, resolve_schedule, step_thetas
 from pipeline.search import grid_objective, settings_from
 from samplers.registry import spec as sampler_spec
 
@@ -27,8 +27,9 @@ def evaluate_schedule(cfg: DictConfig, model=None) -> Path:
     model = model if model is not None else build_model(cfg, experiment)
     if sampler_spec(cfg.sampler).grid == "none":
         raise ValueError(f"{cfg.sampler} has no grid to evaluate")
-    label, grid, nfe, _ = resolve_schedule(cfg)
-    record = {"label": label, **grid_objective(experiment, model, settings, str(cfg.sampler), grid, nfe)}
+    label, grid, nfe, schedule = resolve_schedule(cfg)
+    record = {"label": label, **grid_objective(experiment, model, settings, str(cfg.sampler), grid, nfe,
+                                               thetas=step_thetas(cfg, schedule))}
     path = artifact_path(cfg, "schedules/evaluations", label, nfe, "json")
     if dist.is_main():
         atomic_write_json(path, record)

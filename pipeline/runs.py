@@ -119,14 +119,16 @@ def eb_gamma(cfg: DictConfig) -> float:
     return check_gamma(cfg.unmask.gamma)
 
 
-def jys_label(objective: str, search: str = "auto", weight: str = "none", order: str = "auto") -> str:
+def jys_label(objective: str, search: str = "auto", weight: str = "none", order: str = "auto", rule: str = "auto") -> str:
     """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=none,
-    jys.order=auto), with '-<objective>', '-<search>', '-w<weight>' and '-o<order>' for each setting given otherwise
+    jys.order=auto, jys.rule=auto), with '-<objective>', '-<search>', '-w<weight>', '-o<order>' and '-r<rule>' for each
+    setting given otherwise
     (e.g. jys-girsanov-hierarchy, the published search with today's KLUB; jys-reference, the published KLUB);
     jys.search=beta is the peer schedule 'beta' (the Beta mask schedule with its 2-D search), with the same suffixes."""
     parts = ["beta" if search == "beta" else "jys"] + [objective] * (objective != "auto") + \
         [search] * (search not in ("auto", "beta"))
-    return "-".join(parts) + (f"-w{weight}" if weight != "none" else "") + (f"-o{order}" if order != "auto" else "")
+    return "-".join(parts) + (f"-w{weight}" if weight != "none" else "") + (f"-o{order}" if order != "auto" else "") \
+        + (f"-r{rule}" if rule != "auto" else "")
 
 
 def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
@@ -180,8 +182,9 @@ def check_schedule_order(data: dict, order: torch.Tensor | None, length: int, pa
                          "with the same unmask.order")
 
 
-def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
-    """What fixes the samples in the config: all of it less what only changes speed or display, plus the grid."""
+def run_config(cfg: DictConfig, grid: torch.Tensor, schedule: dict | None = None) -> dict:
+    """What fixes the samples in the config: all of it less what only changes speed or display, plus the grid (and
+    for the θ-trapezoidal sampler the schedule file's θ of each step, where it gives them)."""
     keep = OmegaConf.to_container(cfg, resolve=True)
     for k in ("progress", "threads", "device", "overwrite", "runs_dir", "jys", "train", "metrics", "tokenizer"):
         keep.pop(k, None)
@@ -208,13 +211,24 @@ def run_config(cfg: DictConfig, grid: torch.Tensor) -> dict:
         keep["experiment"].pop(k, None)
     if cfg.sampler != "eb":
         keep["grid"] = grid.tolist()
+    thetas = step_thetas(cfg, schedule)
+    if thetas is not None:
+        keep["thetas"] = thetas
     return keep
 
 
-def samples_key(cfg: DictConfig, grid: torch.Tensor, model) -> dict:
+def step_thetas(cfg: DictConfig, schedule: dict | None) -> list[float] | None:
+    """The θ of each θ-trapezoidal step where the schedule file gives them (J's grids for that sampler:
+    jys.rule=sampler), else None (θ = ½)."""
+    if cfg.sampler != "trapezoidal" or not schedule or schedule.get("thetas") is None:
+        return None
+    return [float(v) for v in schedule["thetas"]]
+
+
+def samples_key(cfg: DictConfig, grid: torch.Tensor, model, schedule: dict | None = None) -> dict:
     """The reuse key of a samples file: the config and grid, the model's identity (its weights' or its
     chain's hash), the data's identity (dataset files' or chain's hash), the random streams and FORMAT_VERSION."""
-    return cache_key("samples", {**run_config(cfg, grid), "model_identity": model_identity(model),
+    return cache_key("samples", {**run_config(cfg, grid, schedule), "model_identity": model_identity(model),
                                  "data_identity": experiment_of(cfg).identity(), "streams": "per-batch"})[0]
 
 

@@ -20,7 +20,7 @@ from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
-from jys.schedule import lattice_span, lattice_table, resolve_rule
+from jys.schedule import grid_thetas, lattice_span, lattice_table, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from pipeline.build import build_model
@@ -62,7 +62,7 @@ class JYSSettings:
 
     @property
     def label(self) -> str:
-        label = jys_label(self.search.objective, self.kind, self.weight, self.order)
+        label = jys_label(self.search.objective, self.kind, self.weight, self.order, self.rule)
         return label if self.positions is None else label + order_tag(torch.tensor(self.positions))
 
 
@@ -297,11 +297,13 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
         dist.barrier()
     path_idx, J = optimal_grids(D, nfe)[nfe]
     chosen = [points[i] for i in path_idx]
+    stages = {"thetas": grid_thetas(points, path_idx)} if rule == "trapezoidal" else {}
     record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler,
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
               "process": experiment.config["process"], "experiment": experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
-              "model_calls": calls, "sample_forwards": forwards, "prefix": prefix, "format_version": FORMAT_VERSION, "wall_time": wall}
+              "model_calls": calls, "sample_forwards": forwards, "prefix": prefix, "format_version": FORMAT_VERSION,
+              "wall_time": wall, **({"rule": rule} if rule != "none" else {}), **stages}
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
 
 
@@ -420,10 +422,12 @@ def _levels_used(state: SearchState, start, nfe: int) -> int:
 
 
 def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler: str, grid: torch.Tensor,
-                   nfe: int, reads: dict | None = None) -> dict:
+                   nfe: int, reads: dict | None = None, thetas: list[float] | None = None) -> dict:
     """J of one grid for `sampler` (its lattice: the one jys.search=lattice uses for this NFE, with the grid's own
     points added), with its standard error and per-interval terms; the record `python -m jys evaluate` writes.
-    reads: model reads by point, shared by grids scored on the same settings (their base paths agree)."""
+    reads: model reads by point, shared by grids scored on the same settings (their base paths agree).
+    thetas: the θ-trapezoidal steps' θ (J of its two leaps, jys.rule=sampler; default ½), whose stage times join
+    the lattice."""
     check_sampler(sampler, model.process)
     s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
     length, prefix = experiment.length, experiment.prefix
@@ -441,14 +445,20 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
         scored = {"counts": counts}
     else:
         times = [round(float(t), 12) for t in grid]
+        stages = None
+        if rule == "trapezoidal":
+            thetas = [0.5] * (len(times) - 1) if thetas is None else list(thetas)
+            if len(thetas) != len(times) - 1:
+                raise ValueError(f"{len(thetas)} thetas for a grid of {len(times) - 1} steps")
+            stages = [round(a - th * (a - b), 12) for a, b, th in zip(times, times[1:], thetas)]
         n = lattice_size(settings.lattice, nfe)  # the lattice jys.search=lattice uses for this NFE
-        points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], nfe)) | set(times),
-                        reverse=True)
+        points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], nfe)) | set(times)
+                        | set(stages or []), reverse=True)
         lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, settings.weight,
                           prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n, rule=rule,
                           read_cache=reads)
-        value = lat.grid_value(times)
-        scored = {}
+        value = lat.grid_value(times, stages)
+        scored = {"thetas": thetas} if stages is not None else {}
     return {"times": grid.tolist(), **scored, "nfe": nfe, "sampler": sampler, "experiment": experiment.name,
             "model": identity_of(model), "objective": s.objective, "coarse_state": s.coarse_state, "rule": rule,
             "weight": settings.weight, "lattice": settings.lattice, "lattice_samples": settings.lattice_samples,

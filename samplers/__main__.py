@@ -16,7 +16,7 @@ from common.io import atomic_write_npz
 from pipeline.build import build_model, setup_torch
 from pipeline.experiment import experiment_of
 from pipeline.runs import (FORMAT_VERSION, artifact_path, dus_order, eb_gamma, key_differences, klass_settings,
-                           remdm_settings, resolve_schedule, samples_key)
+                           remdm_settings, resolve_schedule, samples_key, step_thetas)
 from samplers.loop import batch_seed, check_sizes, run_sampler
 
 HASHES = ("weights_sha256", "chain_sha256")
@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.sampler == "remdm" and remdm_settings(cfg).strategy == "loop" and label != "uniform":
         raise ValueError(f"remdm.strategy=loop reads the grid as ReMDM's own clock, so it takes schedule=uniform, not "
                          f"{label!r} (a schedule of process times): use remdm.strategy=cap or rescale with it")
-    key = samples_key(cfg, grid, model)
+    key = samples_key(cfg, grid, model, schedule)
     check_schedule_model(schedule, key["model_identity"], label)
     experiment = experiment_of(cfg)
     if schedule and int(schedule.get("prefix") or 0) != experiment.prefix:
@@ -78,7 +78,8 @@ def main(cfg: DictConfig) -> None:
                           confidence=str(cfg.unmask.confidence),
                           gamma=eb_gamma(cfg) if cfg.sampler == "eb" else 1.0,
                           remdm=remdm_settings(cfg) if cfg.sampler == "remdm" else None,
-                          klass=klass_settings(cfg) if cfg.sampler == "klass" else None, order=dus_order(cfg))
+                          klass=klass_settings(cfg) if cfg.sampler == "klass" else None, order=dus_order(cfg),
+                          thetas=step_thetas(cfg, schedule))
         calls = res.sequence_calls if res.sequence_calls is not None else torch.full((size,), res.calls_per_batch[0])
         done[k] = (res.samples, calls)
     parts = dist.gather_units(done, len(starts))

@@ -142,7 +142,7 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
                 progress: bool = True, prefix: torch.Tensor | None = None,
                 multi_jump: str = "reject", confidence: str = "max", gamma: float = 1.0,
                 remdm: ReMDM | None = None, klass: KLASS | None = None,
-                order: torch.Tensor | None = None) -> SampleResult:
+                order: torch.Tensor | None = None, thetas: list[float] | None = None) -> SampleResult:
     """Draw num_samples sequences of the given length by `sampler` over the decreasing grid (t_0 = 1 … t_N = ε).
 
     generator: a seed draws batch k from its own stream, torch.Generator().manual_seed(batch_seed(seed, k)), as
@@ -161,6 +161,7 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     strategy and rates (samplers.remasking; default its 'loop' with the published values); klass: sampler=klass's
     thresholds (samplers.klass; the grid's counts are its minimum per call, and each sequence's calls are counted);
     order: sampler=dus's permutation of the positions [L] (None: DUS's dilated order).
+    thetas: sampler=trapezoidal's θ of each step (None: ½ in every step); J's grids for it give their own.
     """
     check_sampler(sampler, model.process)
     if prefix is not None:
@@ -179,6 +180,10 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
     if order is not None and (sampler != "dus" or not is_permutation(order, length)):
         raise ValueError(f"an order of positions is for sampler=dus, a permutation of the {length} positions; got "
                          f"sampler={sampler} and {len(order)} positions")
+    if thetas is not None and (sampler != "trapezoidal" or len(thetas) != len(grid) - 1
+                               or not all(0.0 < float(v) < 1.0 for v in thetas)):
+        raise ValueError(f"thetas are the θ in (0, 1) of each of the {len(grid) - 1} steps of sampler=trapezoidal; got "
+                         f"{len(thetas)} values {list(thetas)[:4]} for sampler={sampler}")
     steps = {**STEPS, "tau_leaping": partial(tau_leaping_step, multi_jump=multi_jump),
              "trapezoidal": partial(trapezoidal_step, multi_jump=multi_jump),
              "confidence": partial(confidence_step, confidence=confidence), "dus": partial(dus_step, order=order),
@@ -212,8 +217,10 @@ def run_sampler(model, sampler: str, grid: torch.Tensor, num_samples: int, lengt
             per_sequence.append(taken)
             bar.update(len(times) - 1)
         else:
-            for t, s in zip(times[:-1], times[1:]):
+            for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
                 extra = {"hold": held} if sampler == "trapezoidal" else {}  # its midpoint call sees the prefix
+                if thetas is not None:
+                    extra["theta"] = float(thetas[i])
                 x = held(steps[sampler](counter, x, t, s, generator, **extra))
                 bar.update(1)
             if final_step != "none" and sampler not in COUNT_GRID:

@@ -20,7 +20,8 @@ class SamplerSpec:
     schedule: bool  # takes a JYS schedule (first_hitting is exact; eb chooses its counts as it goes)
     calls_per_step: int = 1  # model calls per grid step (the θ-trapezoidal step: two)
     multi_jump: bool = False  # reads `multi_jump` (τ-leaping's rule for a position with several jumps in one step)
-    step_rule: str | None = None  # J's one-step term of its step (jys.klub.step_terms); None: not derived, or exact
+    step_rule: str | None = None  # J's one-step term of its step (jys.klub.step_terms; 'trapezoidal': J of its two
+    # leaps, jys.lattice); None: not derived, or exact
 
 
 CATEGORICAL = ("absorbing", "uniform")
@@ -30,7 +31,7 @@ SPECS = {s.name: s for s in (
                 step_rule="tau_leaping"),
     SamplerSpec("tweedie", "time", CATEGORICAL, noise_removal=True, prefix=True, schedule=True, step_rule="tweedie"),
     SamplerSpec("trapezoidal", "time", KERNELS, noise_removal=True, prefix=True, schedule=True, calls_per_step=2,
-                multi_jump=True),
+                multi_jump=True, step_rule="trapezoidal"),
     SamplerSpec("remdm", "time", ("absorbing",), noise_removal=True, prefix=True, schedule=True),
     SamplerSpec("kgillespie", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
     SamplerSpec("confidence", "count", ("absorbing",), noise_removal=False, prefix=False, schedule=True),
