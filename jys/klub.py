@@ -56,6 +56,7 @@ import torch
 
 from common import dist
 from models.protocol import ModelOutput, concrete_ratios
+from samplers.steps import trapezoid_weights
 
 F64 = torch.float64
 OBJECTIVES = ("auto", "girsanov", "reference", "destination", "reverse")
@@ -258,53 +259,54 @@ def klub_terms(process, coarse: Coarse, fine: ModelOutput, x2: torch.Tensor, t2:
     return out
 
 
-def trapezoid_weights(theta: float) -> tuple[float, float]:
-    """θ-trapezoidal's extrapolation weights (α1, α2), α1 = 1/(2θ(1 − θ)), α2 = ((1 − θ)² + θ²)/(2θ(1 − θ));
-    α1 − α2 = 1 (samplers.steps.trapezoidal_step)."""
-    if not 0.0 < theta < 1.0:
-        raise ValueError(f"trapezoidal theta must lie in (0, 1), got {theta}")
-    return 1.0 / (2 * theta * (1 - theta)), ((1 - theta) ** 2 + theta ** 2) / (2 * theta * (1 - theta))
-
-
-def extrapolated_terms(process, start: Coarse, mid: Coarse, fine: ModelOutput, x2: torch.Tensor, t2: torch.Tensor,
-                       theta: float, objective: str, first: int = 0) -> torch.Tensor:
-    """The KLUB integrand of the θ-trapezoidal step's second stage, per sample, without the duration factor. [M]
+def extrapolated_terms(process, start: Coarse, mid: Coarse, fines: list[Coarse], theta: float,
+                       objective: str = "girsanov", first: int = 0) -> torch.Tensor:
+    """The KLUB integrand of the θ-trapezoidal step's second leap at each fine read, per sample, without the
+    duration factor. [len(fines), M] float64
 
     The step from t to s reads the model at (x_t, t) (`start`), leaps over θ(t − s) to y* at t_θ, reads it there
-    (`mid`), then leaps to s with the frozen intensities λ̃ = (α1 R̂_{t_θ}(y*) − α2 R̂_t(x_t))₊ (trapezoid_weights).
-    Its KL from the process, by the chain rule over (x_{t_θ}, x_s) with x_{t_θ} drawn from the process (not the
-    sampler), is at most [the first stage's one-step KL] + E[the second stage's from x_{t_θ}]; the second is
-    bounded by the Girsanov integrand of λ̃ against the process's rates on [s, t_θ], which this returns at the fine
-    point (x2, t2), t2 <= t_θ (at t2 = t_θ it is not 0: the extrapolation already differs from the rate there).
-    Absorbing kernels only, with their coarse state 'start' (a token unmasked after t_θ has no marks in either
-    path); the masks nest, so a position masked at t_θ was masked at t and both reads give its rates from the mask.
-    Where the clip leaves λ̃ = 0 on a mark the process can take (the denoiser's probability of a value fell by
-    more than 1/α1 of it between t and t_θ), the literal KL is infinite; there J reads the midpoint's own rate
-    R̂_{t_θ}(y*), the first-order leap's, a convention as 'start' has for a move the frozen rates cannot make."""
+    (`mid`), then leaps to s with the frozen intensities λ̃ = (α1 R̂_{t_θ}(y*) − α2 R̂_t(x_t))₊
+    (samplers.steps.trapezoid_weights). Its KL from the process, by the chain rule over (x_{t_θ}, x_s) with x_{t_θ}
+    drawn from the process (not the sampler), is at most [the first leap's KL] + E[the second leap's from x_{t_θ}];
+    each leap's is at most its Girsanov path KL (the literal τ-leap, multi_jump=last). This returns the second
+    leap's integrand, λ̃ against the process's rates, at every fine read (x_q, t_q), t_q <= t_θ (at t_q = t_θ it is
+    not 0: the extrapolation differs from the rate there already). Absorbing kernels, coarse state 'start': a
+    position masked at t_θ was masked at t (the masks nest), so both reads give its rates from the mask; a position
+    unmasked between t_θ and t_q has no fine rates and adds Σ_y λ̃_y (the frozen marks that would still re-set it).
+    Where the clip leaves λ̃_y = 0 the literal path KL is infinite wherever the process can still move to y, so
+    there J reads the midpoint's own rate R̂_{t_θ}(y*)_y (the first-order leap's): a convention, under which J is no
+    bound for that step. objective: 'girsanov' (the bound); the others are refused (the step corrects exactly the
+    total rate that 'destination' leaves out)."""
     kernel = process.kernel
     if kernel.mask is None:
         raise ValueError("the θ-trapezoidal step's J (jys.rule=sampler) is derived for absorbing kernels only; under "
                          "uniform and ordinal kernels its extrapolation pairs rates of different states (use jys.rule=none)")
+    if objective != "girsanov":
+        raise ValueError(f"the θ-trapezoidal step's J is the Girsanov path KL of its two leaps; got jys.objective="
+                         f"{objective!r} (leave it at auto, or set girsanov)")
     a1, a2 = trapezoid_weights(theta)
-    M = x2.shape[0]
+    M = mid.x.shape[0]
     S = process.num_states
-    out = torch.zeros(M, dtype=F64)
+    out = torch.zeros(len(fines), M, dtype=F64)
     masked = mid.x == kernel.mask
     masked[:, :first] = False
     b, l = torch.nonzero(masked, as_tuple=True)
     step = max(1, CHUNK_BYTES // (8 * S * 8))
-    tm, tp, t2 = mid.t.to(F64), start.t.to(F64), t2.to(F64)
+    tm, tp = mid.t.to(F64), start.t.to(F64)
     for i in range(0, b.numel(), step):
         bi, li = b[i:i + step], l[i:i + step]
-        xm, xp, x2c = mid.x[bi, li].unsqueeze(1), start.x[bi, li].unsqueeze(1), x2[bi, li].unsqueeze(1)  # [n, 1]
+        xm, xp = mid.x[bi, li].unsqueeze(1), start.x[bi, li].unsqueeze(1)  # [n, 1]
         Rm = (process.sigma_rate(tm[bi]).reshape(-1, 1, 1) * kernel.rate_cols(xm)
               * mid.log_ratio[bi, li].unsqueeze(1).to(F64).exp()).scatter(-1, xm.unsqueeze(-1), 0.0)
         Rp = (process.sigma_rate(tp[bi]).reshape(-1, 1, 1) * kernel.rate_cols(xp)
               * start.log_ratio[bi, li].unsqueeze(1).to(F64).exp()).scatter(-1, xp.unsqueeze(-1), 0.0)
         lam = a1 * Rm - a2 * Rp
         lam = torch.where(lam > 0, lam, Rm)
-        r2 = concrete_ratios(ModelOutput(fine.kind, fine.values[bi, li].unsqueeze(1)), x2c, t2[bi], process)
-        out.index_add_(0, bi, _chunk_terms(process, None, None, xm, tm[bi], r2, x2c, t2[bi], objective, "start", R1=lam))
+        for k, fine in enumerate(fines):
+            x2c, t2 = fine.x[bi, li].unsqueeze(1), fine.t.to(F64)[bi]
+            r2 = concrete_ratios(ModelOutput("score", fine.log_ratio[bi, li].unsqueeze(1)), x2c, t2, process)
+            out[k].index_add_(0, bi, _chunk_terms(process, None, None, xm, tm[bi], r2, x2c, t2, objective, "start",
+                                                  R1=lam))
     return out
 
 

@@ -160,9 +160,11 @@ class PathLattice:
                              "(absorbing kernels, Tweedie, τ-leaping under ordinal kernels): use jys.weight=none")
         if family not in ("tau", "count"):
             raise ValueError(f"unknown search family {family!r}; expected 'tau' or 'count'")
-        if rule == "trapezoidal" and (weight != "none" or family != "tau" or model.process.kernel.mask is None):
-            raise ValueError(f"the θ-trapezoidal step's J is derived for time grids under absorbing kernels with "
-                             f"jys.weight=none; got family {family!r}, weight {weight!r}, kernel "
+        if rule == "trapezoidal" and (weight != "none" or family != "tau" or model.process.kernel.mask is None
+                                      or objective != "girsanov" or coarse_state not in ("auto", "start")):
+            raise ValueError(f"the θ-trapezoidal step's J is derived for time grids under absorbing kernels, with "
+                             f"jys.weight=none, jys.objective=girsanov and coarse state start; got family {family!r}, "
+                             f"weight {weight!r}, objective {objective!r}, coarse state {coarse_state!r}, kernel "
                              f"{type(model.process.kernel).__name__}")
         self.model, self.process = model, model.process
         self.points, self.family = list(points), family
@@ -183,7 +185,6 @@ class PathLattice:
         self.pairs: dict[tuple[int, int], torch.Tensor] = {}
         # the sampler's one-step term, its keep probability and (weight=mix) the term's image in x0, of each step
         self.rule, self.rules, self.stays, self.images = rule, {}, {}, {}
-        self.extrapolated: dict[tuple[int, int, int, int], torch.Tensor] = {}  # θ-trapezoidal second leaps (p, m, r, q)
         self.calls = 0
 
     def _states(self, x0: torch.Tensor, g: torch.Generator):
@@ -281,29 +282,20 @@ class PathLattice:
                                             fine.t, self.objective, self.coarse_state, first=self.prefix)
         return self.pairs[(p, q)]
 
-    def second_leap(self, p: int, m: int, r: int, q: int) -> torch.Tensor:
-        """The θ-trapezoidal step p → r's second-leap integrand (first leap to m) at the fine point q, m <= q <= r;
-        θ = stage_theta(p, m, r) sets the extrapolation, so every (p, m, r) has its own. [M]"""
-        if (p, m, r, q) not in self.extrapolated:
-            fine = self.read(q)
-            self.extrapolated[(p, m, r, q)] = extrapolated_terms(
-                self.process, self.read(p), self.read(m), ModelOutput("score", fine.log_ratio), fine.x, fine.t,
-                stage_theta(self.points, p, m, r), self.objective, first=self.prefix)
-        return self.extrapolated[(p, m, r, q)]
+    def second_leap(self, p: int, m: int, r: int) -> torch.Tensor:
+        """The θ-trapezoidal step p → r's second-leap integrand (first leap to m, θ = stage_theta(p, m, r)) at each
+        point q = m … r. [r − m + 1, M]"""
+        return extrapolated_terms(self.process, self.read(p), self.read(m), [self.read(q) for q in range(m, r + 1)],
+                                  stage_theta(self.points, p, m, r), self.objective, first=self.prefix)
 
-    def two_leaps(self, p: int, r: int, m: int | None = None) -> torch.Tensor:
-        """D per sequence of the θ-trapezoidal step p → r, its first leap ending at point m (default stage_point):
-        the first leap's path term (trapezoid over the points in (p, m]) plus the second's (over [m, r]). [M]"""
-        m = stage_point(self.points, p, r) if m is None else m
-        if m is None or not p < m < r:
+    def two_leaps(self, p: int, r: int, m: int) -> torch.Tensor:
+        """D per sequence of the θ-trapezoidal step p → r whose first leap ends at point m: the first leap's path
+        term (trapezoid over the points in (p, m]) plus the second's (over [m, r]). [M]"""
+        if not p < m < r:
             raise ValueError(f"a θ-trapezoidal step needs a lattice point strictly inside it: {p} → {r} through {m}")
-        total = self.interval(p, m)
-        prev = self.second_leap(p, m, r, m)
-        for q in range(m + 1, r + 1):
-            cur = self.second_leap(p, m, r, q)
-            total = total + (self.t[q - 1] - self.t[q]).abs() * (prev + cur) / 2
-            prev = cur
-        return total
+        f = self.second_leap(p, m, r)
+        dt = (self.t[m:r] - self.t[m + 1:r + 1]).abs()  # [r − m, M]
+        return self.interval(p, m) + (dt * (f[:-1] + f[1:]) / 2).sum(0)
 
     def step_rule(self, p: int, r: int) -> torch.Tensor:
         """w(t_r) · Σ_l KL(q_l ‖ P_l) per sequence: the sampler's own error of the step p → r, landing at t_r (with
@@ -351,16 +343,19 @@ class PathLattice:
 
     def grid_value(self, grid: list[float], stages: list[float] | None = None) -> GridValue:
         """J of a grid whose points all lie on the lattice, with its standard error over the sequences. stages: the
-        θ-trapezoidal steps' intermediate times, lattice points too (default stage_point's)."""
+        θ-trapezoidal steps' intermediate times, one per step, lattice points too (rule 'trapezoidal' only, and
+        there required: θ = ½ puts them at the steps' midpoints)."""
+        if (stages is not None) != (self.rule == "trapezoidal") or \
+                (stages is not None and len(stages) != len(grid) - 1):
+            raise ValueError(f"a θ-trapezoidal grid (rule {self.rule!r}) is scored with one stage time per step: got "
+                             f"{None if stages is None else len(stages)} for {len(grid) - 1} steps")
         missing = [g for g in list(grid) + list(stages or []) if g not in self.index]
         if missing:
             raise ValueError(f"grid points {missing[:4]} are not lattice points")
         idx = [self.index[g] for g in grid]
         steps = list(zip(idx, idx[1:]))
-        if self.rule == "trapezoidal":
-            mids = [None] * len(steps) if stages is None else [self.index[g] for g in stages]
-            parts = [self.two_leaps(a, b, m) for (a, b), m in zip(steps, mids)]
-            return self._value(parts)
+        if stages is not None:
+            return self._value([self.two_leaps(a, b, self.index[m]) for (a, b), m in zip(steps, stages)])
         survive = [1.0] * len(steps)  # weight=suffix, mix: Π of the later steps' keep probabilities
         if self.weight in ("suffix", "mix"):
             for i in range(len(steps) - 2, -1, -1):
@@ -421,10 +416,9 @@ class PathLattice:
                            enabled=self.progress)
         for a in range(n - 1):
             for b in range(a + 2, n if a == 0 else min(n, a + 1 + span)):
-                D[a, b] = self.two_leaps(a, b).mean()
+                D[a, b] = self.two_leaps(a, b, stage_point(self.points, a, b)).mean()
             bar.update(n - 1 - a)
             self.reads.pop(a, None)
-            self.extrapolated = {k: v for k, v in self.extrapolated.items() if k[0] != a}
             release_freed_memory()
         bar.close()
         return D

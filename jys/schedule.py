@@ -71,6 +71,14 @@ class Schedule:
     thetas: list[float] | None = None  # the θ-trapezoidal step's θ of each step (rule 'trapezoidal'); else None
 
 
+def objective_for(objective: str, kernel, rule: str) -> str:
+    """jys.objective resolved for J with this step rule: the θ-trapezoidal step's two leaps take 'girsanov' (their
+    bound; 'destination' leaves out the total rate that the extrapolation corrects), the rest resolve_objective's."""
+    if rule == "trapezoidal" and objective == "auto":
+        return "girsanov"
+    return resolve_objective(objective, kernel)
+
+
 def grid_thetas(points: list, path: list[int]) -> list[float]:
     """θ of each θ-trapezoidal step of a lattice path: its first leap ends at stage_point (jys.lattice)."""
     return [stage_theta(points, a, stage_point(points, a, b), b) for a, b in zip(path, path[1:])]
@@ -99,7 +107,7 @@ def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, 
     n = lattice_size(lattice, nfe)
     points = base_lattice(n, eps)
     rule = resolve_rule(rule, sampler, kernel, multi_jump)
-    D, calls = lattice_table(model, x0, points, "tau", seed=seed + 1, objective=resolve_objective(objective, kernel),
+    D, calls = lattice_table(model, x0, points, "tau", seed=seed + 1, objective=objective_for(objective, kernel, rule),
                              coarse_state=coarse_state, weight=weight, rule=rule, prefix=prefix,
                              batch_size=batch_size, progress=progress, base_points=n,
                              max_span=lattice_span(nfe, int(lattice), len(points)))

@@ -20,7 +20,7 @@ from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective, resolve_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
-from jys.schedule import grid_thetas, lattice_span, lattice_table, resolve_rule
+from jys.schedule import grid_thetas, lattice_span, lattice_table, objective_for, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from pipeline.build import build_model
@@ -62,7 +62,7 @@ class JYSSettings:
 
     @property
     def label(self) -> str:
-        label = jys_label(self.search.objective, self.kind, self.weight, self.order, self.rule)
+        label = jys_label(self.search.objective, self.kind, self.weight, self.order)
         return label if self.positions is None else label + order_tag(torch.tensor(self.positions))
 
 
@@ -133,7 +133,8 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
         raise ValueError(f"{sampler} unmasks at least one token per step: nfe={nfe} exceeds length {length}")
     if prefix:
         check_prefix_support(sampler)
-    s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
+    s = dataclasses.replace(settings.search, objective=objective_for(settings.search.objective, model.process.kernel,
+                                                                      step_rule(settings, sampler, model.process.kernel)))
     if family == "kgillespie" and resolve_order(settings.order, sampler) != "random":
         if resolve_search(settings.kind) == "lattice":
             given = {k: v for k, v in (("objective", settings.search.objective), ("weight", settings.weight),
@@ -295,10 +296,15 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
             atomic_write_json(table_file, {"key": key, "D": _to_json(D.tolist()),
                                            "model_calls": calls, "sample_forwards": forwards, "wall_time": wall})
         dist.barrier()
-    path_idx, J = optimal_grids(D, nfe)[nfe]
+    found = optimal_grids(D, nfe)
+    if nfe not in found:
+        raise ValueError(f"no grid of {nfe} steps on the lattice of {len(points)} points (a θ-trapezoidal step spans at "
+                         "least two; raise jys.lattice)")
+    path_idx, J = found[nfe]
     chosen = [points[i] for i in path_idx]
     stages = {"thetas": grid_thetas(points, path_idx)} if rule == "trapezoidal" else {}
-    record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler,
+    label = settings.label + ("-rsampler" if rule == "trapezoidal" else "")  # J of its two leaps: not the default's
+    record = {"label": label, "times": None, "nfe": nfe, "sampler": sampler,
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
               "process": experiment.config["process"], "experiment": experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
@@ -429,10 +435,11 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
     thetas: the θ-trapezoidal steps' θ (J of its two leaps, jys.rule=sampler; default ½), whose stage times join
     the lattice."""
     check_sampler(sampler, model.process)
-    s = dataclasses.replace(settings.search, objective=resolve_objective(settings.search.objective, model.process.kernel))
+    rule = step_rule(settings, sampler, model.process.kernel)
+    s = dataclasses.replace(settings.search, objective=objective_for(settings.search.objective, model.process.kernel,
+                                                                      rule))
     length, prefix = experiment.length, experiment.prefix
     x0 = experiment.sample_x0(settings.lattice_samples, torch.Generator().manual_seed(s.seed))
-    rule = step_rule(settings, sampler, model.process.kernel)
     if sampler in COUNT_GRID:
         if prefix:
             check_prefix_support(sampler)

@@ -145,6 +145,14 @@ def _displacement_rates(rates: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, rates.gather(-1, y.clamp(0, S - 1)), torch.zeros((), dtype=rates.dtype))
 
 
+def trapezoid_weights(theta: float) -> tuple[float, float]:
+    """θ-trapezoidal's extrapolation weights (α1, α2), α1 = 1/(2θ(1 − θ)), α2 = ((1 − θ)² + θ²)/(2θ(1 − θ));
+    α1 − α2 = 1."""
+    if not 0.0 < theta < 1.0:
+        raise ValueError(f"trapezoidal theta must lie in (0, 1), got {theta}")
+    return 1.0 / (2 * theta * (1 - theta)), ((1 - theta) ** 2 + theta ** 2) / (2 * theta * (1 - theta))
+
+
 def trapezoidal_step(model, x, t, s, generator, theta: float = 0.5, multi_jump: str = "reject", hold=None):
     """θ-trapezoidal τ-leaping (Ren et al. 2025, "Fast solvers for discrete diffusion models"): two model calls.
 
@@ -155,14 +163,11 @@ def trapezoidal_step(model, x, t, s, generator, theta: float = 0.5, multi_jump: 
     unmasked in stage 1 has no rate left, so its extrapolation clips to 0) and by move d = y − x_l for ordinal
     ones (tauLDR's moves, added and clamped as τ-leaping does). Several jumps at a categorical position follow
     `multi_jump`, as in tau_leaping_step. hold(x) puts a condition prefix back into y* before the second call."""
-    if not 0.0 < theta < 1.0:
-        raise ValueError(f"trapezoidal theta must lie in (0, 1), got {theta}")
+    a1, a2 = trapezoid_weights(theta)
     if multi_jump not in MULTI_JUMPS:
         raise ValueError(f"unknown multi_jump {multi_jump!r}; expected one of {MULTI_JUMPS}")
     dt = t - s
     t_mid = t - theta * dt
-    a1 = 1.0 / (2 * theta * (1 - theta))
-    a2 = ((1 - theta) ** 2 + theta ** 2) / (2 * theta * (1 - theta))
     r0 = _rates(model, x, t)  # [B, L, S]
     ordinal = model.process.kernel.ordinal
     S = r0.shape[-1]

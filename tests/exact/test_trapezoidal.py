@@ -168,3 +168,34 @@ def test_two_model_calls_per_step_and_the_theta_is_checked():
     assert res.calls_per_batch == [calls_per_sequence("trapezoidal", 3)] == [7]  # 3 steps × 2 + noise removal
     with pytest.raises(ValueError, match=r"theta must lie in \(0, 1\)"):
         trapezoidal_step(oracle(), torch.full((1, 2), MASK), 0.5, 0.4, torch.Generator(), theta=1.0)
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor) -> float:
+    keep = p > 0
+    return float((p[keep] * (p[keep] / q[keep]).log()).sum())
+
+
+def test_j_of_the_two_leaps_bounds_the_step_where_no_clip_binds_but_charges_the_first_leap_whole():
+    """J of the θ-trapezoidal step (jys.rule=sampler: the chain rule over the process's x_{t_θ}, each leap's Girsanov
+    path KL; jys.lattice.PathLattice.two_leaps) against the exact KL of the step's law: one step 1 → 0.5 through
+    t_θ = 0.75 (floor 0.5, so no extrapolated rate clips: checked; multi_jump=last, the literal τ-leap whose path the
+    Girsanov term measures), J on a lattice of 41 points and 4,000 sequences. At t = 1 every x_t but the all-masked
+    one has probability below 2e-3, so the exact side starts there. J bounds the KL and is below the first-order J of
+    the same step, but the first leap's own KL (a τ-leap over θΔ, which the bound charges in full) is already
+    several times the whole step's: the second leap's correction of it is what the bound cannot see."""
+    from jys.lattice import PathLattice, stage_point, stage_theta
+    model = oracle(floor=0.5)
+    ys = torch.tensor(OUTCOMES)
+    r0 = _rates(model, torch.full((1, 2), MASK), 1.0)[0]
+    assert ((2 * _rates(model, ys, 0.75) - r0 > 0) | (_rates(model, ys, 0.75) == 0)).all()  # θ = ½: nothing clips
+    pts = [round(1.0 - 0.0125 * i, 12) for i in range(41)]
+    x0 = model.chain.sample(4000, 2, torch.Generator().manual_seed(0))
+    lat = PathLattice(model, x0, pts, "tau", seed=0, objective="girsanov", rule="trapezoidal")
+    assert stage_point(pts, 0, 40) == 20 and stage_theta(pts, 0, 20, 40) == pytest.approx(0.5)
+    d = lat.two_leaps(0, 40, 20)
+    J, se = float(d.mean()), float(d.std() / math.sqrt(len(d)))
+    exact = _kl(exact_law(model, 1.0, 0.5), trapezoidal_law(model, 1.0, 0.5, 0.5, rule="last"))
+    assert 0 < exact <= J + 3 * se, (exact, J, se)
+    assert J < float(lat.interval(0, 40).mean())  # the first-order J of the whole step
+    first_leap = _kl(exact_law(model, 1.0, 0.75), jump_law(0.25 * r0, torch.full((2,), MASK)))
+    assert first_leap > 3 * exact

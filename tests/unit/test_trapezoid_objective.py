@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from jys.klub import Coarse, extrapolated_terms, klub_terms, trapezoid_weights
+from jys.klub import Coarse, extrapolated_terms, klub_terms
 from jys.lattice import PathLattice, optimal_grids, stage_point, stage_theta
 from jys.schedule import find_schedule, resolve_rule
 from models.chains import countdown_chain
@@ -15,6 +15,7 @@ from models.kernels import Uniform
 from models.oracle import OracleModel
 from models.process import make_process
 from samplers.loop import run_sampler
+from samplers.steps import trapezoid_weights
 
 F64 = torch.float64
 PTS = [1.0, 0.8, 0.55, 0.4, 0.2, 1e-3]
@@ -48,36 +49,38 @@ def test_second_leap_is_the_girsanov_integrand_of_the_extrapolated_rates_by_hand
     assert a1 - a2 == pytest.approx(1.0)
     Rm, Rp = _rates_by_hand(model, lat.x[m], lat.t[m]), _rates_by_hand(model, lat.x[p], lat.t[p])
     lam = a1 * Rm - a2 * Rp
-    lam = torch.where(lam > 0, lam, Rm)  # where the clip leaves nothing, J reads the midpoint's rate
     masked_m = (lat.x[m] == model.process.kernel.mask).unsqueeze(-1)
-    for q in (m, m + 1, r):
+    assert ((lam <= 0) & masked_m & (Rm > 0)).any()  # the clip binds here: the convention below is exercised
+    lam = torch.where(lam > 0, lam, Rm)  # where the clip leaves nothing, J reads the midpoint's rate
+    got = lat.second_leap(p, m, r)
+    assert got.shape == (r - m + 1, len(x0))
+    for k, q in enumerate(range(m, r + 1)):
         Rq = _rates_by_hand(model, lat.x[q], lat.t[q])
         terms = torch.where(Rq > 0, Rq * (Rq.clamp_min(1e-300).log() - lam.clamp_min(1e-300).log()), 0.0) - Rq + lam
         want = torch.where(masked_m, terms, 0.0).sum((1, 2))
-        assert torch.allclose(lat.second_leap(p, m, r, q), want, rtol=1e-5, atol=1e-9)
+        assert torch.allclose(got[k], want, rtol=1e-5, atol=1e-9)
     # the step's D: the first leap's path term on (p, m], the second's trapezoid on [m, r]
-    second = sum((lat.t[q - 1] - lat.t[q]) * (lat.second_leap(p, m, r, q - 1) + lat.second_leap(p, m, r, q)) / 2
-                 for q in range(m + 1, r + 1))
-    assert torch.allclose(lat.two_leaps(p, r), lat.interval(p, m) + second, rtol=1e-12)
-    assert lat.second_leap(p, m, r, m).mean() > 0  # the extrapolation differs from the rate at t_θ already
+    second = sum((lat.t[q - 1] - lat.t[q]) * (got[q - 1 - m] + got[q - m]) / 2 for q in range(m + 1, r + 1))
+    assert torch.allclose(lat.two_leaps(p, r, m), lat.interval(p, m) + second, rtol=1e-12)
+    assert got[0].mean() > 0  # the extrapolation differs from the rate at t_θ already
 
 
 def test_rates_that_do_not_change_make_the_second_leap_the_first_order_integrand():
-    """α1 − α2 = 1: with the same read at the step's start and at t_θ the extrapolation is that read's rates, so the
-    second leap's integrand is the plain KLUB integrand from t_θ, under either objective."""
+    """α1 − α2 = 1: with the same read at the step's start and at t_θ the extrapolation is that read's rates (no clip),
+    so the second leap's integrand is the plain KLUB integrand from t_θ."""
     model, x0 = _count_oracle()
     lat = PathLattice(model, x0, PTS, "tau", seed=2, objective="girsanov")
-    mid, fine = lat.read(2), lat.read(4)
-    for objective in ("girsanov", "destination"):
-        for theta in (0.3, 0.5, 0.8):
-            got = extrapolated_terms(model.process, mid, mid, model(fine.x, fine.t), fine.x, fine.t, theta, objective)
-            want = klub_terms(model.process, mid, model(fine.x, fine.t), fine.x, fine.t, objective, "start")
-            assert torch.allclose(got, want, rtol=1e-10)
+    mid, fines = lat.read(2), [lat.read(3), lat.read(4)]
+    for theta in (0.3, 0.5, 0.8):
+        got = extrapolated_terms(model.process, mid, mid, fines, theta)
+        for k, fine in enumerate(fines):
+            want = klub_terms(model.process, mid, model(fine.x, fine.t), fine.x, fine.t, "girsanov", "start")
+            assert torch.allclose(got[k], want, rtol=1e-5)
 
 
 def test_the_table_and_its_dp_take_steps_with_a_point_inside_and_match_grid_value():
     model, x0 = _count_oracle()
-    lat = PathLattice(model, x0, PTS, "tau", seed=3, objective="destination", rule="trapezoidal")
+    lat = PathLattice(model, x0, PTS, "tau", seed=3, objective="girsanov", rule="trapezoidal")
     D = lat.table()
     P = len(PTS)
     assert all(math.isinf(float(D[a, a + 1])) for a in range(P - 1))
@@ -86,12 +89,18 @@ def test_the_table_and_its_dp_take_steps_with_a_point_inside_and_match_grid_valu
         brute = min((sum(float(D[a, b]) for a, b in zip((0, *inner), (*inner, P - 1))), (0, *inner, P - 1))
                     for inner in itertools.combinations(range(1, P - 1), steps - 1))
         assert best[steps][1] == pytest.approx(brute[0], rel=1e-12) and tuple(best[steps][0]) == brute[1]
-        grid = [PTS[i] for i in best[steps][0]]
-        assert lat.grid_value(grid).value == pytest.approx(best[steps][1], rel=1e-12)
+        path = best[steps][0]
+        stages = [PTS[stage_point(PTS, a, b)] for a, b in zip(path, path[1:])]
+        assert lat.grid_value([PTS[i] for i in path], stages).value == pytest.approx(best[steps][1], rel=1e-12)
     assert 3 not in optimal_grids(D, 3)  # three steps of two points each need seven points
-    # a grid whose stage points are given explicitly: J of those leaps
+    # a grid whose stage points are not the nearest to the midpoints: J of those leaps
     v = lat.grid_value([1.0, 0.4, 1e-3], stages=[0.8, 0.2])
     assert v.value == pytest.approx(float((lat.two_leaps(0, 3, 1) + lat.two_leaps(3, 5, 4)).mean()), rel=1e-12)
+    for bad in (None, [0.8]):
+        with pytest.raises(ValueError, match="one stage time per step"):
+            lat.grid_value([1.0, 0.4, 1e-3], stages=bad)
+    with pytest.raises(ValueError, match="one stage time per step"):
+        PathLattice(model, x0, PTS, "tau", seed=3, objective="girsanov").grid_value([1.0, 0.4, 1e-3], [0.8, 0.2])
 
 
 def test_find_schedule_gives_the_theta_of_each_step():
@@ -125,10 +134,14 @@ def test_the_trapezoidal_j_is_for_absorbing_kernels_only():
     with pytest.raises(ValueError, match="weight"):
         PathLattice(model, x0, PTS, "tau", seed=0, objective="girsanov", weight="suffix", rule="trapezoidal")
     with pytest.raises(ValueError, match="strictly inside"):
-        PathLattice(model, x0, PTS, "tau", seed=0, objective="girsanov", rule="trapezoidal").two_leaps(1, 2)
+        PathLattice(model, x0, PTS, "tau", seed=0, objective="girsanov", rule="trapezoidal").two_leaps(1, 2, 2)
+    with pytest.raises(ValueError, match="objective"):
+        PathLattice(model, x0, PTS, "tau", seed=0, objective="destination", rule="trapezoidal")
     c = Coarse(x0, torch.ones(len(x0), dtype=F64), torch.zeros(*x0.shape, 4))
     with pytest.raises(ValueError, match="theta"):
-        extrapolated_terms(model.process, c, c, None, x0, torch.ones(len(x0), dtype=F64), 1.0, "girsanov")
+        extrapolated_terms(model.process, c, c, [c], 1.0)
+    with pytest.raises(ValueError, match="girsanov"):
+        extrapolated_terms(model.process, c, c, [c], 0.5, "destination")
 
 
 def test_the_schedule_file_carries_the_thetas_into_the_samples_key(make_cfg):
@@ -142,6 +155,7 @@ def test_the_schedule_file_carries_the_thetas_into_the_samples_key(make_cfg):
     model = build_model(cfg)
     rec = json.loads(optimize_config(cfg, model).read_text())
     assert rec["label"] == "jys-rsampler" and rec["rule"] == "trapezoidal" and len(rec["thetas"]) == 2
+    assert rec["objective"] == "girsanov"  # auto: the two leaps' bound
     run = make_cfg(*over, "schedule=jys-rsampler")
     _, grid, _, schedule = resolve_schedule(run)
     key = samples_key(run, grid, model, schedule)
