@@ -282,7 +282,7 @@ class PathLattice:
                                             fine.t, self.objective, self.coarse_state, first=self.prefix)
         return self.pairs[(p, q)]
 
-    def second_leap(self, p: int, m: int, r: int) -> torch.Tensor:
+    def second_leap(self, p: int, r: int, m: int) -> torch.Tensor:
         """The θ-trapezoidal step p → r's second-leap integrand (first leap to m, θ = stage_theta(p, m, r)) at each
         point q = m … r. [r − m + 1, M]"""
         return extrapolated_terms(self.process, self.read(p), self.read(m), [self.read(q) for q in range(m, r + 1)],
@@ -293,7 +293,7 @@ class PathLattice:
         term (trapezoid over the points in (p, m]) plus the second's (over [m, r]). [M]"""
         if not p < m < r:
             raise ValueError(f"a θ-trapezoidal step needs a lattice point strictly inside it: {p} → {r} through {m}")
-        f = self.second_leap(p, m, r)
+        f = self.second_leap(p, r, m)
         dt = (self.t[m:r] - self.t[m + 1:r + 1]).abs()  # [r − m, M]
         return self.interval(p, m) + (dt * (f[:-1] + f[1:]) / 2).sum(0)
 

@@ -21,7 +21,7 @@ from jys.klub import resolve_objective
 from jys.lattice import PathLattice, base_lattice, check_weight, lattice_size, optimal_grids, stage_point, stage_theta
 from samplers.registry import SPECS, spec
 
-TIME_GRID = tuple(n for n, s in SPECS.items() if s.grid == "time")  # euler, tau_leaping, tweedie
+TIME_GRID = tuple(n for n, s in SPECS.items() if s.grid == "time")  # euler, tau_leaping, tweedie, trapezoidal, remdm
 RULES = ("auto", "none", "sampler")
 
 
@@ -88,10 +88,11 @@ def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, 
                   lattice: int = 32, objective: str = "auto", coarse_state: str = "auto", weight: str = "none",
                   rule: str = "auto", multi_jump: str = "reject", prefix: int = 0, seed: int = 0,
                   batch_size: int = 512, progress: bool = False) -> Schedule:
-    """The grid of `nfe` steps of a time-grid sampler (euler, tau_leaping, tweedie) that minimizes J over a lattice
-    of max(lattice, 4·nfe) uniform times plus half as many log-spaced at each end; the defaults are `python -m
-    jys`'s (configs/config.yaml, jys.*). prefix K: the first K tokens of every sequence are a condition, never
-    generated. Costs one model call per lattice point per batch of x0."""
+    """The grid of `nfe` steps of a time-grid sampler (euler, tau_leaping, tweedie, trapezoidal, remdm) that minimizes J
+    over a lattice of max(lattice, 4·nfe) uniform times plus half as many log-spaced at each end; the defaults are
+    `python -m jys`'s (configs/config.yaml, jys.*). prefix K: the first K tokens of every sequence are a condition,
+    never generated. Costs one model call per lattice point per batch of x0. With rule='sampler' for the θ-trapezoidal
+    step (J of its two leaps) the schedule carries each step's θ: pass `run_sampler(..., thetas=schedule.thetas)`."""
     if sampler not in TIME_GRID:
         raise ValueError(f"find_schedule serves the time-grid samplers {TIME_GRID}, not {sampler!r}; count-grid "
                          "samplers (kgillespie, confidence, dus) search over counts with `python -m jys`")

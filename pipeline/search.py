@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from common import dist
 from common.io import atomic_write_json
-from jys.klub import check_coarse_state, check_objective, resolve_objective
+from jys.klub import check_coarse_state, check_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
 from jys.schedule import grid_thetas, lattice_span, lattice_table, objective_for, resolve_rule
@@ -133,8 +133,12 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
         raise ValueError(f"{sampler} unmasks at least one token per step: nfe={nfe} exceeds length {length}")
     if prefix:
         check_prefix_support(sampler)
+    rule = step_rule(settings, sampler, model.process.kernel)
+    if rule == "trapezoidal" and resolve_search(settings.kind) == "hierarchy":
+        raise ValueError("jys.rule=sampler for sampler=trapezoidal is J of its two leaps, which the lattice and beta "
+                         "searches take; the hierarchy has no such term (use jys.rule=auto with it)")
     s = dataclasses.replace(settings.search, objective=objective_for(settings.search.objective, model.process.kernel,
-                                                                      step_rule(settings, sampler, model.process.kernel)))
+                                                                      rule))
     if family == "kgillespie" and resolve_order(settings.order, sampler) != "random":
         if resolve_search(settings.kind) == "lattice":
             given = {k: v for k, v in (("objective", settings.search.objective), ("weight", settings.weight),
@@ -235,6 +239,12 @@ def lattice_points(lattice: int, length: int, process, family: str, eps: float, 
     return base_lattice(n, eps)
 
 
+def schedule_label(settings: JYSSettings, rule: str) -> str:
+    """A schedule file's label: the settings' (jys_label), with '-rsampler' for J of the θ-trapezoidal step's two
+    leaps (rule 'trapezoidal'), which is not the first-order J its sampler gets by default."""
+    return settings.label + ("-rsampler" if rule == "trapezoidal" else "")
+
+
 def step_rule(settings: JYSSettings, sampler: str, kernel) -> str:
     """jys.rule resolved for a sampler (jys.schedule.resolve_rule)."""
     return resolve_rule(settings.rule, sampler, kernel, settings.multi_jump)
@@ -303,8 +313,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     path_idx, J = found[nfe]
     chosen = [points[i] for i in path_idx]
     stages = {"thetas": grid_thetas(points, path_idx)} if rule == "trapezoidal" else {}
-    label = settings.label + ("-rsampler" if rule == "trapezoidal" else "")  # J of its two leaps: not the default's
-    record = {"label": label, "times": None, "nfe": nfe, "sampler": sampler,
+    record = {"label": schedule_label(settings, rule), "times": None, "nfe": nfe, "sampler": sampler,
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
               "process": experiment.config["process"], "experiment": experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
@@ -369,10 +378,12 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
     if model.process.kernel.mask is None:
         raise ValueError("jys.search=beta is a mask schedule: it needs an absorbing kernel")
     s = settings.search
+    rule = step_rule(settings, sampler, model.process.kernel)
+    objective = objective_for(s.objective, model.process.kernel, rule)
     key, digest = cache_key("beta", {
         "family": family, "sampler": sampler, "nfe": nfe, "model": identity_of(model), "experiment": experiment.config,
-        "objective": resolve_objective(s.objective, model.process.kernel), "coarse_state": s.coarse_state, "seed": s.seed,
-        "weight": settings.weight, "rule": step_rule(settings, sampler, model.process.kernel), "lattice": settings.lattice,
+        "objective": objective, "coarse_state": s.coarse_state, "seed": s.seed,
+        "weight": settings.weight, "rule": rule, "lattice": settings.lattice,
         "base_points": lattice_size(settings.lattice, nfe),  # the lattice the pairs are scored on (points per step)
         "lattice_samples": settings.lattice_samples, "values": BETA_VALUES, "eps": s.eps, "data": experiment.identity()})
     state_file = out_dir / "schedules" / "search" / f"beta-{digest}.json"
@@ -406,9 +417,8 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
             atomic_write_json(state_file, {"key": key, "scores": scores, "model_calls": calls,
                                            "wall_time": time.time() - t0})
     best = min(scores, key=lambda c: c["J"])
-    record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler, "search": "beta", "a": best["a"],
-              "b": best["b"], "J": best["J"], "J_se": best["J_se"], "objective": resolve_objective(s.objective,
-                                                                                                   model.process.kernel),
+    record = {"label": schedule_label(settings, rule), "times": None, "nfe": nfe, "sampler": sampler, "search": "beta",
+              "a": best["a"], "b": best["b"], "J": best["J"], "J_se": best["J_se"], "objective": objective,
               "weight": settings.weight, "process": experiment.config["process"], "experiment": experiment.name,
               "model": identity_of(model), "num_samples": settings.lattice_samples, "seed": s.seed,
               "state_file": str(state_file), "model_calls": calls, "pairs_scored": len(scores),
@@ -453,6 +463,9 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
     else:
         times = [round(float(t), 12) for t in grid]
         stages = None
+        if thetas is not None and rule != "trapezoidal":
+            raise ValueError(f"this schedule gives each θ-trapezoidal step's θ, which J of its two leaps reads "
+                             f"(jys.rule=sampler); J with rule {rule!r} would ignore them")
         if rule == "trapezoidal":
             thetas = [0.5] * (len(times) - 1) if thetas is None else list(thetas)
             if len(thetas) != len(times) - 1:

@@ -85,6 +85,9 @@ def main() -> None:
     primary = "hellinger_ref" if K else oracle_metric(cfg, model)
     prefixes = experiment.prefixes(a.num)
     jys_settings = settings_from(cfg)
+    if step_rule(jys_settings, a.sampler, model.process.kernel) == "trapezoidal":
+        p.error("J of the θ-trapezoidal step's two leaps (jys.rule=sampler) is not tabulated here (its grids carry a θ per "
+                "step); use python -m jys and python -m samplers (docs/results/solvers.md)")
     s = jys_settings.search
     out = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"grids-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
     settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,

@@ -52,7 +52,7 @@ def test_second_leap_is_the_girsanov_integrand_of_the_extrapolated_rates_by_hand
     masked_m = (lat.x[m] == model.process.kernel.mask).unsqueeze(-1)
     assert ((lam <= 0) & masked_m & (Rm > 0)).any()  # the clip binds here: the convention below is exercised
     lam = torch.where(lam > 0, lam, Rm)  # where the clip leaves nothing, J reads the midpoint's rate
-    got = lat.second_leap(p, m, r)
+    got = lat.second_leap(p, r, m)
     assert got.shape == (r - m + 1, len(x0))
     for k, q in enumerate(range(m, r + 1)):
         Rq = _rates_by_hand(model, lat.x[q], lat.t[q])
@@ -106,8 +106,7 @@ def test_the_table_and_its_dp_take_steps_with_a_point_inside_and_match_grid_valu
 def test_find_schedule_gives_the_theta_of_each_step():
     model, x0 = _count_oracle()
     sch = find_schedule(model, x0[:16], 2, "trapezoidal", eps=1e-3, lattice=4, rule="sampler")
-    t = sch.times.tolist()
-    assert len(sch.thetas) == 2 and all(0 < th < 1 for th in sch.thetas)
+    assert len(sch.times) == 3 and len(sch.thetas) == 2 and all(0 < th < 1 for th in sch.thetas)
     assert find_schedule(model, x0[:16], 2, "trapezoidal", eps=1e-3, lattice=4).thetas is None  # auto: the first-order J
 
 
@@ -163,3 +162,9 @@ def test_the_schedule_file_carries_the_thetas_into_the_samples_key(make_cfg):
     # the evaluator scores the file's grid with its own stage points: the search's J
     ev = json.loads(evaluate_schedule(run, model).read_text())
     assert ev["thetas"] == rec["thetas"] and ev["J"] == pytest.approx(rec["J"], rel=1e-9)
+    # the θ are J of the two leaps': a first-order J of the same file would drop them, so it is refused
+    plain = [o for o in over if o != "jys.rule=sampler"]
+    with pytest.raises(ValueError, match="two leaps"):
+        evaluate_schedule(make_cfg(*plain, "schedule=jys-rsampler"), model)
+    with pytest.raises(ValueError, match="hierarchy"):
+        optimize_config(make_cfg(*over, "jys.search=hierarchy"), model)
