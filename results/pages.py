@@ -12,6 +12,8 @@ any machine regenerates every page without rerunning. A page marks each generate
                                              NAME-*.json, runs of scripts/exact_grid_kl.py; results.exact)
     <!-- results: ablation NAME -->          an ablation's table (docs/records/ablation_NAME.json: python -m results
                                              ablation, then python -m results record ablation_NAME)
+    <!-- results: repair NAME -->            a grid's first leap against its later steps (docs/records/repair/
+                                             NAME.json, a run of scripts/leap_repair.py; results.repair)
     ...(generated; replaced on every run)...
     <!-- /results -->
 """
@@ -27,6 +29,7 @@ from results.exact import exact_block
 from results.grids import summary as grids_summary
 from results.peers import pair_table
 from results.records import RECORDS, ResultsError, committed, load_results
+from results.repair import repair_block
 from results.specs import spec_for
 from results.tables import best_schedules, markdown, mean, rows_of
 
@@ -106,6 +109,8 @@ def generated(experiment: str, what: str, records_dir: Path = RECORDS) -> str:
         return bench_block(what, records_dir)
     if experiment == "exact":
         return exact_block(what, records_dir)
+    if experiment == "repair":
+        return repair_block(what, records_dir)
     if experiment == "ablation":
         path = committed(f"ablation_{what}", records_dir)
         if not path.is_file():

@@ -296,3 +296,22 @@ def test_the_peers_table_leaves_out_dus_in_a_users_order(tmp_path):
     (folder / "dus-jys-nfe8-perm0123abcd.json").write_text(json.dumps(base | {"order_sha256": "0123abcd" + "0" * 56}))
     records = peers_collect(tmp_path, "text", "m", ["dus"], [8])
     assert [r["metrics_file"] for r in records] == ["dus-jys-nfe8.json"]
+
+
+def test_the_repair_block_tabulates_each_way_against_the_shared_floor(tmp_path):
+    from results.repair import repair_block
+    ways = {"sampler": (0.9, 0.2), "leap+exact": (0.4, 0.1), "exact+rest": (0.35, 0.05), "exact": (0.25, 0.01)}
+    row = {"grid": [1.0, 0.5, 0.2, 1e-5], **{w: {"chain_nll": n, "bigram_tv": b} for w, (n, b) in ways.items()}}
+    (tmp_path / "repair").mkdir()
+    (tmp_path / "repair" / "x-euler.json").write_text(json.dumps(
+        {"experiment": "x", "sampler": "euler", "num": 8, "seed": 0, "rows": [row]}))
+    text = repair_block("x-euler", tmp_path)
+    assert "| [1, 0.5, 0.2, ε]: the sampler | 0.9000 / 0.2000 | +0.6500 |" in text
+    assert "| [1, 0.5, 0.2, ε]: exact to t_1, then its other steps | 0.3500 / 0.0500 | +0.1000 |" in text
+    with pytest.raises(ResultsError, match="leap-repair"):
+        repair_block("missing", tmp_path)
+    del row["exact"]
+    (tmp_path / "repair" / "x-euler.json").write_text(json.dumps(
+        {"experiment": "x", "sampler": "euler", "num": 8, "seed": 0, "rows": [row]}))
+    with pytest.raises(ResultsError, match="lacks"):
+        repair_block("x-euler", tmp_path)
