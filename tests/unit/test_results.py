@@ -3,6 +3,7 @@ bold, uniform / JYS), the identity checks, the spec lookup, and the pages' gener
 import json
 
 import pytest
+import torch
 
 from results import pages
 from results.grids import kept_cells, seed_summary
@@ -301,17 +302,41 @@ def test_the_peers_table_leaves_out_dus_in_a_users_order(tmp_path):
 def test_the_repair_block_tabulates_each_way_against_the_shared_floor(tmp_path):
     from results.repair import repair_block
     ways = {"sampler": (0.9, 0.2), "leap+exact": (0.4, 0.1), "exact+rest": (0.35, 0.05), "exact": (0.25, 0.01)}
-    row = {"grid": [1.0, 0.5, 0.2, 1e-5], **{w: {"chain_nll": n, "bigram_tv": b} for w, (n, b) in ways.items()}}
+    row = {"grid": [1.0, 0.5, 0.2, 1e-5], "fine_steps": 4,
+           **{w: {"chain_nll": n, "chain_nll_se": 0.01, "bigram_tv": b} for w, (n, b) in ways.items()}}
     (tmp_path / "repair").mkdir()
-    (tmp_path / "repair" / "x-euler.json").write_text(json.dumps(
-        {"experiment": "x", "sampler": "euler", "num": 8, "seed": 0, "rows": [row]}))
+    record = {"experiment": "x", "sampler": "euler", "num": 8, "seed": 0, "rows": [row]}
+    (tmp_path / "repair" / "x-euler.json").write_text(json.dumps(record))
     text = repair_block("x-euler", tmp_path)
-    assert "| [1, 0.5, 0.2, ε]: the sampler | 0.9000 / 0.2000 | +0.6500 |" in text
-    assert "| [1, 0.5, 0.2, ε]: exact to t_1, then its other steps | 0.3500 / 0.0500 | +0.1000 |" in text
+    assert "| [1, 0.5, 0.2, ε]: the sampler | 0.9000 ± 0.0100 / 0.2000 | +0.6500 |" in text
+    assert "| [1, 0.5, 0.2, ε]: its first leap, then 4 fine steps | 0.4000 ± 0.0100 / 0.1000 | +0.1500 |" in text
+    assert "| [1, 0.5, 0.2, ε]: the process to t_1, then its other steps | 0.3500 ± 0.0100 / 0.0500 | +0.1000 |" in text
+    assert "compounding (the later steps from the leap's states, over their own error) | | +0.4000 |" in text
     with pytest.raises(ResultsError, match="leap-repair"):
         repair_block("missing", tmp_path)
-    del row["exact"]
-    (tmp_path / "repair" / "x-euler.json").write_text(json.dumps(
-        {"experiment": "x", "sampler": "euler", "num": 8, "seed": 0, "rows": [row]}))
-    with pytest.raises(ResultsError, match="lacks"):
-        repair_block("x-euler", tmp_path)
+    for broken in ({**record, "rows": []}, {**record, "rows": [{k: v for k, v in row.items() if k != "exact"}]}):
+        (tmp_path / "repair" / "x-euler.json").write_text(json.dumps(broken))
+        with pytest.raises(ResultsError, match="rows|lacks"):
+            repair_block("x-euler", tmp_path)
+
+
+def test_leap_repair_runs_its_four_ways_on_a_tiny_oracle(tmp_path):
+    """scripts/leap_repair.py end to end on CountDown's uniform-kernel oracle cut to 8 tokens: the four rows, the
+    sampler's row equal to run_sampler's draws on the same grid and seed, the floor's offset 0."""
+    import importlib.util
+
+    from metrics.sequences import chain_nll
+    from pipeline.build import oracle_setup
+    from samplers.loop import run_sampler
+    spec = importlib.util.spec_from_file_location("leap_repair", ROOT / "scripts" / "leap_repair.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    over = ["experiment.length=8", f"runs_dir={tmp_path}"]
+    out = script.main(["count_uniform_const", "--grid", "1", "0.3", "0.1", "1e-05", "--num", "16", "--fine", "4",
+                       "--out", str(tmp_path / "r.json"), *over])
+    row = json.loads(out.read_text())["rows"][0]
+    assert set(row) >= {"sampler", "leap+exact", "exact+rest", "exact"} and row["fine_steps"] == 4
+    _, cfg, model = oracle_setup("count_uniform_const", "euler", over)
+    x = run_sampler(model, "euler", torch.tensor([1.0, 0.3, 0.1, 1e-05], dtype=torch.float64), 16, 8, 0,
+                    batch_size=16, final_step=str(cfg.final_step), progress=False).samples
+    assert row["sampler"]["chain_nll"] == pytest.approx(chain_nll(x, model.data_chain, float(cfg.oracle.floor)))
