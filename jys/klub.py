@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import torch
 
 from common import dist
-from models.protocol import ModelOutput, concrete_ratios
+from models.protocol import ModelOutput, concrete_ratios, rates_from_ratios
 from samplers.steps import trapezoid_weights
 
 F64 = torch.float64
@@ -169,8 +169,7 @@ def _denoiser_rates(process, ratio1: torch.Tensor, context1: torch.Tensor | None
     m = carried(process, ratio1, context1, t1, t2).clamp_min(0.0)
     m_z = m.gather(-1, x2.unsqueeze(-1))
     ratio = torch.where(m_z > 0, m / torch.where(m_z > 0, m_z, 1.0), 0.0)
-    rates = process.sigma_rate(t2).reshape(-1, 1, 1) * process.kernel.rate_cols(x2) * ratio
-    return rates.scatter(-1, x2.unsqueeze(-1), 0.0)
+    return rates_from_ratios(ratio, x2, t2, process)
 
 
 def _chunk_terms(process, ratio1, context1, x1, t1, ratio2, x2, t2, objective: str, coarse_state: str,
@@ -180,11 +179,8 @@ def _chunk_terms(process, ratio1, context1, x1, t1, ratio2, x2, t2, objective: s
     R1: the coarse path's frozen rates from x1 when they are not the read's at (x1, t1) (the θ-trapezoidal step's
     extrapolated ones; absorbing kernels, coarse state 'start')."""
     kernel = process.kernel
-    if R1 is None:
-        R1 = process.sigma_rate(t1).reshape(-1, 1, 1) * kernel.rate_cols(x1) * ratio1
-        R1 = R1.scatter(-1, x1.unsqueeze(-1), 0.0)
-    R2 = process.sigma_rate(t2).reshape(-1, 1, 1) * kernel.rate_cols(x2) * ratio2
-    R2 = R2.scatter(-1, x2.unsqueeze(-1), 0.0)
+    R1 = rates_from_ratios(ratio1, x1, t1, process) if R1 is None else R1
+    R2 = rates_from_ratios(ratio2, x2, t2, process)
     changed = (x1 != x2).unsqueeze(-1)  # [b, l, 1]
     if coarse_state == "denoiser":
         # Where the carried denoiser is not positive (ratios that are no marginal of the kernel: a trained model's
@@ -296,10 +292,8 @@ def extrapolated_terms(process, start: Coarse, mid: Coarse, fines: list[Coarse],
     for i in range(0, b.numel(), step):
         bi, li = b[i:i + step], l[i:i + step]
         xm, xp = mid.x[bi, li].unsqueeze(1), start.x[bi, li].unsqueeze(1)  # [n, 1]
-        Rm = (process.sigma_rate(tm[bi]).reshape(-1, 1, 1) * kernel.rate_cols(xm)
-              * mid.log_ratio[bi, li].unsqueeze(1).to(F64).exp()).scatter(-1, xm.unsqueeze(-1), 0.0)
-        Rp = (process.sigma_rate(tp[bi]).reshape(-1, 1, 1) * kernel.rate_cols(xp)
-              * start.log_ratio[bi, li].unsqueeze(1).to(F64).exp()).scatter(-1, xp.unsqueeze(-1), 0.0)
+        Rm = rates_from_ratios(mid.log_ratio[bi, li].unsqueeze(1).to(F64).exp(), xm, tm[bi], process)
+        Rp = rates_from_ratios(start.log_ratio[bi, li].unsqueeze(1).to(F64).exp(), xp, tp[bi], process)
         lam = a1 * Rm - a2 * Rp
         lam = torch.where(lam > 0, lam, Rm)
         for k, fine in enumerate(fines):
@@ -353,7 +347,7 @@ def _step_law(process, ratio1: torch.Tensor, x1: torch.Tensor, t1: torch.Tensor,
     P = (carried(process, ratio1, context1, t1, s) * kernel.transition_cols(x1, dsig)).clamp_min(0.0)
     P = P / P.sum(-1, keepdim=True)
     h = (t1 - s).reshape(-1, 1, 1)
-    R = (process.sigma_rate(t1).reshape(-1, 1, 1) * kernel.rate_cols(x1) * ratio1).scatter(-1, x1.unsqueeze(-1), 0.0)
+    R = rates_from_ratios(ratio1, x1, t1, process)
     lam = h * R
     total = lam.sum(-1, keepdim=True)
     if rule == "euler":  # stay takes the rest, clipped at 0; the draw normalizes

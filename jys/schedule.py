@@ -79,6 +79,16 @@ def objective_for(objective: str, kernel, rule: str) -> str:
     return resolve_objective(objective, kernel)
 
 
+def best_grid(D: torch.Tensor, nfe: int) -> tuple[list[int], float]:
+    """The lattice path of `nfe` steps that minimizes J (optimal_grids), refused where no such path exists (a
+    θ-trapezoidal step spans at least two points)."""
+    found = optimal_grids(D, nfe)
+    if nfe not in found:
+        raise ValueError(f"no grid of {nfe} steps on the lattice of {D.shape[-1]} points (a θ-trapezoidal step spans "
+                         "at least two; raise jys.lattice)")
+    return found[nfe]
+
+
 def grid_thetas(points: list, path: list[int]) -> list[float]:
     """θ of each θ-trapezoidal step of a lattice path: its first leap ends at stage_point (jys.lattice)."""
     return [stage_theta(points, a, stage_point(points, a, b), b) for a, b in zip(path, path[1:])]
@@ -112,9 +122,6 @@ def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, 
                              coarse_state=coarse_state, weight=weight, rule=rule, prefix=prefix,
                              batch_size=batch_size, progress=progress, base_points=n,
                              max_span=lattice_span(nfe, int(lattice), len(points)))
-    if nfe not in (found := optimal_grids(D, nfe)):
-        raise ValueError(f"no grid of {nfe} steps on the lattice of {len(points)} points (a θ-trapezoidal step spans "
-                         "at least two)")
-    path, J = found[nfe]
+    path, J = best_grid(D, nfe)
     return Schedule(torch.tensor([points[i] for i in path], dtype=torch.float64), J, calls,
                     grid_thetas(points, path) if rule == "trapezoidal" else None)

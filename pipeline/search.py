@@ -20,7 +20,7 @@ from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
-from jys.schedule import grid_thetas, lattice_span, lattice_table, objective_for, resolve_rule
+from jys.schedule import best_grid, grid_thetas, lattice_span, lattice_table, objective_for, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from pipeline.build import build_model
@@ -306,11 +306,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
             atomic_write_json(table_file, {"key": key, "D": _to_json(D.tolist()),
                                            "model_calls": calls, "sample_forwards": forwards, "wall_time": wall})
         dist.barrier()
-    found = optimal_grids(D, nfe)
-    if nfe not in found:
-        raise ValueError(f"no grid of {nfe} steps on the lattice of {len(points)} points (a θ-trapezoidal step spans at "
-                         "least two; raise jys.lattice)")
-    path_idx, J = found[nfe]
+    path_idx, J = best_grid(D, nfe)
     chosen = [points[i] for i in path_idx]
     stages = {"thetas": grid_thetas(points, path_idx)} if rule == "trapezoidal" else {}
     record = {"label": schedule_label(settings, rule), "times": None, "nfe": nfe, "sampler": sampler,
