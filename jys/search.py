@@ -253,7 +253,8 @@ def _grouped(iv, frozen: set, prepare, evaluate, s: SearchSettings, desc: str, b
         members = live[g:g + group]
         coarse = prepare(members)
         p, k, e = _golden([iv[i] for i in members],
-                          lambda which, pts: evaluate([members[w] for w in which], pts, coarse), s, desc, bracket_min)
+                          lambda which, pts, c=coarse: evaluate([members[w] for w in which], pts, c), s, desc,
+                          bracket_min)
         for i, pi, ki in zip(members, p, k):
             points[i], klub[i] = pi, ki
         evals += e

@@ -88,40 +88,55 @@ def load_judge(name: str, path: str | None = None, device: str | torch.device = 
 
 
 @torch.no_grad()
-def token_nll(judge: Judge, texts: list[str], batch_size: int = 16, progress: bool = False) -> tuple[float, int]:
-    """(Σ NLL in nats, number of scored tokens) of the texts under the judge: each text's tokens after the first."""
+def text_nlls(judge: Judge, texts: list[str], batch_size: int = 16,
+              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NLL in nats [n] float64, scored tokens [n] int64) of each text under the judge: its tokens after the first."""
     encoded = [judge.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     longest = max((len(e) for e in encoded), default=0)
     if longest > judge.context:
         raise ValueError(f"a sample is {longest} judge tokens long, beyond judge {judge.name!r}'s context of "
                          f"{judge.context} tokens; use shorter samples or another judge")
-    total, count = 0.0, 0
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
+    nlls = torch.zeros(len(texts), dtype=torch.float64)
+    counts = torch.tensor([max(len(e) - 1, 0) for e in encoded], dtype=torch.long)
+    order = [i for i in sorted(range(len(encoded)), key=lambda i: len(encoded[i])) if len(encoded[i]) > 1]
     for start in progress_bar(range(0, len(order), batch_size), desc=f"judge {judge.name}", enabled=progress):
-        batch = [encoded[i] for i in order[start:start + batch_size] if len(encoded[i]) > 1]
-        if not batch:
-            continue
-        width = max(len(e) for e in batch)
+        batch = order[start:start + batch_size]  # similar lengths share a batch
+        width = max(len(encoded[i]) for i in batch)
         ids = torch.zeros(len(batch), width, dtype=torch.long)  # [b, T], right-padded
         keep = torch.zeros(len(batch), width, dtype=torch.bool)
-        for row, e in enumerate(batch):
-            ids[row, :len(e)] = torch.tensor(e)
-            keep[row, :len(e)] = True
+        for row, i in enumerate(batch):
+            ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
+            keep[row, :len(encoded[i])] = True
         ids, keep = ids.to(judge.device), keep.to(judge.device)
         logits = judge.model(input_ids=ids, attention_mask=keep.long()).logits.float()  # [b, T, V]
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-        scored = keep[:, 1:]
-        total += float(nll[scored].double().sum())
-        count += int(scored.sum())
-    return total, count
+        nlls[batch] = (nll.double() * keep[:, 1:]).sum(1).cpu()
+    return nlls, counts
+
+
+def token_nll(judge: Judge, texts: list[str], batch_size: int = 16, progress: bool = False) -> tuple[float, int]:
+    """(Σ NLL in nats, number of scored tokens) of the texts under the judge: each text's tokens after the first."""
+    nlls, counts = text_nlls(judge, texts, batch_size, progress)
+    return float(nlls.sum()), int(counts.sum())
+
+
+def perplexity_and_se(nlls: torch.Tensor, counts: torch.Tensor) -> tuple[float, float]:
+    """The corpus perplexity exp(Σ NLL / Σ tokens) of per-text NLLs and token counts, and its standard error over the
+    texts: the ratio estimator's, R = Σ NLL / Σ tokens with se(R) = sqrt(Σ_i (NLL_i − R·n_i)² / (m(m − 1))) / mean(n)
+    over the m scored texts (the delta method), carried through exp (se(PPL) = PPL · se(R)); nan with one text."""
+    scored = counts > 0
+    nll, n = nlls[scored].double(), counts[scored].double()
+    if n.numel() == 0:
+        raise ValueError("no text to score: every sample decodes to fewer than two judge tokens")
+    R = float(nll.sum() / n.sum())
+    m = n.numel()
+    se = math.sqrt(float(((nll - R * n) ** 2).sum()) / (m * (m - 1))) / float(n.mean()) if m > 1 else math.nan
+    return math.exp(R), math.exp(R) * se
 
 
 def generative_perplexity(judge: Judge, texts: list[str], batch_size: int = 16, progress: bool = False) -> float:
     """exp(Σ NLL / Σ tokens) over all texts: the judge's corpus perplexity."""
-    total, count = token_nll(judge, texts, batch_size, progress)
-    if count == 0:
-        raise ValueError("no text to score: every sample decodes to fewer than two judge tokens")
-    return math.exp(total / count)
+    return perplexity_and_se(*text_nlls(judge, texts, batch_size, progress))[0]
 
 
 def token_entropy(samples: torch.Tensor) -> float:

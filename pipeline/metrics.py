@@ -29,7 +29,7 @@ from metrics.sequences import (
     token_entropy_gap,
     unigram_tv,
 )
-from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, token_entropy
+from metrics.text import Judge, TextTokenizer, load_judge, perplexity_and_se, text_nlls, token_entropy
 from models.chains import MarkovChain
 from pipeline.build import build_model
 from pipeline.experiment import Experiment, experiment_of
@@ -150,6 +150,14 @@ class MetricContext:
             raise ValueError(f"{path} holds {ref.shape[0]} reference samples, fewer than the {num} to compare")
         return ref[:num]
 
+    def perplexity(self, samples: torch.Tensor) -> tuple[float, float]:
+        """The judge's corpus perplexity of the samples and its standard error, one judge pass for both."""
+        key = ("perplexity", id(samples))
+        if key not in self._memo:
+            self._memo[key] = perplexity_and_se(*text_nlls(self.judge(), self.texts(samples),
+                                                           int(self.cfg.metrics.judge_batch), bool(self.cfg.progress)))
+        return self._memo[key]
+
     def texts(self, samples: torch.Tensor) -> list[str]:
         key = ("texts", id(samples))
         if key not in self._memo:
@@ -165,8 +173,8 @@ METRICS: dict[str, Metric] = {
     "countdown_error": lambda x, ctx: countdown_error(x),
     "countdown_error_se": lambda x, ctx: countdown_error_se(x),  # over sequences
     "countdown_error_published": lambda x, ctx: countdown_error_published(x),
-    "gen_ppl": lambda x, ctx: generative_perplexity(ctx.judge(), ctx.texts(x), int(ctx.cfg.metrics.judge_batch),
-                                                    progress=bool(ctx.cfg.progress)),
+    "gen_ppl": lambda x, ctx: ctx.perplexity(x)[0],
+    "gen_ppl_se": lambda x, ctx: ctx.perplexity(x)[1],  # over samples (metrics.text.perplexity_and_se)
     "entropy": lambda x, ctx: token_entropy(x[:, ctx.experiment.prefix:]),  # of the generated part
     "judge": lambda x, ctx: ctx.judge().name,
     "digits_fid": lambda x, ctx: ctx.fid(x, "digits"),  # digits-FID: the digits classifier's features

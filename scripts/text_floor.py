@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from common.io import atomic_write_json
+from pipeline.build import setup_torch
 from pipeline.experiment import experiment_of
 from pipeline.metrics import evaluate
 

@@ -6,7 +6,7 @@ from conftest import chain_law_pvalue, tiny_chain, tiny_process
 from models.oracle import OracleModel
 from models.protocol import ModelOutput
 from samplers.klass import KLASS, klass_sample, ready_tokens
-from samplers.loop import run_sampler, prior_sample
+from samplers.loop import run_sampler
 from samplers.schedules import times_from_counts
 
 F64 = torch.float64

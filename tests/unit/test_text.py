@@ -10,7 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from data import text
-from metrics.text import Judge, TextTokenizer, generative_perplexity, load_judge, smollm2_dir, token_entropy, token_nll
+from metrics.text import (Judge, TextTokenizer, generative_perplexity, load_judge, perplexity_and_se, smollm2_dir,
+                          text_nlls, token_entropy, token_nll)
 from models.kernels import Absorbing
 from models.noise import LogLinear
 from models.process import ForwardProcess
@@ -130,6 +131,32 @@ def test_generative_perplexity_equals_brute_force(tmp_path):
     assert generative_perplexity(loaded, TEXTS, batch_size=2) == pytest.approx(want, rel=1e-6)
     assert token_nll(judge, ["a"])[1] == 0  # a one-token text has nothing to score
 
+
+
+@pytest.mark.slow
+def test_per_text_nlls_are_each_texts_own(tmp_path):
+    judge = tiny_judge(tmp_path)
+    nlls, counts = text_nlls(judge, TEXTS + ["a"], batch_size=3)
+    for t, nll, n in zip(TEXTS, nlls, counts):  # alone, unbatched, by hand
+        assert math.log(brute_force_perplexity(judge, [t])) * int(n) == pytest.approx(float(nll), rel=1e-6)
+    assert (int(counts[-1]), float(nlls[-1])) == (0, 0.0)
+
+
+def test_perplexity_standard_error_is_the_ratio_estimators():
+    g = torch.Generator().manual_seed(0)
+    counts = torch.randint(20, 60, (400,), generator=g)
+    nlls = counts * 5.0 + torch.randn(400, generator=g, dtype=torch.float64) * 8.0
+    ppl, se = perplexity_and_se(torch.cat([nlls, torch.zeros(1)]), torch.cat([counts, torch.zeros(1, dtype=torch.long)]))
+    assert ppl == pytest.approx(math.exp(float(nlls.sum() / counts.sum())))  # an unscored text changes nothing
+    # against the spread of the estimate over resampled corpora (a bootstrap over texts)
+    boot = []
+    for _ in range(2000):
+        i = torch.randint(0, 400, (400,), generator=g)
+        boot.append(math.exp(float(nlls[i].sum() / counts[i].sum())))
+    assert se == pytest.approx(float(torch.tensor(boot).std()), rel=0.1)
+    assert math.isnan(perplexity_and_se(nlls[:1], counts[:1])[1])
+    with pytest.raises(ValueError, match="no text to score"):
+        perplexity_and_se(torch.zeros(2), torch.zeros(2, dtype=torch.long))
 
 def test_token_entropy_closed_forms():
     x = torch.tensor([[1, 1, 1, 1], [0, 1, 2, 3], [5, 5, 6, 6]])
