@@ -110,7 +110,7 @@ def text_nlls(judge: Judge, texts: list[str], batch_size: int = 16,
         ids, keep = ids.to(judge.device), keep.to(judge.device)
         logits = judge.model(input_ids=ids, attention_mask=keep.long()).logits.float()  # [b, T, V]
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-        nlls[batch] = (nll.double() * keep[:, 1:]).sum(1).cpu()
+        nlls[batch] = torch.where(keep[:, 1:], nll.double(), 0.0).sum(1).cpu()  # padding never enters
     return nlls, counts
 
 

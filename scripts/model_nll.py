@@ -10,10 +10,11 @@ trains on, with s the model's concrete ratios (a score model's, or a denoiser's 
 
     ∫_0^1 E_{x_t ~ p_t(· | x0)} dσ̄/dt · Σ_l Σ_{y ≠ x_l} Q[y, x_l] (s_y − r_y log s_y + r_y (log r_y − 1)) dt,
 
-an upper bound on −log p_model(x0) up to the prior's term (left out, as SEDD leaves it out: about e^{−σ̄(1)} per
-token for an absorbing kernel's mask), and −log p(x0) itself for the exact ratios (tested on the oracle). Monte Carlo
-over `--times` stratified times per sequence, with common random numbers (the same times and forward draws for
-sequence i of every file), so the files' differences carry less noise than their values. Like chain NLL on the
+an upper bound on −log p_model(x0) up to the prior's term KL(p_1(· | x0) ‖ p_1) (left out, as SEDD leaves it out:
+under an absorbing kernel about e^{−σ̄(1)} times a token's NLL, per token), and −log p(x0) itself for the exact ratios
+with that term added (tested on the oracle). Monte Carlo over `--times` stratified times per sequence, with common
+random numbers between files of equal size (the same times and forward draws for sequence i of each), so their
+differences carry less noise than their values. Like chain NLL on the
 oracles it is a cross-entropy: it mixes the samples' entropy with their error (the token entropy is printed beside
 it). `--heldout N` scores N disjoint held-out windows too (the model's held-out loss, a check of the estimate).
 Prints a table and writes a JSON record (default runs/<experiment>/<model>/model-nll.json).
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> Path:
     if a.heldout:
         windows = experiment_of(cfg).load("valid")  # [T - L + 1, L]: every window; disjoint ones start at multiples of L
         slots = (windows.shape[0] - 1) // L + 1
+        if a.heldout > slots:
+            raise SystemExit(f"--heldout {a.heldout}: the valid split holds {slots} disjoint windows of {L} tokens")
         starts = torch.randperm(slots, generator=torch.Generator().manual_seed(a.seed))[:a.heldout] * L
         sets["heldout"] = windows[starts].long()
     for f in a.samples:

@@ -132,7 +132,6 @@ def test_generative_perplexity_equals_brute_force(tmp_path):
     assert token_nll(judge, ["a"])[1] == 0  # a one-token text has nothing to score
 
 
-
 @pytest.mark.slow
 def test_per_text_nlls_are_each_texts_own(tmp_path):
     judge = tiny_judge(tmp_path)
@@ -157,6 +156,7 @@ def test_perplexity_standard_error_is_the_ratio_estimators():
     assert math.isnan(perplexity_and_se(nlls[:1], counts[:1])[1])
     with pytest.raises(ValueError, match="no text to score"):
         perplexity_and_se(torch.zeros(2), torch.zeros(2, dtype=torch.long))
+
 
 def test_token_entropy_closed_forms():
     x = torch.tensor([[1, 1, 1, 1], [0, 1, 2, 3], [5, 5, 6, 6]])
