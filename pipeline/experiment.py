@@ -115,6 +115,15 @@ class Experiment:
         """A split of the dataset [N, L] int64 (only the given rows, if any)."""
         return self._module(f"the {split} split").load(self.data, split, rows)
 
+    def heldout_windows(self, num: int, seed: int) -> torch.Tensor:
+        """Disjoint windows of the valid split [n, L] int64, at random multiples of L (seeded): n = num, or every
+        disjoint window where the split holds fewer (the caller decides whether that will do)."""
+        windows = self.load("valid")  # [T - L + 1, L]: every window
+        L = windows.shape[1]
+        slots = (windows.shape[0] - 1) // L + 1
+        starts = torch.randperm(slots, generator=torch.Generator().manual_seed(int(seed)))[:num] * L
+        return windows[starts].long()
+
     def draw_x0(self, num: int, generator: torch.Generator) -> torch.Tensor:
         """x_0 [num, L] as drawn: distinct random rows of the training file (the data a trained model learned from),
         or, without files, fresh sequences from the chain."""

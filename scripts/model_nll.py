@@ -72,12 +72,10 @@ def main(argv: list[str] | None = None) -> Path:
     L = int(cfg.experiment.length)
     sets: dict[str, torch.Tensor] = {}
     if a.heldout:
-        windows = experiment_of(cfg).load("valid")  # [T - L + 1, L]: every window; disjoint ones start at multiples of L
-        slots = (windows.shape[0] - 1) // L + 1
-        if a.heldout > slots:
-            raise SystemExit(f"--heldout {a.heldout}: the valid split holds {slots} disjoint windows of {L} tokens")
-        starts = torch.randperm(slots, generator=torch.Generator().manual_seed(a.seed))[:a.heldout] * L
-        sets["heldout"] = windows[starts].long()
+        sets["heldout"] = experiment_of(cfg).heldout_windows(a.heldout, a.seed)
+        if len(sets["heldout"]) < a.heldout:
+            raise SystemExit(f"--heldout {a.heldout}: the valid split holds {len(sets['heldout'])} disjoint windows "
+                             f"of {L} tokens")
     for f in a.samples:
         x = torch.as_tensor(np.load(f)["samples"], dtype=torch.long)
         if x.ndim != 2 or x.shape[1] != L:

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from common.io import atomic_write_json
@@ -22,15 +21,13 @@ from pipeline.metrics import evaluate
 def main(cfg: DictConfig) -> None:
     setup_torch(cfg)
     length, num = int(cfg.experiment.length), int(cfg.num_samples)
-    windows = experiment_of(cfg).load("valid")  # [T - L + 1, L]
-    slots = (windows.shape[0] - 1) // length + 1
-    if num > slots:
-        print(f"the valid split holds {slots} disjoint windows of {length} tokens, fewer than the {num} asked for: "
-              f"scoring all {slots}")
-        num = slots
-    starts = torch.randperm(slots, generator=torch.Generator().manual_seed(int(cfg.seed)))[:num] * length
+    heldout = experiment_of(cfg).heldout_windows(num, int(cfg.seed))
+    if len(heldout) < num:
+        print(f"the valid split holds {len(heldout)} disjoint windows of {length} tokens, fewer than the {num} asked "
+              f"for: scoring all {len(heldout)}")
+        num = len(heldout)
     record = {"experiment": cfg.experiment.name, "model": cfg.model.name, "sampler": None, "schedule": "heldout",
-              "nfe": None, "num_samples": num, "seed": int(cfg.seed), "metrics": evaluate(cfg, windows[starts]),
+              "nfe": None, "num_samples": num, "seed": int(cfg.seed), "metrics": evaluate(cfg, heldout),
               "data_identity": experiment_of(cfg).identity()}
     path = Path(cfg.runs_dir) / cfg.experiment.name / "floor.json"
     atomic_write_json(path, record)
