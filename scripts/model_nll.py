@@ -17,11 +17,14 @@ random numbers between files of equal size (the same times and forward draws for
 differences carry less noise than their values. Like chain NLL on the
 oracles it is a cross-entropy: it mixes the samples' entropy with their error (the token entropy is printed beside
 it). `--heldout N` scores N disjoint held-out windows too (the model's held-out loss, a check of the estimate).
-Prints a table and writes a JSON record (default runs/<experiment>/<model>/model-nll.json).
+Prints a table and each sample file's difference from the first of the same size, paired by sequence index (files of
+one sampling seed share their random streams, and the scores their times), and writes a JSON record (default
+runs/<experiment>/<model>/model-nll.json). `--paired RECORD` prints those differences from a record again.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -55,6 +58,21 @@ def negative_elbo(model, x0: torch.Tensor, times: int, seed: int, batch_size: in
     return out / L
 
 
+def paired(rows: dict) -> list[str]:
+    """Each sample file's mean difference in model NLL from the first file of the same size, ± the standard error
+    of the per-sequence differences (paired by index; held-out windows are not paired with samples)."""
+    lines, first = [], {}
+    for name, r in rows.items():
+        if name == "heldout":
+            continue
+        base = first.setdefault(r["num"], name)
+        if base != name:
+            d = torch.tensor(r["per_sequence"], dtype=F64) - torch.tensor(rows[base]["per_sequence"], dtype=F64)
+            m, se = float(d.mean()), float(d.std() / math.sqrt(len(d)))
+            lines.append(f"{name} − {base}: {m:+.4f} ± {se:.4f} paired ({m / se:+.1f} s.e.)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--samples", type=Path, nargs="*", default=[], help="sample files (.npz, key 'samples')")
@@ -63,7 +81,12 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--paired", type=Path, default=None, metavar="RECORD",
+                   help="print a record's paired differences and exit (nothing scored)")
     a, overrides = p.parse_known_args(argv)
+    if a.paired:
+        print("\n".join(paired(json.loads(a.paired.read_text())["rows"])))
+        return a.paired
     if not a.samples and not a.heldout:
         raise SystemExit("nothing to score: give --samples FILE ... and/or --heldout N")
     cfg = compose_config([*overrides, "progress=false"])
@@ -91,6 +114,7 @@ def main(argv: list[str] | None = None) -> Path:
                       "entropy": token_entropy(x), "per_sequence": per.tolist()}
         print(f"{name}: model NLL {rows[name]['model_nll']:.4f} ± {rows[name]['model_nll_se']:.4f} per token "
               f"(entropy {rows[name]['entropy']:.3f}; {len(per)} sequences)", flush=True)
+    print("\n".join(paired(rows)))
     path = a.out or ROOT / cfg.runs_dir / cfg.experiment.name / cfg.model.name / "model-nll.json"
     atomic_write_json(path, {"experiment": cfg.experiment.name, "model": model.identity(), "times": a.times,
                              "seed": a.seed, "overrides": overrides, "rows": rows})

@@ -92,3 +92,17 @@ def test_the_monte_carlo_estimate_is_unbiased_under_the_oracle(kernel):
     assert float(se.max()) < 0.05, se  # the check below resolves a bias of about a tenth of a nat
     # within 4 standard errors per sequence; absorbing also carries the left-out prior term, e^{−σ̄(1)} = 1e-3
     assert ((mean - want).abs() < 4 * se + 2e-3).all(), (mean.tolist(), want.tolist(), se.tolist())
+
+
+def test_paired_differences_are_the_mean_and_standard_error_of_per_sequence_differences():
+    g = torch.Generator().manual_seed(S0)
+    a, b, c = (torch.randn(40, generator=g, dtype=torch.float64) for _ in range(3))
+    rows = {"heldout": {"num": 40, "per_sequence": c.tolist()},
+            "uniform.npz": {"num": 40, "per_sequence": a.tolist()},
+            "jys.npz": {"num": 40, "per_sequence": b.tolist()},
+            "small.npz": {"num": 3, "per_sequence": [1.0, 2.0, 3.0]}}
+    lines = model_nll_script().paired(rows)
+    assert len(lines) == 1 and lines[0].startswith("jys.npz − uniform.npz: ")  # held-out and other sizes unpaired
+    d = (b - a).numpy()
+    mean, se = d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+    assert f"{mean:+.4f} ± {se:.4f}" in lines[0]
