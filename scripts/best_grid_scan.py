@@ -65,12 +65,14 @@ def main() -> None:
 
     second = None if name == "countdown_error" else "bigram_tv"
     path = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"scan-{a.sampler}-{a.calls}.json"
-    settings = {"overrides": base, "calls": a.calls, "steps": steps, "num": a.num, "candidates": cands,
+    settings = {"overrides": [o for o in base if not o.startswith("threads=")], "calls": a.calls, "steps": steps, "num": a.num, "candidates": cands,
                 "model": model.identity(), "bigram_tv": "against the chain mixed with oracle.floor"}
     prior = json.loads(path.read_text()) if path.is_file() else {}
     # a grid's metrics depend on the grid alone (seed 0, these settings): a rerun reuses them
+    old = prior.get("settings", {}) | {"candidates": cands}
+    old["overrides"] = [o for o in old.get("overrides", []) if not o.startswith("threads=")]  # threads move no sample
     done = {json.dumps(c["times"]): c for c in [*prior.get("cells", []), *prior.get("references", {}).values()]} \
-        if prior.get("settings", {}) | {"candidates": cands} == settings else {}
+        if old == settings else {}
 
     def score(grid: list[float], seed: int = 0) -> dict:
         if seed == 0 and json.dumps(grid) in done:
@@ -94,6 +96,10 @@ def main() -> None:
         if table is not None and table.is_file():
             t = json.loads(table.read_text())
             D = [[float("inf") if v is None else v for v in row] for row in t["D"]]
+            # J = Σ D over the steps only for a plain table ([n, n]; the suffix weights keep [3, n, n] parts)
+            if any(not isinstance(v, (int, float)) for row in D for v in row):
+                raise SystemExit(f"--grid {grid_file}: its lattice table {table} is not one D of interval terms "
+                                 f"(weight {t['key'].get('weight')!r}); J of a grid is not its sum")
             tables.append((Path(grid_file).stem, {round(q, 9): i for i, q in enumerate(t["key"]["points"])}, D))
 
     def lattice_J(index: dict, D: list, times: list[float]) -> list[float] | None:
@@ -116,9 +122,11 @@ def main() -> None:
         out["below_both"] = [c for c in cells if c[name] <= bar[name] and c[second] <= bar[second]]
     if a.seeds > 1:  # the references and the grids below both again on seeds 1..N-1: mean ± s.e. over seeds
         for c in [*references.values(), *out.get("below_both", [])]:
-            c["seeds"] = seed_summary([{k: v for k, v in c.items() if k in (name, second)}] +
-                                      [{k: v for k, v in score(c["times"], seed).items() if k in (name, second)}
-                                       for seed in range(1, a.seeds)])
+            fresh = [{k: v for k, v in score(c["times"], seed).items() if k in (name, second)}
+                     for seed in range(1, a.seeds)]
+            c["seeds"] = seed_summary([{k: v for k, v in c.items() if k in (name, second)}] + fresh)
+            c["fresh_seeds"] = seed_summary(fresh)  # seeds that did not select the grid (seed 0 did)
+    atomic_write_json(path, out)  # the samples' metrics first: J below reads tables, and must not lose them
     for stem, index, D in tables:
         for c in [*cells, *references.values()]:
             terms = lattice_J(index, D, c["times"])
@@ -137,8 +145,10 @@ def main() -> None:
         if "seeds" not in c:
             return ""
         m = c["seeds"]
+        f = c["fresh_seeds"]
         return f" (seeds 0..{a.seeds - 1}: " + ", ".join(
-            f"{k} {m[k]:.4f} ± {m[k + '_se']:.4f}" for k in (name, second) if k) + ")"
+            f"{k} {m[k]:.4f} ± {m[k + '_se']:.4f}" for k in (name, second) if k) + f"; seeds 1..{a.seeds - 1} alone: " + \
+            ", ".join(f"{f[k]:.4f}" for k in (name, second) if k) + ")"
 
     for k, c in references.items():
         print(f"{k}: {name} {c[name]:.4f}" + (f", {second} {c[second]:.4f}" if second else "")

@@ -68,8 +68,9 @@ def paired(rows: dict) -> list[str]:
         base = first.setdefault(r["num"], name)
         if base != name:
             d = torch.tensor(r["per_sequence"], dtype=F64) - torch.tensor(rows[base]["per_sequence"], dtype=F64)
-            m, se = float(d.mean()), float(d.std() / math.sqrt(len(d)))
-            lines.append(f"{name} − {base}: {m:+.4f} ± {se:.4f} paired ({m / se:+.1f} s.e.)")
+            m, se = float(d.mean()), float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.nan
+            ratio = f" ({m / se:+.1f} s.e.)" if se > 0 else ""  # (nan > 0 is False: one sequence has no s.e.)
+            lines.append(f"{name} − {base}: {m:+.4f} ± {se:.4f} paired{ratio}")
     return lines
 
 
@@ -114,10 +115,10 @@ def main(argv: list[str] | None = None) -> Path:
                       "entropy": token_entropy(x), "per_sequence": per.tolist()}
         print(f"{name}: model NLL {rows[name]['model_nll']:.4f} ± {rows[name]['model_nll_se']:.4f} per token "
               f"(entropy {rows[name]['entropy']:.3f}; {len(per)} sequences)", flush=True)
-    print("\n".join(paired(rows)))
     path = a.out or ROOT / cfg.runs_dir / cfg.experiment.name / cfg.model.name / "model-nll.json"
     atomic_write_json(path, {"experiment": cfg.experiment.name, "model": model.identity(), "times": a.times,
                              "seed": a.seed, "overrides": overrides, "rows": rows})
+    print("\n".join(paired(rows)))
     print(f"-> {path}")
     return path
 

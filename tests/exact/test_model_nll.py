@@ -106,3 +106,5 @@ def test_paired_differences_are_the_mean_and_standard_error_of_per_sequence_diff
     d = (b - a).numpy()
     mean, se = d.mean(), d.std(ddof=1) / np.sqrt(len(d))
     assert f"{mean:+.4f} ± {se:.4f}" in lines[0]
+    same = model_nll_script().paired({"a.npz": rows["uniform.npz"], "b.npz": rows["uniform.npz"]})
+    assert same == ["b.npz − a.npz: +0.0000 ± 0.0000 paired"]  # identical files: no ratio to a zero s.e.
