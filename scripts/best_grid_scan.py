@@ -4,7 +4,7 @@ candidate times, scored by its samples. It bounds what any schedule (JYS or anot
     python scripts/best_grid_scan.py EXPERIMENT [--sampler euler] [--calls 4] [--points 24] [--num 256]
         [--compare 8] [Hydra overrides]
 
-Candidates: `--points` times of the J lattice (jys.search=lattice's base_lattice, thinned evenly), so the DP grid's
+Candidates: `--points` times of the J lattice (jys.search=lattice's for this many steps, thinned evenly), so the DP grid's
 neighbourhood is covered; grids of (calls − 1) steps for Euler/τ-leaping (the noise-removal call is the last), all
 (points choose steps − 1) of them. Metric: countdown error (absorbing CountDown) or chain NLL with the bigram TV to the
 chain beside it (two metrics that can disagree: the scan says which grids beat uniform and cosine on both, so whether
@@ -28,7 +28,7 @@ import torch
 from scipy.stats import spearmanr
 
 from common.io import atomic_write_json
-from jys.lattice import base_lattice
+from jys.lattice import base_lattice, lattice_size
 from metrics.sequences import bigram_tv, chain_nll, countdown_error
 from pipeline.build import oracle_metric, oracle_setup
 from results.grids import seed_summary
@@ -59,7 +59,8 @@ def main() -> None:
     if steps < 2:
         raise SystemExit(f"{a.calls} calls give {steps} grid step(s): nothing to scan")
     name = oracle_metric(cfg, model)
-    inner = [t for t in base_lattice(int(cfg.jys.lattice), eps) if eps < t < 1.0]
+    # the lattice the search puts J's optimum on for this many steps (jys.lattice, at least 4 points per step)
+    inner = [t for t in base_lattice(lattice_size(int(cfg.jys.lattice), steps), eps) if eps < t < 1.0]
     pick = torch.linspace(0, len(inner) - 1, min(a.points, len(inner))).round().long().unique().tolist()
     cands = [inner[i] for i in pick]
 
