@@ -66,14 +66,18 @@ def main() -> None:
 
     second = None if name == "countdown_error" else "bigram_tv"
     path = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"scan-{a.sampler}-{a.calls}.json"
-    settings = {"overrides": [o for o in base if not o.startswith("threads=")], "calls": a.calls, "steps": steps, "num": a.num, "candidates": cands,
+    settings = {"overrides": base, "calls": a.calls, "steps": steps, "num": a.num, "candidates": cands,
                 "model": model.identity(), "bigram_tv": "against the chain mixed with oracle.floor"}
+
+    def sample_key(st: dict) -> dict:  # what moves a grid's seed-0 metrics: not the candidates, nor threads
+        return {**{k: v for k, v in st.items() if k != "candidates"},
+                "overrides": [o for o in st.get("overrides", []) if not o.startswith("threads=")]}
+
     prior = json.loads(path.read_text()) if path.is_file() else {}
-    # a grid's metrics depend on the grid alone (seed 0, these settings): a rerun reuses them
-    old = prior.get("settings", {}) | {"candidates": cands}
-    old["overrides"] = [o for o in old.get("overrides", []) if not o.startswith("threads=")]  # threads move no sample
     done = {json.dumps(c["times"]): c for c in [*prior.get("cells", []), *prior.get("references", {}).values()]} \
-        if old == settings else {}
+        if sample_key(prior.get("settings", {})) == sample_key(settings) else {}
+    floor = float(cfg.oracle.floor)
+    exact = model.data_chain.mixed(floor)  # the law the oracle is exact for: the bigram TV's reference, as the grid tables
 
     def score(grid: list[float], seed: int = 0) -> dict:
         if seed == 0 and json.dumps(grid) in done:
@@ -82,8 +86,7 @@ def main() -> None:
                         final_step=str(cfg.final_step), progress=False, multi_jump=str(cfg.multi_jump)).samples
         if second is None:
             return {"times": grid, name: countdown_error(x)}
-        floor = float(cfg.oracle.floor)  # the bigram TV against the law the oracle is exact for, as the grid tables
-        return {"times": grid, name: chain_nll(x, model.data_chain, floor), second: bigram_tv(x, model.data_chain.mixed(floor))}
+        return {"times": grid, name: chain_nll(x, model.data_chain, floor), second: bigram_tv(x, exact)}
 
     refs = {"uniform": uniform(steps, eps).tolist(), "cosine": cosine(steps, eps).tolist()}
     tables = []  # J's lattice tables of the --grid schedules: (name, {point: index}, D)
