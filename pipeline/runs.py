@@ -21,7 +21,7 @@ from samplers.unmasking import check_gamma, dilated_order, load_order, order_dig
 FORMAT_VERSION = 2  # 2: the Gaussian kernel starts from its exact stationary law
 # what the project caches: samples files, search levels, lattice tables, order tables (jys.order), EB's tuned γ, the Beta
 # schedule's pair scores
-CACHE_KINDS = ("samples", "search", "lattice", "order", "eb", "beta")
+CACHE_KINDS = ("samples", "search", "lattice", "order", "eb", "beta", "refine")
 
 
 def cache_key(kind: str, payload: dict) -> tuple[dict, str]:

@@ -19,6 +19,7 @@ from common import dist
 from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
+from jys.onpolicy import OnPolicyJ
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
 from jys.schedule import best_grid, grid_thetas, lattice_span, lattice_table, objective_for, resolve_rule
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
@@ -27,11 +28,13 @@ from pipeline.build import build_model
 from pipeline.experiment import Experiment, experiment_of
 from pipeline.runs import FORMAT_VERSION, cache_key, dus_order, jys_label, order_tag, run_dir, schedule_path
 from samplers.registry import COUNT_GRID, check_prefix_support, check_sampler, spec
-from samplers.schedules import beta, check_grid, first_count, times_from_counts, token_counts
+from samplers.schedules import (POWERS, beta, check_grid, cosine, first_count, power, times_from_counts, token_counts,
+                                uniform)
 from samplers.unmasking import dilated_order, order_digest
 
 # auto | the published golden-section levels | J's exact optimum on a lattice | the Beta mask schedule's 2-D search
 SEARCHES = ("auto", "hierarchy", "lattice", "beta")
+REFINES = ("none", "onpolicy")  # jys.refine: after the lattice DP (jys.onpolicy)
 BETA_VALUES = tuple(round(0.1 * i, 1) for i in range(1, 11))  # arXiv 2509.13866's grid search: a, b ∈ {0.1, …, 1.0}
 
 
@@ -59,6 +62,8 @@ class JYSSettings:
     multi_jump: str = "reject"
     order: str = "auto"  # count-grid samplers: J for the sampler's fixed order of positions (jys.order)
     positions: tuple[int, ...] | None = None  # sampler=dus in a user's order (unmask.order); None: the dilated one
+    refine: str = "none"  # none | onpolicy: the lattice optimum moved point by point on J read on the sampler's states
+    refine_samples: int = 64
 
     @property
     def label(self) -> str:
@@ -93,13 +98,19 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
         raise ValueError(f"jys.lattice_samples must be >= 2, got {lattice_samples}")
     order = check_order(str(j.get("order", "auto")))
     positions = dus_order(cfg)  # sampler=dus in a user's order (unmask.order)
+    refine, refine_samples = str(j.get("refine", "none")), int(j.get("refine_samples", 64))
+    if refine not in REFINES:
+        raise ValueError(f"unknown jys.refine {refine!r}; expected one of {REFINES}")
+    if refine_samples < 2:
+        raise ValueError(f"jys.refine_samples must be >= 2, got {refine_samples}")
     t_mix = j.get("t_mix")
     if t_mix is not None and not s.eps < float(t_mix) <= 1.0:
         raise ValueError(f"jys.t_mix must lie in (eps, 1], got {t_mix}")
     return JYSSettings(search=s, kind=kind, weight=str(j.get("weight", "none")), rule=str(j.get("rule", "auto")),
                        lattice=lattice, lattice_samples=lattice_samples,
                        t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"),
-                       order=order, positions=None if positions is None else tuple(positions.tolist()))
+                       order=order, positions=None if positions is None else tuple(positions.tolist()),
+                       refine=refine, refine_samples=refine_samples)
 
 
 def optimize_config(cfg: DictConfig, model=None) -> Path:
@@ -153,6 +164,8 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
     if settings.order != "auto" and family != "kgillespie":
         raise ValueError(f"jys.order={settings.order} is for count-grid samplers ({', '.join(COUNT_GRID)}); {sampler} "
                          "takes none")
+    if settings.refine != "none":
+        check_refine(settings, sampler, family, model.process.kernel, rule)
     if resolve_search(settings.kind) == "lattice":
         return _optimize_lattice(experiment, model, settings, s, nfe, sampler, family, out_dir)
     if settings.kind == "beta":
@@ -241,8 +254,10 @@ def lattice_points(lattice: int, length: int, process, family: str, eps: float, 
 
 def schedule_label(settings: JYSSettings, rule: str) -> str:
     """A schedule file's label: the settings' (jys_label), with '-rsampler' for J of the θ-trapezoidal step's two
-    leaps (rule 'trapezoidal'), which is not the first-order J its sampler gets by default."""
-    return settings.label + ("-rsampler" if rule == "trapezoidal" else "")
+    leaps (rule 'trapezoidal'), which is not the first-order J its sampler gets by default, and '-onpolicy' for the
+    lattice optimum refined on J read on the sampler's states (jys.refine)."""
+    return settings.label + ("-rsampler" if rule == "trapezoidal" else "") + \
+        (f"-{settings.refine}" if settings.refine != "none" else "")
 
 
 def step_rule(settings: JYSSettings, sampler: str, kernel) -> str:
@@ -309,6 +324,11 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     path_idx, J = best_grid(D, nfe)
     chosen = [points[i] for i in path_idx]
     stages = {"thetas": grid_thetas(points, path_idx)} if rule == "trapezoidal" else {}
+    if settings.refine != "none":
+        chosen, stages = _refine(experiment, model, settings, s, sampler, family, points, chosen, rule, key, table_file)
+        at = [points.index(t) for t in chosen]  # the refined grid's points are the lattice's: J is its sum of D
+        J = float(sum(D[i, j] for i, j in zip(at, at[1:])))
+        J = J if math.isfinite(J) else None  # a step longer than the table's span (nfe > 8): no J on this table
     record = {"label": schedule_label(settings, rule), "times": None, "nfe": nfe, "sampler": sampler,
               "objective": s.objective, "search": "lattice", "weight": weight, "J": J,
               "process": experiment.config["process"], "experiment": experiment.name, "model": identity,
@@ -316,6 +336,56 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
               "model_calls": calls, "sample_forwards": forwards, "prefix": prefix, "format_version": FORMAT_VERSION,
               "wall_time": wall, **({"rule": rule} if rule != "none" else {}), **stages}
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
+
+
+def check_refine(settings: JYSSettings, sampler: str, family: str, kernel, rule: str) -> None:
+    """jys.refine=onpolicy applies to the lattice search of a time-grid sampler with a one-step law under a uniform or
+    ordinal kernel, J unweighted (J on the sampler's states has no weights): refused otherwise, before any table."""
+    law = spec(sampler).step_rule
+    if resolve_search(settings.kind) != "lattice" or settings.order != "auto":
+        raise ValueError(f"jys.refine=onpolicy refines the lattice search's grid; got jys.search={settings.kind}"
+                         + (f", jys.order={settings.order}" if settings.order != "auto" else ""))
+    if family != "tau" or kernel.mask is not None or law not in ("euler", "tau_leaping", "tweedie") or \
+            rule == "trapezoidal":
+        raise ValueError("jys.refine=onpolicy is for euler, tau_leaping and tweedie under uniform and ordinal kernels "
+                         f"(under an absorbing kernel J's states are the sampler's already); got {sampler} under "
+                         f"{type(kernel).__name__}")
+    if settings.weight != "none":
+        raise ValueError(f"jys.refine=onpolicy reads J unweighted on the sampler's states; got jys.weight={settings.weight}")
+
+
+def _refine(experiment: Experiment, model, settings: JYSSettings, s: SearchSettings, sampler: str, family: str,
+            points: list, chosen: list, rule: str, table_key: dict, table_file: Path) -> tuple[list, dict]:
+    """jys.refine=onpolicy: the lattice optimum, or where J read on the sampler's own states (jys.onpolicy.OnPolicyJ.
+    refine) is lower by more than 2 paired standard errors uniform, cosine or a power grid (samplers.schedules.POWERS),
+    snapped to the lattice, then moved point by point over the lattice where J_Q falls by as much; cached beside the
+    table. Returns (grid, record entries)."""
+    M = settings.refine_samples
+    key, digest = cache_key("refine", {"table": table_key, "start": chosen, "starts": ["dp", "uniform", "cosine", *POWERS],
+                                       "accept": {"z": 2.0, "window": 4, "sweeps": 4}, "version": 1,
+                                       "refine": settings.refine,
+                                       "refine_samples": M, "law": resolve_rule("sampler", sampler, model.process.kernel,
+                                                                                settings.multi_jump)})
+    path = table_file.with_name(f"refine-{digest}.json")
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("key") != key:
+        t0 = time.time()
+        prefix = experiment.sample_x0(M, torch.Generator().manual_seed(s.seed))[:, : experiment.prefix] \
+            if experiment.prefix else None
+        J = OnPolicyJ(model, points, M, experiment.length, rule, key["law"], seed=s.seed, batch_size=s.batch_size,
+                      per_step=len(points), prefix=prefix)
+        start = J.value(chosen)
+        others = [uniform(len(chosen) - 1, s.eps), cosine(len(chosen) - 1, s.eps),
+                  *(power(len(chosen) - 1, q, s.eps) for q in POWERS)]
+        grid, end = J.refine([chosen, *(g.tolist() for g in others)], log=print if s.progress else None)
+        saved = {"key": key, "times": grid, "J_onpolicy_start": start.value, "J_onpolicy": end.value,
+                 "J_onpolicy_se": end.se, "model_calls": J.calls, "wall_time": time.time() - t0}
+        if dist.is_main():
+            atomic_write_json(path, saved)
+        dist.barrier()
+    return saved["times"], {"refine": settings.refine, "refine_file": str(path),
+                            **{k: saved[k] for k in ("J_onpolicy_start", "J_onpolicy", "J_onpolicy_se")},
+                            "refine_model_calls": saved["model_calls"], "refine_wall_time": saved["wall_time"]}
 
 
 def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: SearchSettings, nfe: int, sampler: str,

@@ -102,12 +102,16 @@ def primary(cell: dict) -> str:
 def summary(path: Path) -> str:
     """One row per grid family and a column per budget: uniform, cosine, the best power grid (chosen on the metric:
     an oracle-only ceiling), today's hierarchy and J's optimum; the metric, and J's rank correlation with it."""
-    cells = json.loads(path.read_text())["cells"]
+    data = json.loads(path.read_text())
+    cells = data["cells"]
+    # a table made with jys.refine=onpolicy holds the refined grid where the DP optimum stands otherwise
+    refined = "jys.refine=onpolicy" in data.get("settings", {}).get("overrides", [])
+    jys_row = "**JYS: J optimum, refined on the sampler's states**" if refined else "**JYS: J optimum (DP)**"
     budgets = sorted(int(k.split("@")[1]) for k in cells if k.startswith("spearman"))  # complete budgets only
     some = next(iter(cells.values()))
     first = primary(some)
     second = "bigram_tv" if "bigram_tv" in some and first != "countdown_error" else None  # a divergence beside NLL
-    rows = {"uniform": [], "cosine": [], "best power grid (q)": [], "JYS hierarchy": [], "**JYS: J optimum (DP)**": [],
+    rows = {"uniform": [], "cosine": [], "best power grid (q)": [], "JYS hierarchy": [], jys_row: [],
             f"ρ(J, {first})": []}
     for b in budgets:
         at = {k.split("@")[0]: v for k, v in cells.items() if k.endswith(f"@{b}") and not k.startswith("spearman")}
@@ -123,7 +127,7 @@ def summary(path: Path) -> str:
         rows["cosine"].append(get("cosine"))
         rows["best power grid (q)"].append(f"{get(q)} ({q.removeprefix('power')})" if q else "–")
         rows["JYS hierarchy"].append(get("jys"))
-        rows["**JYS: J optimum (DP)**"].append(get("dp"))
+        rows[jys_row].append(get("dp"))
         sp = cells.get(f"spearman@{b}", {}).get(first)
         rows[f"ρ(J, {first})"].append(f"{sp:.2f}" if sp is not None else "–")
     head = f"| {path.parent.parent.name}, {path.stem.removeprefix('grids-')} ({first}{' / ' + second if second else ''}) | " + \

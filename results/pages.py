@@ -27,6 +27,7 @@ from results.ablation import table as ablation_table
 from results.bench import bench_block
 from results.exact import exact_block
 from results.grids import summary as grids_summary
+from results.onpolicy import onpolicy_block
 from results.peers import pair_table
 from results.records import RECORDS, ResultsError, committed, load_results
 from results.repair import repair_block
@@ -111,6 +112,8 @@ def generated(experiment: str, what: str, records_dir: Path = RECORDS) -> str:
         return exact_block(what, records_dir)
     if experiment == "repair":
         return repair_block(what, records_dir)
+    if experiment == "onpolicy":
+        return onpolicy_block(what, records_dir)
     if experiment == "ablation":
         path = committed(f"ablation_{what}", records_dir)
         if not path.is_file():
