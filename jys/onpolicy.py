@@ -15,9 +15,9 @@ process read on the frozen path's own states (objective 'reverse': ∫ Σ λ1 lo
 from the frozen path's law at u, the model read at (x_u, u) on J's lattice points inside the step, at most `per_step` of them, trapezoid rule).
 The split into these two parts holds exactly in J's direction (step_terms); here it is the same estimate with the
 states and the direction swapped (the path term is read under the frozen path's product law, not the sampler's step
-law), so the sum is a heuristic for the step's KL, neither an upper nor a lower bound. With rule 'none' (τ-leaping
-under ordinal kernels, jys.rule=none) there is no step term: the states are the sampler's, the terms the frozen
-path's alone. Thinning the lattice points of a long step (per_step) biases its term: the pipeline reads them all.
+law), so the sum is a heuristic for the step's KL, neither an upper nor a lower bound. With jys.rule=none there is no
+step term: the states are the sampler's, the terms the frozen path's alone. Uniform kernels only (the constructor
+says why). Thinning the lattice points of a long step (per_step) biases its term: the pipeline reads them all.
 
 It is not a sum of terms over the lattice's pairs (x̂_{t_i} depends on every earlier step), so no DP: `refine` starts
 from J's DP optimum, takes another start grid (uniform, cosine, power grids) or moves one point at a time over the
@@ -61,9 +61,11 @@ class OnPolicyJ:
         'sampler'), which draws the states the later steps are read on; prefix [num, K]: the condition tokens of each
         sequence (data in every state, not summed), or None."""
         process = model.process
-        if process.kernel.mask is not None:
-            raise ValueError("J on the sampler's states is built for uniform and ordinal kernels (under an absorbing "
-                             "kernel the steps time the unmasking exactly and J's states are the sampler's already)")
+        if process.kernel.mask is not None or process.kernel.ordinal:
+            raise ValueError("J on the sampler's states is built for uniform kernels: under an absorbing kernel the steps "
+                             "time the unmasking exactly and J's states are the sampler's already; under an ordinal one "
+                             "the frozen path makes moves whose process rate underflows to 0 near t = 0 (chain_gauss), "
+                             "where its direction of the KL is infinite")
         if law not in ("euler", "tau_leaping", "tau_leaping_last", "tweedie"):
             raise ValueError(f"J on the sampler's states needs the sampler's one-step law; {law!r} has none here")
         self.model, self.process, self.rule, self.law = model, process, rule, law

@@ -339,17 +339,17 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
 
 
 def check_refine(settings: JYSSettings, sampler: str, family: str, kernel, rule: str) -> None:
-    """jys.refine=onpolicy applies to the lattice search of a time-grid sampler with a one-step law under a uniform or
-    ordinal kernel, J unweighted (J on the sampler's states has no weights): refused otherwise, before any table."""
+    """jys.refine=onpolicy applies to the lattice search of a time-grid sampler with a one-step law under a
+    uniform kernel, J unweighted (J on the sampler's states has no weights): refused otherwise, before any table."""
     law = spec(sampler).step_rule
     if resolve_search(settings.kind) != "lattice" or settings.order != "auto":
         raise ValueError(f"jys.refine=onpolicy refines the lattice search's grid; got jys.search={settings.kind}"
                          + (f", jys.order={settings.order}" if settings.order != "auto" else ""))
-    if family != "tau" or kernel.mask is not None or law not in ("euler", "tau_leaping", "tweedie") or \
-            rule == "trapezoidal":
-        raise ValueError("jys.refine=onpolicy is for euler, tau_leaping and tweedie under uniform and ordinal kernels "
-                         f"(under an absorbing kernel J's states are the sampler's already); got {sampler} under "
-                         f"{type(kernel).__name__}")
+    if family != "tau" or kernel.mask is not None or kernel.ordinal or law not in ("euler", "tau_leaping", "tweedie") \
+            or rule == "trapezoidal":
+        raise ValueError("jys.refine=onpolicy is for euler, tau_leaping and tweedie under uniform kernels (under an "
+                         "absorbing kernel J's states are the sampler's already; under an ordinal one its KL is infinite "
+                         f"near t = 0, jys.onpolicy); got {sampler} under {type(kernel).__name__}")
     if settings.weight != "none":
         raise ValueError(f"jys.refine=onpolicy reads J unweighted on the sampler's states; got jys.weight={settings.weight}")
 

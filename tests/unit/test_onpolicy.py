@@ -98,6 +98,11 @@ def test_refined_schedule_is_written_with_its_objectives_and_refused_where_it_do
     with pytest.raises(ValueError, match="jys.weight=reach"):
         optimize_config(make_cfg("experiment=count_uniform", "model=oracle", "sampler=euler", "nfe=2",
                                  "jys.refine=onpolicy", "jys.weight=reach", *TINY))
+    gauss = make_process({"noise": {"name": "loglinear"},
+                          "kernel": {"name": "gaussian", "num_states": 3, "rate_sigma": 1.5, "Q_sigma": 8.0}})
+    with pytest.raises(ValueError, match="ordinal"):
+        OnPolicyJ(OracleModel(MarkovChain(INIT, INIT.expand(3, 3).clone()), gauss, floor=1e-3), POINTS, 4, 3, "euler",
+                  "euler")
     with pytest.raises(ValueError, match="jys.search=hierarchy"):
         optimize_config(make_cfg("experiment=count_uniform", "model=oracle", "sampler=euler", "nfe=2",
                                  "jys.refine=onpolicy", *TINY, "jys.search=hierarchy"))
