@@ -24,6 +24,12 @@ from results.records import ResultsError
 ROOT = Path(__file__).resolve().parents[1]
 
 NAMES = {"dp": "**JYS: J optimum (lattice DP)**", "jys": "JYS hierarchy (published search)"}
+REFINED = "**JYS: J optimum, refined on the sampler's states**"
+
+
+def refined(data: dict) -> bool:
+    """Whether a table was made with jys.refine=onpolicy: its 'dp' grid is the refined one, not J's optimum."""
+    return "jys.refine=onpolicy" in data.get("settings", {}).get("overrides", [])
 # One table per oracle, made with the defaults of python -m jys (the folk twin's with the earlier lattice of 2 points
 # per grid step): the schedules' figure draws them, docs/results/jys.md shows their summaries.
 DEFAULTS = (("count", "grids-euler-destination"), ("count_uniform", "grids-euler-wnone"),
@@ -81,8 +87,9 @@ def table(path: Path) -> str:
         best_fixed = min(fixed, key=fixed.get)
         out += [f"{b} model calls:", "", "| grid | J ± s.e. | " + " | ".join(metrics) + " |",
                 "|---|---|" + "---|" * len(metrics)]
+        names = {**NAMES, "dp": REFINED} if refined(data) else NAMES
         for n, r in sorted(rows.items(), key=lambda kv: kv[1]["J"]):
-            name = NAMES.get(n, n) + (" (best fixed grid)" if n == best_fixed else "") + (
+            name = names.get(n, n) + (" (best fixed grid)" if n == best_fixed else "") + (
                 f" [{r['seeds']} seeds]" if r.get("seeds", 1) > 1 else "")
             out.append(f"| {name} | {r['J']:.4g} ± {r['J_se']:.2g} | " +
                        " | ".join(value(r, m) for m in metrics) + " |")
@@ -104,9 +111,7 @@ def summary(path: Path) -> str:
     an oracle-only ceiling), today's hierarchy and J's optimum; the metric, and J's rank correlation with it."""
     data = json.loads(path.read_text())
     cells = data["cells"]
-    # a table made with jys.refine=onpolicy holds the refined grid where the DP optimum stands otherwise
-    refined = "jys.refine=onpolicy" in data.get("settings", {}).get("overrides", [])
-    jys_row = "**JYS: J optimum, refined on the sampler's states**" if refined else "**JYS: J optimum (DP)**"
+    jys_row = REFINED if refined(data) else "**JYS: J optimum (DP)**"
     budgets = sorted(int(k.split("@")[1]) for k in cells if k.startswith("spearman"))  # complete budgets only
     some = next(iter(cells.values()))
     first = primary(some)
