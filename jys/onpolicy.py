@@ -56,10 +56,11 @@ class OnPolicyJ:
     prior draw and the same uniforms per (step index, lattice point) for every grid."""
 
     def __init__(self, model, points: list[float], num: int, length: int, rule: str, law: str, seed: int = 0,
-                 batch_size: int = 512, per_step: int = 8, prefix: torch.Tensor | None = None):
+                 batch_size: int = 512, per_step: int = 8, prefix: torch.Tensor | None = None, marginal: bool = False):
         """rule: J's one-step term (jys.schedule.resolve_rule); law: the sampler's own step (resolve_rule with
         'sampler'), which draws the states the later steps are read on; prefix [num, K]: the condition tokens of each
-        sequence (data in every state, not summed), or None."""
+        sequence (data in every state, not summed), or None; marginal: the one-step term of each token's law given the
+        context (jys.klub.step_terms, jys.weight=marginal's) instead of the sampler's own."""
         process = model.process
         if process.kernel.mask is not None or process.kernel.ordinal:
             raise ValueError("J on the sampler's states is built for uniform kernels: under an absorbing kernel the steps "
@@ -72,7 +73,7 @@ class OnPolicyJ:
         self.points = sorted({float(p) for p in points}, reverse=True)
         if per_step < 3:
             raise ValueError(f"per_step must be >= 3 (the step's end and at least two points inside), got {per_step}")
-        self.batch_size, self.seed, self.per_step = batch_size, int(seed), int(per_step)
+        self.batch_size, self.seed, self.per_step, self.marginal = batch_size, int(seed), int(per_step), bool(marginal)
         self.x1 = prior_sample(process, num, length, torch.Generator().manual_seed(self.seed))
         self.first = 0 if prefix is None else int(prefix.shape[1])
         if prefix is not None:
@@ -91,7 +92,7 @@ class OnPolicyJ:
         process, M = self.process, x.shape[0]
         coarse = self._read(x, t)
         s_t = torch.full((M,), s, dtype=F64)
-        D = step_terms(process, coarse, s_t, self.rule, first=self.first)
+        D = step_terms(process, coarse, s_t, self.rule, first=self.first, marginal=self.marginal)
         inner = [u for u in self.points if s < u < t]
         if len(inner) >= self.per_step:  # thinned evenly by index: the lattice is already dense where rates change fast
             inner = [inner[round(k * (len(inner) - 1) / (self.per_step - 2))] for k in range(self.per_step - 1)]

@@ -30,6 +30,8 @@ def main() -> None:
     p.add_argument("record", type=Path)
     p.add_argument("--calls", type=int, required=True)
     p.add_argument("--num", type=int, default=64, help="sequences J is read on")
+    p.add_argument("--marginal", action="store_true",
+                   help="J_Q's one-step term of each token's law given the context (jys.weight=marginal's)")
     a, overrides = p.parse_known_args()
     rec = json.loads(a.record.read_text())
     st = rec["settings"]
@@ -52,7 +54,8 @@ def main() -> None:
         prefix = experiment_of(cfg).sample_x0(a.num, torch.Generator().manual_seed(0))[:, :K]
     points = base_lattice(lattice_size(int(st.get("lattice", 32)), steps), float(cfg.eps))
     points = sorted(set(points) | {float(t) for c in cells.values() for t in c["times"]}, reverse=True)
-    J = OnPolicyJ(model, points, a.num, int(cfg.experiment.length), rule, law, per_step=len(points), prefix=prefix)
+    J = OnPolicyJ(model, points, a.num, int(cfg.experiment.length), rule, law, per_step=len(points), prefix=prefix,
+                  marginal=a.marginal)
     t0, rows = time.time(), {}
     for name, c in cells.items():
         v = J.value(c["times"])
@@ -66,8 +69,9 @@ def main() -> None:
     for jk, r in rho.items():
         best = min(rows, key=lambda n: rows[n][jk])
         print(f"{jk}: ρ " + ", ".join(f"{m} {v:.2f}" for m, v in r.items()) + f"; lowest: {best}")
-    out = ROOT / "docs" / "records" / "onpolicy" / f"{over['experiment']}-{a.record.stem.removeprefix('grids-')}-{a.calls}.json"
+    out = ROOT / "docs" / "records" / "onpolicy" / f"{over['experiment']}-{a.record.stem.removeprefix('grids-')}{'-marginal' if a.marginal else ''}-{a.calls}.json"
     atomic_write_json(out, {"settings": {"record": str(a.record), "calls": a.calls, "num": a.num, "overrides": base,
+                                         "marginal": a.marginal,
                                          "model_calls": J.calls, "seconds": time.time() - t0}, "spearman": rho, "rows": rows})
     print(f"-> {out}")
 
