@@ -38,8 +38,7 @@ def main(cfg: DictConfig) -> None:
         cost = (f"Beta(a={record['a']:g}, b={record['b']:g}), J = {record['J']:.6g}, {record['pairs_scored']} pairs "
                 f"scored in {record['model_calls']} model calls")
     else:
-        J = "n/a (a step longer than the table's span)" if record["J"] is None else f"{record['J']:.6g}"
-        cost = f"J = {J} on a lattice of {record['lattice_points']} points, {record['model_calls']} model calls"
+        cost = f"J = {record['J']:.6g} on a lattice of {record['lattice_points']} points, {record['model_calls']} model calls"
     if "refine" in record:
         cost += (f"; refined from J on the sampler's states {record['J_onpolicy_start']:.6g} to {record['J_onpolicy']:.6g} "
                  f"in {record['refine_model_calls']} model calls")

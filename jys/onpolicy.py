@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import torch
 
-from jys.klub import coarse_read, klub_terms, step_terms
+# _step_law: the sampler's and the frozen path's one-step laws of each token
+from jys.klub import _step_law, coarse_read, klub_terms, step_terms
 from jys.lattice import GridValue
-from jys.klub import _step_law  # the sampler's and the frozen path's one-step laws of each token
 from models.protocol import ModelOutput
 from samplers.loop import prior_sample
 from samplers.steps import inverse_cdf
@@ -97,17 +97,18 @@ class OnPolicyJ:
         if len(inner) >= self.per_step:  # thinned evenly by index: the lattice is already dense where rates change fast
             inner = [inner[round(k * (len(inner) - 1) / (self.per_step - 2))] for k in range(self.per_step - 1)]
         inner = sorted(set(inner), reverse=True) + [s]
+        ratio, context = coarse.log_ratio.to(F64).exp(), coarse.context(slice(None))  # once per step, not per point
         prev_u, prev_f = t, torch.zeros(M, dtype=F64)
         for u in inner:
             u_t = torch.full((M,), u, dtype=F64)
-            _, P = _step_law(process, coarse.log_ratio.to(F64).exp(), x, coarse.t, u_t, "tweedie", coarse.context(slice(None)))
+            _, P = _step_law(process, ratio, x, coarse.t, u_t, "tweedie", context)
             xu = self._keep_prefix(_draw(P, _seed(self.seed, index, round(u * 1e9))), x)
             fine = self._read(xu, u)
             f = klub_terms(process, coarse, ModelOutput("score", fine.log_ratio), xu, u_t, "reverse", "denoiser",
                            first=self.first)
             D = D + (prev_u - u) * (prev_f + f) / 2
             prev_u, prev_f = u, f
-        q, _ = _step_law(process, coarse.log_ratio.to(F64).exp(), x, coarse.t, s_t, self.law, coarse.context(slice(None)))
+        q, _ = _step_law(process, ratio, x, coarse.t, s_t, self.law, context)
         return D, self._keep_prefix(_draw(q, _seed(self.seed, index, -1)), x)
 
     def _keep_prefix(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:

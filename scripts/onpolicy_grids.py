@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from scipy.stats import spearmanr
 
 from common.io import atomic_write_json
@@ -21,6 +22,7 @@ from jys.lattice import base_lattice, lattice_size
 from jys.onpolicy import OnPolicyJ
 from jys.schedule import resolve_rule
 from pipeline.build import oracle_setup
+from pipeline.experiment import experiment_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,11 +49,7 @@ def main() -> None:
     rule = resolve_rule(str(cfg.jys.rule), over["sampler"], kernel, str(cfg.multi_jump))
     law = resolve_rule("sampler", over["sampler"], kernel, str(cfg.multi_jump))
     K = int(cfg.experiment.get("prefix", 0) or 0)
-    prefix = None
-    if K:
-        from pipeline.experiment import experiment_of
-        import torch
-        prefix = experiment_of(cfg).sample_x0(a.num, torch.Generator().manual_seed(0))[:, :K]
+    prefix = experiment_of(cfg).sample_x0(a.num, torch.Generator().manual_seed(0))[:, :K] if K else None
     points = base_lattice(lattice_size(int(st.get("lattice", 32)), steps), float(cfg.eps))
     points = sorted(set(points) | {float(t) for c in cells.values() for t in c["times"]}, reverse=True)
     J = OnPolicyJ(model, points, a.num, int(cfg.experiment.length), rule, law, per_step=len(points), prefix=prefix,
