@@ -1,7 +1,7 @@
 """JYS on a model of your own, from Python: no experiment, no config, no files.
 
     from jys.schedule import find_schedule
-    schedule = find_schedule(model, x0, nfe=8, sampler="euler")   # schedule.times: 1 = t_0 > … > t_N = eps
+    schedule = find_schedule(model, x0, nfe=8, sampler="euler")   # schedule.times: 1 = t_0 > … > t_N
     samples = run_sampler(model, "euler", schedule.times, 64, x0.shape[1], seed).samples
 
 `model` follows the model protocol (models/protocol.py): a callable (x_t [B, L] long, t [B] float) ->
@@ -23,6 +23,34 @@ from samplers.registry import SPECS, spec
 
 TIME_GRID = tuple(n for n, s in SPECS.items() if s.grid == "time")  # euler, tau_leaping, tweedie, trapezoidal, remdm
 RULES = ("auto", "none", "sampler")
+ENDS = ("auto", "eps", "denoise")
+DENOISE_STEP = ("euler", "tau_leaping", "tweedie")  # one model call per step, like the noise removal's one
+
+
+def resolve_end(end: str, sampler: str, final_step: str = "sample", refine: str = "none") -> str:
+    """Where a grid of `nfe` steps ends, jys.end. 'eps' (the published): at ε, where the noise-removal call reads the
+    model once more and removes what noise is left, next to nothing. 'denoise': that call is one of the grid's steps,
+    the last: J's optimum over nfe + 1 steps to ε, whose last step t_nfe → ε is made by the noise removal's draw from
+    p(x_0 | x_{t_nfe}) at t_nfe instead of by the sampler (same model calls). J charges that step as the sampler's
+    own step to ε: the draw takes each token from the denoiser's law, the one the frozen-denoiser path reaches, where
+    the sampler's step law linearizes the rates (Euler, τ-leaping) and, under absorbing kernels, is the same draw.
+    It does not charge the draw's path term alone, which underrates long jumps (docs/method.md). 'auto': denoise
+    for euler, tau_leaping and tweedie when the noise removal draws (final_step=sample) and J's grid is not refined
+    (jys.refine reads the sampler's own steps), else eps."""
+    if end not in ENDS:
+        raise ValueError(f"unknown jys.end {end!r}; expected one of {ENDS}")
+    applies = sampler in DENOISE_STEP and final_step == "sample" and refine == "none"
+    if end == "denoise" and not applies:
+        raise ValueError(f"jys.end=denoise makes the noise-removal draw the grid's last step: for {DENOISE_STEP} with "
+                         f"final_step=sample and jys.refine=none; got sampler={sampler}, final_step={final_step}, "
+                         f"jys.refine={refine}")
+    return ("denoise" if applies else "eps") if end == "auto" else end
+
+
+def charged_times(times: list[float], eps: float, end: str) -> list[float]:
+    """The times J reads a grid on: under jys.end=denoise a grid whose last time is above ε gets ε appended (its
+    noise-removal call charged as the sampler's step to ε, resolve_end); a grid at ε is read as it is."""
+    return [*times, eps] if end == "denoise" and times[-1] > eps else list(times)
 
 
 def resolve_rule(rule: str, sampler: str, kernel, multi_jump: str = "reject") -> str:
@@ -65,8 +93,8 @@ def lattice_span(nfe: int, lattice: int, points: int) -> int | None:
 
 @dataclass
 class Schedule:
-    times: torch.Tensor  # [nfe + 1] float64, 1 = t_0 > … > t_nfe = eps
-    J: float  # J of this grid on the lattice (its estimate of the grid's divergence)
+    times: torch.Tensor  # [nfe + 1] float64, 1 = t_0 > … > t_nfe (eps, or above it under jys.end=denoise)
+    J: float  # J of this grid on the lattice (its estimate of the grid's divergence; with ε appended under 'denoise')
     model_calls: int  # the model calls the search took
     thetas: list[float] | None = None  # the θ-trapezoidal step's θ of each step (rule 'trapezoidal'); else None
 
@@ -97,12 +125,15 @@ def grid_thetas(points: list, path: list[int]) -> list[float]:
 def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, eps: float = 1e-5,
                   lattice: int = 32, objective: str = "auto", coarse_state: str = "auto", weight: str = "none",
                   rule: str = "auto", multi_jump: str = "reject", prefix: int = 0, seed: int = 0,
-                  batch_size: int = 512, progress: bool = False) -> Schedule:
+                  batch_size: int = 512, progress: bool = False, end: str = "auto",
+                  final_step: str = "sample") -> Schedule:
     """The grid of `nfe` steps of a time-grid sampler (euler, tau_leaping, tweedie, trapezoidal, remdm) that minimizes J
     over a lattice of max(lattice, 4·nfe) uniform times plus half as many log-spaced at each end; the defaults are
     `python -m jys`'s (configs/config.yaml, jys.*). prefix K: the first K tokens of every sequence are a condition,
     never generated. Costs one model call per lattice point per batch of x0. With rule='sampler' for the θ-trapezoidal
-    step (J of its two leaps) the schedule carries each step's θ: pass `run_sampler(..., thetas=schedule.thetas)`."""
+    step (J of its two leaps) the schedule carries each step's θ: pass `run_sampler(..., thetas=schedule.thetas)`.
+    end (resolve_end; final_step is run_sampler's): under 'denoise' the grid's last time is above ε, where the
+    noise-removal call draws x_0 as the grid's last step."""
     if sampler not in TIME_GRID:
         raise ValueError(f"find_schedule serves the time-grid samplers {TIME_GRID}, not {sampler!r}; count-grid "
                          "samplers (kgillespie, confidence, dus) search over counts with `python -m jys`")
@@ -115,13 +146,16 @@ def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, 
                          f"shape {tuple(x0.shape)}")
     check_weight(weight)
     kernel = model.process.kernel
-    n = lattice_size(lattice, nfe)
+    end = resolve_end(end, sampler, final_step)
+    nfe_dp = nfe + 1 if end == "denoise" else nfe  # the noise removal's step: the DP's last
+    n = lattice_size(lattice, nfe_dp)
     points = base_lattice(n, eps)
     rule = resolve_rule(rule, sampler, kernel, multi_jump)
     D, calls = lattice_table(model, x0, points, "tau", seed=seed + 1, objective=objective_for(objective, kernel, rule),
                              coarse_state=coarse_state, weight=weight, rule=rule, prefix=prefix,
                              batch_size=batch_size, progress=progress, base_points=n,
-                             max_span=lattice_span(nfe, int(lattice), len(points)))
-    path, J = best_grid(D, nfe)
+                             max_span=lattice_span(nfe_dp, int(lattice), len(points)))
+    path, J = best_grid(D, nfe_dp)
+    path = path[:nfe + 1]  # under 'denoise' ε is the noise removal's, not the grid's
     return Schedule(torch.tensor([points[i] for i in path], dtype=torch.float64), J, calls,
                     grid_thetas(points, path) if rule == "trapezoidal" else None)

@@ -160,6 +160,10 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
     else:
         path = Path(spec)
     data = load_schedule(path)
+    if data.get("end") == "denoise" and str(cfg.final_step) != data.get("final_step", "sample"):
+        raise ValueError(f"schedule {str(path)!r} ends where its noise-removal call draws x_0 as its last step "
+                         f"(jys.end=denoise, final_step={data.get('final_step', 'sample')}); sampling it with "
+                         f"final_step={cfg.final_step} leaves that step out: use final_step=sample or jys.end=eps")
     if cfg.sampler == "dus":
         check_schedule_order(data, order, int(cfg.experiment.length), path)
     grid = torch.tensor(data["times"], dtype=torch.float64)

@@ -21,7 +21,8 @@ from jys.klub import check_coarse_state, check_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.onpolicy import OnPolicyJ
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
-from jys.schedule import best_grid, grid_thetas, lattice_span, lattice_table, objective_for, resolve_rule
+from jys.schedule import (ENDS, best_grid, charged_times, grid_thetas, lattice_span, lattice_table, objective_for,
+                          resolve_end, resolve_rule)
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from pipeline.build import build_model
@@ -64,6 +65,8 @@ class JYSSettings:
     positions: tuple[int, ...] | None = None  # sampler=dus in a user's order (unmask.order); None: the dilated one
     refine: str = "none"  # none | onpolicy: the lattice optimum moved point by point on J read on the sampler's states
     refine_samples: int = 64
+    end: str = "auto"  # auto | eps | denoise: where the grid ends (jys.schedule.resolve_end)
+    final_step: str = "sample"  # the samplers' noise removal (config final_step), which jys.end=denoise makes a step
 
     @property
     def label(self) -> str:
@@ -103,6 +106,9 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
         raise ValueError(f"unknown jys.refine {refine!r}; expected one of {REFINES}")
     if refine_samples < 2:
         raise ValueError(f"jys.refine_samples must be >= 2, got {refine_samples}")
+    end = str(j.get("end", "auto"))
+    if end not in ENDS:
+        raise ValueError(f"unknown jys.end {end!r}; expected one of {ENDS}")
     t_mix = j.get("t_mix")
     if t_mix is not None and not s.eps < float(t_mix) <= 1.0:
         raise ValueError(f"jys.t_mix must lie in (eps, 1], got {t_mix}")
@@ -110,7 +116,8 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
                        lattice=lattice, lattice_samples=lattice_samples,
                        t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"),
                        order=order, positions=None if positions is None else tuple(positions.tolist()),
-                       refine=refine, refine_samples=refine_samples)
+                       refine=refine, refine_samples=refine_samples, end=end,
+                       final_step=str(cfg.get("final_step") or "sample"))
 
 
 def optimize_config(cfg: DictConfig, model=None) -> Path:
@@ -166,6 +173,9 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
                          "takes none")
     if settings.refine != "none":
         check_refine(settings, sampler, family, model.process.kernel, rule)
+    if settings.end == "denoise" and (resolve_search(settings.kind) != "lattice" or family != "tau"):
+        raise ValueError(f"jys.end=denoise is placed by the lattice search of a time grid; got jys.search="
+                         f"{settings.kind} and sampler={sampler}")
     if resolve_search(settings.kind) == "lattice":
         return _optimize_lattice(experiment, model, settings, s, nfe, sampler, family, out_dir)
     if settings.kind == "beta":
@@ -255,9 +265,10 @@ def lattice_points(lattice: int, length: int, process, family: str, eps: float, 
 def schedule_label(settings: JYSSettings, rule: str) -> str:
     """A schedule file's label: the settings' (jys_label), with '-rsampler' for J of the θ-trapezoidal step's two
     leaps (rule 'trapezoidal'), which is not the first-order J its sampler gets by default, and '-onpolicy' for the
-    lattice optimum refined on J read on the sampler's states (jys.refine)."""
+    lattice optimum refined on J read on the sampler's states (jys.refine), '-eps' for jys.end=eps given (the grid
+    at ε where 'auto' may make the noise removal its last step)."""
     return settings.label + ("-rsampler" if rule == "trapezoidal" else "") + \
-        (f"-{settings.refine}" if settings.refine != "none" else "")
+        (f"-{settings.refine}" if settings.refine != "none" else "") + ("-eps" if settings.end == "eps" else "")
 
 
 def step_rule(settings: JYSSettings, sampler: str, kernel) -> str:
@@ -286,8 +297,10 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     the lattice's points, by dynamic programming. The table of D over all pairs of points is cached and serves
     every NFE."""
     M, weight, prefix = settings.lattice_samples, settings.weight, experiment.prefix
-    points = lattice_points(settings.lattice, experiment.length, model.process, family, s.eps, nfe)
-    span = lattice_span(nfe, settings.lattice, len(points))
+    end = resolve_end(settings.end, sampler, settings.final_step, settings.refine) if family == "tau" else "eps"
+    steps = nfe + 1 if end == "denoise" else nfe  # the noise removal's step is the DP's last (resolve_end)
+    points = lattice_points(settings.lattice, experiment.length, model.process, family, s.eps, steps)
+    span = lattice_span(steps, settings.lattice, len(points))
     rule = step_rule(settings, sampler, model.process.kernel)
     identity = identity_of(model)
     key, digest = cache_key("lattice", {
@@ -314,14 +327,15 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
         D, calls = lattice_table(model, x0, points, "count" if family == "kgillespie" else "tau", seed=s.seed + 1,
                                  objective=s.objective, coarse_state=s.coarse_state, weight=weight, rule=rule,
                                  prefix=prefix, batch_size=s.batch_size, progress=s.progress,
-                                 base_points=lattice_size(settings.lattice, nfe), max_span=span)
+                                 base_points=lattice_size(settings.lattice, steps), max_span=span)
         wall = time.time() - t0
         forwards = forwards_of(calls)
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": _to_json(D.tolist()),
                                            "model_calls": calls, "sample_forwards": forwards, "wall_time": wall})
         dist.barrier()
-    path_idx, J = best_grid(D, nfe)
+    path_idx, J = best_grid(D, steps)
+    path_idx = path_idx[:nfe + 1]  # under 'denoise' ε is the noise removal's, not the grid's
     chosen = [points[i] for i in path_idx]
     stages = {"thetas": grid_thetas(points, path_idx)} if rule == "trapezoidal" else {}
     if settings.refine != "none":
@@ -334,7 +348,8 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
               "process": experiment.config["process"], "experiment": experiment.name, "model": identity,
               "num_samples": M, "seed": s.seed, "lattice_points": len(points), "state_file": str(table_file),
               "model_calls": calls, "sample_forwards": forwards, "prefix": prefix, "format_version": FORMAT_VERSION,
-              "wall_time": wall, **({"rule": rule} if rule != "none" else {}), **stages}
+              "wall_time": wall, **({"rule": rule} if rule != "none" else {}), **stages,
+              **({"end": end, "final_step": settings.final_step} if family == "tau" else {})}
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
 
 
@@ -527,7 +542,8 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
         value = lat.grid_value(counts)
         scored = {"counts": counts}
     else:
-        times = [round(float(t), 12) for t in grid]
+        end = resolve_end(settings.end, sampler, settings.final_step, settings.refine)
+        times = charged_times([round(float(t), 12) for t in grid], round(s.eps, 12), end)
         stages = None
         if thetas is not None and rule != "trapezoidal":
             raise ValueError(f"this schedule gives each θ-trapezoidal step's θ, which J of its two leaps reads "
@@ -537,14 +553,16 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
             if len(thetas) != len(times) - 1:
                 raise ValueError(f"{len(thetas)} thetas for a grid of {len(times) - 1} steps")
             stages = [round(a - th * (a - b), 12) for a, b, th in zip(times, times[1:], thetas)]
-        n = lattice_size(settings.lattice, nfe)  # the lattice jys.search=lattice uses for this NFE
-        points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], nfe)) | set(times)
+        steps = len(times) - 1  # the noise removal's step too under 'denoise'
+        n = lattice_size(settings.lattice, steps)  # the lattice jys.search=lattice uses for this many steps
+        points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], steps)) | set(times)
                         | set(stages or []), reverse=True)
         lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, settings.weight,
                           prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n, rule=rule,
                           read_cache=reads)
         value = lat.grid_value(times, stages)
         scored = {"thetas": thetas} if stages is not None else {}
+        scored["end"] = end
     return {"times": grid.tolist(), **scored, "nfe": nfe, "sampler": sampler, "experiment": experiment.name,
             "model": identity_of(model), "objective": s.objective, "coarse_state": s.coarse_state, "rule": rule,
             "weight": settings.weight, "lattice": settings.lattice, "lattice_samples": settings.lattice_samples,

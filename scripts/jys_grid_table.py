@@ -34,6 +34,7 @@ from scipy.stats import spearmanr
 
 from common.io import atomic_write_json, atomic_write_npz
 from jys.lattice import WEIGHTS, PathLattice, lattice_size
+from jys.schedule import charged_times, resolve_end
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import compose_config, oracle_metric, oracle_setup
@@ -93,7 +94,9 @@ def main() -> None:
     settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
                 "rule": step_rule(jys_settings, a.sampler, model.process.kernel),
-                **({"hierarchy": False} if a.no_hierarchy else {})}
+                **({"hierarchy": False} if a.no_hierarchy else {}),
+                "end": resolve_end(jys_settings.end, a.sampler, jys_settings.final_step, jys_settings.refine)
+                if a.sampler not in COUNT_GRID else "eps"}
     prior = json.loads(out.read_text()) if out.is_file() else {}
     table = {"settings": settings, "cells": kept_cells(prior, settings, a.calls)}
     cache = out.parent / "grid-samples.json"
@@ -124,14 +127,19 @@ def main() -> None:
     x0 = experiment.sample_x0(a.klub_samples, torch.Generator().manual_seed(s.seed))
     objective = a.objective or s.objective
 
+    end = resolve_end(jys_settings.end, a.sampler, jys_settings.final_step, jys_settings.refine) \
+        if family == "tau" else "eps"
+    extra = 1 if end == "denoise" else 0  # the noise removal's step, which J charges under jys.end=denoise
+
     def lattice_base(steps: int) -> list:  # the lattice jys.search=lattice uses for this many steps
-        return lattice_points(a.lattice, L, model.process, "kgillespie" if family == "count" else "tau", eps, steps)
+        return lattice_points(a.lattice, L, model.process, "kgillespie" if family == "count" else "tau", eps,
+                              steps + extra)
 
     def lattice(points, steps):  # the base lattice, where every grid meets the same path, and the grid's points
         base_points = lattice_base(steps)
         order = sorted(set(points) | set(base_points), reverse=family == "tau")
         return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
-                           batch_size=s.batch_size, base_points=lattice_size(a.lattice, steps), read_cache=reads,
+                           batch_size=s.batch_size, base_points=lattice_size(a.lattice, steps + extra), read_cache=reads,
                            rule=step_rule(jys_settings, a.sampler, model.process.kernel))
 
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
@@ -195,7 +203,8 @@ def main() -> None:
                     atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
                 per_seed.append(sampled[gkey])
             cell = {"times": grid, "seeds": a.seeds, **seed_summary(per_seed)}
-            jv = lattice(snap(grid), steps).grid_value(snap(grid))
+            read_on = snap(grid) if family == "count" else charged_times(snap(grid), round(eps, 12), end)
+            jv = lattice(read_on, steps).grid_value(read_on)
             cell.update({"J": jv.value, "J_se": jv.se, "J_terms": jv.terms})
             table["cells"][f"{name}@{calls}"] = cell
             atomic_write_json(out, table)

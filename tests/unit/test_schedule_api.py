@@ -44,7 +44,7 @@ def test_find_schedule_is_the_lattice_optimum_and_samples(kernel):
     process = make_process({"noise": {"name": "loglinear"}, "kernel": kernel})
     model = MyModel(TinyNet(process.num_states, 6), process)
     x0 = torch.randint(0, 5, (16, 6), generator=torch.Generator().manual_seed(1))
-    sched = find_schedule(model, x0, nfe=3, sampler="euler", eps=1e-3, lattice=12, seed=2)  # 12 = 4 × nfe
+    sched = find_schedule(model, x0, nfe=3, sampler="euler", eps=1e-3, lattice=12, seed=2, end="eps")  # 12 = 4 × nfe
     times = sched.times.tolist()
     assert len(times) == 4 and times[0] == 1.0 and times[-1] == 1e-3 and times == sorted(times, reverse=True)
     points = base_lattice(12, 1e-3)
@@ -56,6 +56,29 @@ def test_find_schedule_is_the_lattice_optimum_and_samples(kernel):
     assert lat.grid_value(times).value == pytest.approx(sched.J, rel=1e-9)
     out = run_sampler(model, "euler", sched.times, 8, 6, 0, progress=False)
     assert out.samples.shape == (8, 6) and int(out.samples.max()) < 5  # data tokens, no mask left
+
+
+@pytest.mark.parametrize("kernel", [{"name": "absorbing", "num_states": 5}, {"name": "uniform", "num_states": 5}])
+def test_find_schedule_places_the_noise_removal_as_the_last_step(kernel):
+    """jys.end=denoise (the default for euler with a drawn noise removal): the grid of 3 steps is the first 4 points
+    of J's optimum over every grid of 4 steps to ε on the 4-step lattice, brute force; its last time is above ε."""
+    process = make_process({"noise": {"name": "loglinear"}, "kernel": kernel})
+    model = MyModel(TinyNet(process.num_states, 6), process)
+    x0 = torch.randint(0, 5, (16, 6), generator=torch.Generator().manual_seed(1))
+    sched = find_schedule(model, x0, nfe=3, sampler="euler", eps=1e-3, lattice=12, seed=2)
+    times = sched.times.tolist()
+    assert len(times) == 4 and times[0] == 1.0 and times[-1] > 1e-3 and times == sorted(times, reverse=True)
+    points = base_lattice(16, 1e-3)  # lattice_size(12, 4 steps) = 16
+    rule = "none" if kernel["name"] == "absorbing" else "euler"
+    objective = "destination" if kernel["name"] == "absorbing" else "girsanov"
+    lat = PathLattice(model, x0, points, "tau", 3, objective, "auto", "none", base_points=16, rule=rule)
+    every = {inner: lat.grid_value([1.0, *inner, 1e-3]).value for inner in itertools.combinations(points[1:-1], 3)}
+    best = min(every, key=every.get)
+    assert times[1:] == pytest.approx(list(best), abs=0) and sched.J == pytest.approx(every[best], rel=1e-9)
+    with pytest.raises(ValueError, match="jys.end=denoise .* final_step=argmax"):
+        find_schedule(model, x0, nfe=3, sampler="euler", eps=1e-3, lattice=12, end="denoise", final_step="argmax")
+    argmax = find_schedule(model, x0, nfe=3, sampler="euler", eps=1e-3, lattice=12, seed=2, final_step="argmax")
+    assert argmax.times[-1] == 1e-3  # auto: the argmax is no draw J can charge, the grid stays at ε
 
 
 def test_find_schedule_refuses_bad_input():
