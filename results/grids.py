@@ -27,6 +27,12 @@ NAMES = {"dp": "**JYS: J optimum (lattice DP)**", "jys": "JYS hierarchy (publish
 REFINED = "**JYS: J optimum, refined on the sampler's states**"
 
 
+def placed(data: dict) -> bool:
+    """Whether a table's J optimum has the noise-removal call as its last step (jys.end=denoise; tables before it
+    have no 'end' and ended at ε)."""
+    return data.get("settings", {}).get("end") == "denoise"
+
+
 def refined(data: dict) -> bool:
     """Whether a table was made with jys.refine=onpolicy: its 'dp' grid is the refined one, not J's optimum."""
     return "jys.refine=onpolicy" in data.get("settings", {}).get("overrides", [])
@@ -87,7 +93,8 @@ def table(path: Path) -> str:
         best_fixed = min(fixed, key=fixed.get)
         out += [f"{b} model calls:", "", "| grid | J ± s.e. | " + " | ".join(metrics) + " |",
                 "|---|---|" + "---|" * len(metrics)]
-        names = {**NAMES, "dp": REFINED} if refined(data) else NAMES
+        names = {**NAMES, "dp": REFINED} if refined(data) else \
+            {**NAMES, "dp": "**JYS: J optimum (lattice DP), the noise removal its last step**"} if placed(data) else NAMES
         for n, r in sorted(rows.items(), key=lambda kv: kv[1]["J"]):
             name = names.get(n, n) + (" (best fixed grid)" if n == best_fixed else "") + (
                 f" [{r['seeds']} seeds]" if r.get("seeds", 1) > 1 else "")
@@ -111,7 +118,8 @@ def summary(path: Path) -> str:
     an oracle-only ceiling), today's hierarchy and J's optimum; the metric, and J's rank correlation with it."""
     data = json.loads(path.read_text())
     cells = data["cells"]
-    jys_row = REFINED if refined(data) else "**JYS: J optimum (DP)**"
+    jys_row = REFINED if refined(data) else "**JYS: J optimum (DP), noise removal as last step**" if placed(data) \
+        else "**JYS: J optimum (DP)**"
     budgets = sorted(int(k.split("@")[1]) for k in cells if k.startswith("spearman"))  # complete budgets only
     some = next(iter(cells.values()))
     first = primary(some)

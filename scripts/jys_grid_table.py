@@ -8,7 +8,8 @@ samplers such as k-Gillespie take one call per step and no noise removal, and th
 counts, on a lattice of counts L/(2·max(lattice, 2·steps)) apart): uniform,
 cosine, the power grids t_i = 1 − (1 − ε)(i/N)^q, the hierarchical JYS search (`python -m jys
 jys.search=hierarchy jys.objective=girsanov`, the default before the grid objective, and the overrides given), and the grid that minimizes J exactly over the lattice (dynamic
-programming, jys.lattice.optimal_grids). Each grid gets J ± s.e. on one lattice (common random numbers;
+programming, jys.lattice.optimal_grids; under jys.end=denoise, the default for a drawn noise removal, over one step
+more, the last made by the noise-removal call, and every grid's J read with ε appended, jys.schedule.charged_times). Each grid gets J ± s.e. on one lattice (common random numbers;
 each grid on the base lattice plus its own points, so that every grid meets the same forward path on the
 base), and the true metrics of `--num` samples (sampling
 seed 0 for all; with `--seeds N` the mean over seeds 0 .. N-1 and its standard error over seeds): countdown error (absorbing CountDown) or chain NLL, and the bigram TV to the chain. With a
