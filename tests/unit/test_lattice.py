@@ -190,10 +190,10 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
     from pipeline.build import build_model
     from pipeline.evaluate import evaluate_schedule
     from pipeline.search import optimize_config
-    cfg = make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3", "jys.objective=destination", *LATTICE)
-    model = build_model(cfg)
+    cfg = make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3", "jys.objective=destination", "jys.end=eps", *LATTICE)
+    model = build_model(cfg)  # the grid at ε (jys.end=eps): J's DP over nfe steps; the default's is test_schedule_end
     rec = json.loads(optimize_config(cfg, model).read_text())
-    assert rec["label"] == "jys-destination-lattice" and rec["search"] == "lattice" and len(rec["times"]) == 4
+    assert rec["label"] == "jys-destination-lattice-eps" and rec["search"] == "lattice" and len(rec["times"]) == 4
     table = json.loads(open(rec["state_file"]).read())
     D = torch.tensor([[math.inf if v is None else v for v in row] for row in table["D"]], dtype=F64)
     pts = table["key"]["points"]
@@ -202,15 +202,15 @@ def test_lattice_search_writes_the_dp_optimum_and_reuses_its_table(make_cfg):
     assert rec["J"] == pytest.approx(brute, rel=1e-12)
     # another NFE on the same lattice reuses the table; J falls with more steps
     rec2 = json.loads(optimize_config(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=2",
-                                        "jys.objective=destination", *LATTICE), model).read_text())
+                                        "jys.objective=destination", "jys.end=eps", *LATTICE), model).read_text())
     assert rec2["state_file"] == rec["state_file"] and rec2["J"] > rec["J"]
     # the evaluator scores the written schedule by the same J (its lattice: the base plus the grid's points)
     ev = json.loads(evaluate_schedule(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3",
-                                               "schedule=jys-destination-lattice", "jys.objective=destination",
-                                               *LATTICE), model).read_text())
+                                               "schedule=jys-destination-lattice-eps", "jys.objective=destination",
+                                               "jys.end=eps", *LATTICE), model).read_text())
     assert ev["J"] == pytest.approx(rec["J"], rel=1e-9) and ev["J_se"] > 0
     uni = json.loads(evaluate_schedule(make_cfg("experiment=count", "model=oracle", "sampler=euler", "nfe=3",
-                                                "schedule=uniform", "jys.objective=destination", *LATTICE),
+                                                "schedule=uniform", "jys.objective=destination", "jys.end=eps", *LATTICE),
                                        model).read_text())
     assert uni["J"] > ev["J"]
 
