@@ -128,7 +128,8 @@ def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, 
                   batch_size: int = 512, progress: bool = False, end: str = "auto",
                   final_step: str = "sample") -> Schedule:
     """The grid of `nfe` steps of a time-grid sampler (euler, tau_leaping, tweedie, trapezoidal, remdm) that minimizes J
-    over a lattice of max(lattice, 4·nfe) uniform times plus half as many log-spaced at each end; the defaults are
+    over a lattice of max(lattice, 4·steps) uniform times plus half as many log-spaced at each end (steps = nfe, or
+nfe + 1 under end='denoise'); the defaults are
     `python -m jys`'s (configs/config.yaml, jys.*). prefix K: the first K tokens of every sequence are a condition,
     never generated. Costs one model call per lattice point per batch of x0. With rule='sampler' for the θ-trapezoidal
     step (J of its two leaps) the schedule carries each step's θ: pass `run_sampler(..., thetas=schedule.thetas)`.

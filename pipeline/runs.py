@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from jys.schedule import DENOISE_STEP
 from pipeline.build import model_identity
 from pipeline.experiment import experiment_of
 from samplers.klass import KLASS
@@ -160,10 +161,12 @@ def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:
     else:
         path = Path(spec)
     data = load_schedule(path)
-    if data.get("end") == "denoise" and str(cfg.final_step) != data.get("final_step", "sample"):
+    if data.get("end") == "denoise" and (str(cfg.final_step) != data.get("final_step", "sample")
+                                         or str(cfg.sampler) not in DENOISE_STEP):
         raise ValueError(f"schedule {str(path)!r} ends where its noise-removal call draws x_0 as its last step "
                          f"(jys.end=denoise, final_step={data.get('final_step', 'sample')}); sampling it with "
-                         f"final_step={cfg.final_step} leaves that step out: use final_step=sample or jys.end=eps")
+                         f"sampler={cfg.sampler}, final_step={cfg.final_step} leaves that step out: use {'/'.join(DENOISE_STEP)} with "
+                         "final_step=sample, or a schedule made with jys.end=eps")
     if cfg.sampler == "dus":
         check_schedule_order(data, order, int(cfg.experiment.length), path)
     grid = torch.tensor(data["times"], dtype=torch.float64)

@@ -20,6 +20,7 @@ import torch
 from common.io import atomic_write_json
 from metrics.sequences import bigram_tv, chain_nll, countdown_error
 from pipeline.build import oracle_metric, oracle_setup
+from pipeline.experiment import experiment_of
 from results.grids import seed_summary
 from samplers.loop import run_sampler
 from samplers.registry import steps_for_calls
@@ -37,6 +38,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     a, overrides = p.parse_known_args()
     base, cfg, model = oracle_setup(a.experiment, a.sampler, [o for o in overrides if o != "--"])
+    if experiment_of(cfg).prefix:
+        raise SystemExit(f"{a.experiment} conditions on a prefix: its protocol (hellinger_ref) is the grid table's, not "
+                         "this script's chain NLL")
     if str(cfg.final_step) != "sample":
         raise SystemExit(f"final_step={cfg.final_step}: the noise removal is no draw, nothing to place")
     eps, L, floor = float(cfg.eps), int(cfg.experiment.length), float(cfg.oracle.floor)
