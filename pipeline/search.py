@@ -486,7 +486,9 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
                         token_counts(grid, model.process, experiment.length)
                 except ValueError:
                     continue
-                rec = grid_objective(experiment, model, settings, sampler, grid, nfe, reads)
+                # the Beta grids end at ε and are scored among themselves on the nfe-step lattice they always had
+                rec = grid_objective(experiment, model, dataclasses.replace(settings, end="eps"), sampler, grid, nfe,
+                                     reads)
                 scores.append({"a": a, "b": b, "J": rec["J"], "J_se": rec["J_se"], "times": rec["times"],
                                **({"counts": rec["counts"]} if "counts" in rec else {})})
                 calls += rec["model_calls"]
@@ -553,7 +555,9 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
             if len(thetas) != len(times) - 1:
                 raise ValueError(f"{len(thetas)} thetas for a grid of {len(times) - 1} steps")
             stages = [round(a - th * (a - b), 12) for a, b, th in zip(times, times[1:], thetas)]
-        steps = len(times) - 1  # the noise removal's step too under 'denoise'
+        # the lattice jys.search=lattice uses for this budget: under 'denoise' its DP's nfe + 1 steps, for every grid
+        # of the budget alike (a fixed grid at ε too), so that grids of one budget are read on one lattice
+        steps = len(times) - 1 if end != "denoise" else max(len(times) - 1, nfe + 1)
         n = lattice_size(settings.lattice, steps)  # the lattice jys.search=lattice uses for this many steps
         points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], steps)) | set(times)
                         | set(stages or []), reverse=True)

@@ -1,4 +1,5 @@
 """The Beta mask schedule (arXiv 2509.13866) and its 2-D search on J (jys.search=beta, schedule=beta)."""
+import dataclasses
 import json
 import math
 
@@ -64,6 +65,8 @@ def test_beta_search_takes_the_pair_of_least_J(make_cfg, tmp_path, monkeypatch):
     best = min(scores, key=lambda c: c["J"])
     assert (rec["a"], rec["b"]) == (best["a"], best["b"]) and rec["times"] == pytest.approx(best["times"])
     experiment, model = experiment_of(cfg), build_model(cfg)
-    alone = grid_objective(experiment, model, settings_from(cfg), "euler", torch.tensor(rec["times"], dtype=F64), 3)
+    # the Beta search scores its grids (at ε) on the nfe-step lattice: jys.end=eps's reading
+    alone = grid_objective(experiment, model, dataclasses.replace(settings_from(cfg), end="eps"), "euler",
+                           torch.tensor(rec["times"], dtype=F64), 3)
     assert alone["J"] == pytest.approx(rec["J"], rel=1e-9)
     assert json.loads(optimize_config(cfg).read_text())["times"] == rec["times"]

@@ -32,6 +32,10 @@ def test_denoise_end_is_the_dp_of_one_more_step_and_evaluates_alike(make_cfg):
                             torch.tensor(rec["times"], dtype=F64), 2)
     assert scored["end"] == "denoise" and len(scored["interval_terms"]) == 3
     assert scored["J"] == pytest.approx(J, rel=1e-9)  # the same lattice, the grid's ε appended
+    at_eps_grid = grid_objective(experiment_of(cfg), model, settings_from(cfg), "euler",
+                             torch.tensor([1.0, rec["times"][1], eps], dtype=F64), 2)  # its points on the lattice
+    assert len(at_eps_grid["interval_terms"]) == 2 and at_eps_grid["J"] > scored["J"]  # a grid at ε: no step appended
+    assert at_eps_grid["lattice_points"] == scored["lattice_points"]  # one budget, one lattice (nfe + 1 steps' own)
 
     at_eps = json.loads(optimize_config(make_cfg(*TINY, "jys.end=eps"), model).read_text())
     assert at_eps["label"] == "jys-eps" and at_eps["times"][-1] == pytest.approx(eps)
