@@ -47,6 +47,12 @@ def resolve_end(end: str, sampler: str, final_step: str = "sample", refine: str 
     return ("denoise" if applies else "eps") if end == "auto" else end
 
 
+def dp_steps(nfe: int, end: str) -> int:
+    """The steps of J's DP for a grid of `nfe` steps: one more under jys.end=denoise (the noise removal's, dropped from
+    the written grid with ε), else nfe."""
+    return nfe + 1 if end == "denoise" else nfe
+
+
 def charged_times(times: list[float], eps: float, end: str) -> list[float]:
     """The times J reads a grid on: under jys.end=denoise a grid whose last time is above ε gets ε appended (its
     noise-removal call charged as the sampler's step to ε, resolve_end); a grid at ε is read as it is."""
@@ -148,7 +154,7 @@ nfe + 1 under end='denoise'); the defaults are
     check_weight(weight)
     kernel = model.process.kernel
     end = resolve_end(end, sampler, final_step)
-    nfe_dp = nfe + 1 if end == "denoise" else nfe  # the noise removal's step: the DP's last
+    nfe_dp = dp_steps(nfe, end)
     n = lattice_size(lattice, nfe_dp)
     points = base_lattice(n, eps)
     rule = resolve_rule(rule, sampler, kernel, multi_jump)

@@ -21,8 +21,8 @@ from jys.klub import check_coarse_state, check_objective
 from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
 from jys.onpolicy import OnPolicyJ
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
-from jys.schedule import (ENDS, best_grid, charged_times, grid_thetas, lattice_span, lattice_table, objective_for,
-                          resolve_end, resolve_rule)
+from jys.schedule import (ENDS, best_grid, charged_times, dp_steps, grid_thetas, lattice_span, lattice_table,
+                          objective_for, resolve_end, resolve_rule)
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
 from pipeline.build import build_model
@@ -298,7 +298,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     every NFE."""
     M, weight, prefix = settings.lattice_samples, settings.weight, experiment.prefix
     end = resolve_end(settings.end, sampler, settings.final_step, settings.refine) if family == "tau" else "eps"
-    steps = nfe + 1 if end == "denoise" else nfe  # the noise removal's step is the DP's last (resolve_end)
+    steps = dp_steps(nfe, end)
     points = lattice_points(settings.lattice, experiment.length, model.process, family, s.eps, steps)
     span = lattice_span(steps, settings.lattice, len(points))
     rule = step_rule(settings, sampler, model.process.kernel)
@@ -557,7 +557,7 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
             stages = [round(a - th * (a - b), 12) for a, b, th in zip(times, times[1:], thetas)]
         # the lattice jys.search=lattice uses for this budget: under 'denoise' its DP's nfe + 1 steps, for every grid
         # of the budget alike (a fixed grid at ε too), so that grids of one budget are read on one lattice
-        steps = len(times) - 1 if end != "denoise" else max(len(times) - 1, nfe + 1)
+        steps = max(len(times) - 1, dp_steps(nfe, end))
         n = lattice_size(settings.lattice, steps)  # the lattice jys.search=lattice uses for this many steps
         points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], steps)) | set(times)
                         | set(stages or []), reverse=True)

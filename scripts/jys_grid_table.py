@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 
 from common.io import atomic_write_json, atomic_write_npz
 from jys.lattice import WEIGHTS, PathLattice, lattice_size
-from jys.schedule import charged_times, resolve_end
+from jys.schedule import charged_times, dp_steps, resolve_end
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import compose_config, oracle_metric, oracle_setup
@@ -130,17 +130,17 @@ def main() -> None:
 
     end = resolve_end(jys_settings.end, a.sampler, jys_settings.final_step, jys_settings.refine) \
         if family == "tau" else "eps"
-    extra = 1 if end == "denoise" else 0  # the noise removal's step, which J charges under jys.end=denoise
 
     def lattice_base(steps: int) -> list:  # the lattice jys.search=lattice uses for this many steps
         return lattice_points(a.lattice, L, model.process, "kgillespie" if family == "count" else "tau", eps,
-                              steps + extra)
+                              dp_steps(steps, end))
 
     def lattice(points, steps):  # the base lattice, where every grid meets the same path, and the grid's points
         base_points = lattice_base(steps)
         order = sorted(set(points) | set(base_points), reverse=family == "tau")
         return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
-                           batch_size=s.batch_size, base_points=lattice_size(a.lattice, steps + extra), read_cache=reads,
+                           batch_size=s.batch_size, base_points=lattice_size(a.lattice, dp_steps(steps, end)),
+                           read_cache=reads,
                            rule=step_rule(jys_settings, a.sampler, model.process.kernel))
 
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
