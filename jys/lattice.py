@@ -96,9 +96,10 @@ def survival(process, t: torch.Tensor, unigram: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def check_weight(weight: str) -> None:
-    if weight not in WEIGHTS:
-        raise ValueError(f"unknown jys.weight {weight!r}; expected one of {WEIGHTS}")
+def check_weight(weight: str, auto: bool = True) -> None:
+    """A jys.weight name; 'auto' (jys.schedule.resolve_weight) where `auto`, not in a lattice, which takes it resolved."""
+    if weight not in WEIGHTS and not (auto and weight == "auto"):
+        raise ValueError(f"unknown jys.weight {weight!r}; expected one of {('auto',) * auto + WEIGHTS}")
 
 
 POINTS_PER_STEP = 4  # a grid of N steps is chosen on a lattice of at least 4N uniform points (2N left the DP's optimum
@@ -154,7 +155,7 @@ class PathLattice:
     def __init__(self, model, x0: torch.Tensor, points: list[float], family: str, seed: int, objective: str,
                  coarse_state: str = "auto", weight: str = "none", prefix: int = 0, batch_size: int = 512,
                  progress: bool = False, base_points: int = 32, read_cache: dict | None = None, rule: str = "none"):
-        check_weight(weight)
+        check_weight(weight, auto=False)
         if weight in ("reach", "suffix", "mix", "marginal") and rule == "none":
             raise ValueError(f"jys.weight={weight} changes J's one-step term, and this sampler's step rule is none "
                              "(absorbing kernels, Tweedie, τ-leaping under ordinal kernels): use jys.weight=none")

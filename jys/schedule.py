@@ -19,6 +19,7 @@ import torch
 
 from jys.klub import resolve_objective
 from jys.lattice import PathLattice, base_lattice, check_weight, lattice_size, optimal_grids, stage_point, stage_theta
+from models.protocol import output_of
 from samplers.registry import SPECS, spec
 
 TIME_GRID = tuple(n for n, s in SPECS.items() if s.grid == "time")  # euler, tau_leaping, tweedie, trapezoidal, remdm
@@ -45,6 +46,25 @@ def resolve_end(end: str, sampler: str, final_step: str = "sample", refine: str 
                          f"final_step=sample and jys.refine=none; got sampler={sampler}, final_step={final_step}, "
                          f"jys.refine={refine}")
     return ("denoise" if applies else "eps") if end == "auto" else end
+
+
+def resolve_weight(weight: str, rule: str, kernel, output: str | None, end: str) -> str:
+    """jys.weight for J (jys.lattice): 'auto' is 'marginal' where J carries Euler's one-step term (rule 'euler': uniform
+    and ordinal kernels), the model gives a denoiser (models.protocol.output_of) and the noise-removal draw makes the
+    grid's last step (`end` resolved: 'denoise'), else 'none'. Why Euler alone: its step clips the stay probability
+    at 0 once rate × length passes 1, and the plain term charges every token so moved although, where the kernel has
+    mixed, each value leads to the same sample; the marginal term (the law of each token given its context, averaged
+    over its own value) does not charge that. With the draw as the last step it gave JYS the lowest bigram TV of every
+    fixed grid at every budget on count_uniform, count_uniform_const and chain_gauss and the lowest chain NLL but in
+    one cell (chain_gauss at 32 calls, 1.001x the best power grid's); with the grid at ε it lost at 4 calls, so
+    'none' there (docs/results/jys.md). Under τ-leaping's reject rule a token keeps its value through a step, the
+    coupling the average drops: on the folk twin it made J rank the grids against the samples (ρ 0.08 at 16 calls),
+    so 'none'. Absorbing kernels have no one-step term (rule 'none')."""
+    check_weight(weight)
+    if weight != "auto":
+        return weight
+    return "marginal" if rule == "euler" and kernel.mask is None and output == "denoiser" and end == "denoise" \
+        else "none"
 
 
 def dp_steps(nfe: int, end: str) -> int:
@@ -129,7 +149,7 @@ def grid_thetas(points: list, path: list[int]) -> list[float]:
 
 
 def find_schedule(model, x0: torch.Tensor, nfe: int, sampler: str = "euler", *, eps: float = 1e-5,
-                  lattice: int = 32, objective: str = "auto", coarse_state: str = "auto", weight: str = "none",
+                  lattice: int = 32, objective: str = "auto", coarse_state: str = "auto", weight: str = "auto",
                   rule: str = "auto", multi_jump: str = "reject", prefix: int = 0, seed: int = 0,
                   batch_size: int = 512, progress: bool = False, end: str = "auto",
                   final_step: str = "sample") -> Schedule:
@@ -151,13 +171,13 @@ nfe + 1 under end='denoise'); the defaults are
     if x0.ndim != 2 or x0.dtype.is_floating_point or x0.min() < 0 or x0.max() >= model.process.data_states:
         raise ValueError(f"x0 must be data tokens [M, L] in [0, {model.process.data_states}), got {x0.dtype} of "
                          f"shape {tuple(x0.shape)}")
-    check_weight(weight)
     kernel = model.process.kernel
     end = resolve_end(end, sampler, final_step)
     nfe_dp = dp_steps(nfe, end)
     n = lattice_size(lattice, nfe_dp)
     points = base_lattice(n, eps)
     rule = resolve_rule(rule, sampler, kernel, multi_jump)
+    weight = resolve_weight(weight, rule, kernel, output_of(model), end)
     D, calls = lattice_table(model, x0, points, "tau", seed=seed + 1, objective=objective_for(objective, kernel, rule),
                              coarse_state=coarse_state, weight=weight, rule=rule, prefix=prefix,
                              batch_size=batch_size, progress=progress, base_points=n,

@@ -2,8 +2,9 @@
 and one set of functions turns either into what samplers and the KLUB need.
 
 A model is any callable `model(x [B, L] long, t [B] float) -> ModelOutput` with an attribute
-`process` (its ForwardProcess). Denoiser probabilities are over the data states [B, L, S0];
-log scores are over all states [B, L, S] with 0 at the input token.
+`process` (its ForwardProcess), and optionally `output`, the kind it returns (output_of). Denoiser
+probabilities are over the data states [B, L, S0]; log scores are over all states [B, L, S] with 0
+at the input token.
 """
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ class ModelOutput:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"model output kind {self.kind!r}; expected one of {KINDS}")
+
+
+def output_of(model) -> str | None:
+    """The kind of output a model gives ('denoiser' or 'score'), from its attribute `output`; None where it does not
+    say so (no such attribute, or one that is no kind name, e.g. a network's layer): then nothing that needs a
+    denoiser is chosen for it by default."""
+    kind = getattr(model, "output", None)
+    return kind if isinstance(kind, str) and kind in KINDS else None
 
 
 def concrete_ratios(out: ModelOutput, x: torch.Tensor, t: torch.Tensor, process: ForwardProcess) -> torch.Tensor:

@@ -192,6 +192,7 @@ class SEDDModel:
     (benchmarks/sedd_forward.py); on a GPU the whole batch goes at once. Neither changes the model
     beyond float rounding.
     """
+    output = "score"  # models.protocol.output_of
 
     def __init__(self, net: SEDD, process, identity: dict | None = None, precision: str = "fp32",
                  chunk: int | None = None):

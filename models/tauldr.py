@@ -289,6 +289,7 @@ class TauLDRModel:
 
     chunk: sequences per network call on CPU (bounds the [chunk, L, S] logistic tensors); on a GPU
     the whole batch goes at once. It does not change the model beyond float rounding."""
+    output = "denoiser"  # models.protocol.output_of
 
     def __init__(self, net: nn.Module, process, identity: dict | None = None, chunk: int | None = None):
         if chunk is not None and int(chunk) < 1:

@@ -120,15 +120,15 @@ def eb_gamma(cfg: DictConfig) -> float:
     return check_gamma(cfg.unmask.gamma)
 
 
-def jys_label(objective: str, search: str = "auto", weight: str = "none", order: str = "auto") -> str:
-    """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=none,
+def jys_label(objective: str, search: str = "auto", weight: str = "auto", order: str = "auto") -> str:
+    """The label of a JYS schedule: 'jys' for the defaults (jys.objective=auto, jys.search=auto, jys.weight=auto,
     jys.order=auto), with '-<objective>', '-<search>', '-w<weight>' and '-o<order>' for each setting given otherwise
     (e.g. jys-girsanov-hierarchy, the published search with today's KLUB; jys-reference, the published KLUB);
     jys.search=beta is the peer schedule 'beta' (the Beta mask schedule with its 2-D search), with the same suffixes.
     Schedules of J of the θ-trapezoidal step's two leaps (jys.rule=sampler) add '-rsampler' (pipeline.search.schedule_label)."""
     parts = ["beta" if search == "beta" else "jys"] + [objective] * (objective != "auto") + \
         [search] * (search not in ("auto", "beta"))
-    return "-".join(parts) + (f"-w{weight}" if weight != "none" else "") + (f"-o{order}" if order != "auto" else "")
+    return "-".join(parts) + (f"-w{weight}" if weight != "auto" else "") + (f"-o{order}" if order != "auto" else "")
 
 
 def resolve_schedule(cfg: DictConfig) -> tuple[str, torch.Tensor, int, dict]:

@@ -18,13 +18,14 @@ from omegaconf import DictConfig
 from common import dist
 from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective
-from jys.lattice import PathLattice, base_lattice, lattice_size, optimal_grids
+from jys.lattice import PathLattice, base_lattice, check_weight, lattice_size, optimal_grids
 from jys.onpolicy import OnPolicyJ
 from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
 from jys.schedule import (ENDS, best_grid, charged_times, dp_steps, grid_thetas, lattice_span, lattice_table,
-                          objective_for, resolve_end, resolve_rule)
+                          objective_for, resolve_end, resolve_rule, resolve_weight)
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
 from models.process import mixing_time
+from models.protocol import output_of
 from pipeline.build import build_model
 from pipeline.experiment import Experiment, experiment_of
 from pipeline.runs import FORMAT_VERSION, cache_key, dus_order, jys_label, order_tag, run_dir, schedule_path
@@ -55,7 +56,7 @@ class JYSSettings:
     size and sequences, a forced t_mix, and τ-leaping's multi-jump rule (for the rule's step term)."""
     search: SearchSettings
     kind: str = "auto"  # auto | hierarchy | lattice | beta (resolve_search)
-    weight: str = "none"
+    weight: str = "auto"  # auto | a jys.lattice WEIGHTS name (jys.schedule.resolve_weight)
     rule: str = "auto"
     lattice: int = 32
     lattice_samples: int = 128
@@ -112,7 +113,9 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
     t_mix = j.get("t_mix")
     if t_mix is not None and not s.eps < float(t_mix) <= 1.0:
         raise ValueError(f"jys.t_mix must lie in (eps, 1], got {t_mix}")
-    return JYSSettings(search=s, kind=kind, weight=str(j.get("weight", "none")), rule=str(j.get("rule", "auto")),
+    weight = str(j.get("weight", "auto"))
+    check_weight(weight)
+    return JYSSettings(search=s, kind=kind, weight=weight, rule=str(j.get("rule", "auto")),
                        lattice=lattice, lattice_samples=lattice_samples,
                        t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"),
                        order=order, positions=None if positions is None else tuple(positions.tolist()),
@@ -160,7 +163,7 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
     if family == "kgillespie" and resolve_order(settings.order, sampler) != "random":
         if resolve_search(settings.kind) == "lattice":
             given = {k: v for k, v in (("objective", settings.search.objective), ("weight", settings.weight),
-                                       ("rule", settings.rule)) if v != {"weight": "none"}.get(k, "auto")}
+                                       ("rule", settings.rule)) if v != "auto" and (k, v) != ("weight", "none")}
             if given:
                 raise ValueError(f"J for {sampler}'s order has no {', '.join(f'jys.{k}' for k in given)} (got "
                                  f"{given}); leave them at their defaults, or set jys.order=random")
@@ -276,6 +279,11 @@ def step_rule(settings: JYSSettings, sampler: str, kernel) -> str:
     return resolve_rule(settings.rule, sampler, kernel, settings.multi_jump)
 
 
+def j_weight(settings: JYSSettings, rule: str, model, end: str) -> str:
+    """jys.weight resolved for J with this step rule, model and grid end (jys.schedule.resolve_weight)."""
+    return resolve_weight(settings.weight, rule, model.process.kernel, output_of(model), end)
+
+
 def _ordinal_key(kernel) -> dict:
     """Names, in a cache key, that ordinal kernels' 'auto' coarse state became the frozen-denoiser path (searches
     and tables cached before it read the current-state rates)."""
@@ -296,12 +304,13 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     """jys.search=lattice: the grid of `nfe` steps that minimizes J (jys.lattice, weight jys.weight) exactly over
     the lattice's points, by dynamic programming. The table of D over all pairs of points is cached and serves
     every NFE."""
-    M, weight, prefix = settings.lattice_samples, settings.weight, experiment.prefix
+    M, prefix = settings.lattice_samples, experiment.prefix
     end = resolve_end(settings.end, sampler, settings.final_step, settings.refine) if family == "tau" else "eps"
     steps = dp_steps(nfe, end)
     points = lattice_points(settings.lattice, experiment.length, model.process, family, s.eps, steps)
     span = lattice_span(steps, settings.lattice, len(points))
     rule = step_rule(settings, sampler, model.process.kernel)
+    weight = j_weight(settings, rule, model, end)
     identity = identity_of(model)
     key, digest = cache_key("lattice", {
         "search": "lattice", "family": family, "model": identity, "experiment": experiment.config,
@@ -365,7 +374,7 @@ def check_refine(settings: JYSSettings, sampler: str, family: str, kernel, rule:
         raise ValueError("jys.refine=onpolicy is for euler, tau_leaping and tweedie under uniform kernels (under an "
                          "absorbing kernel J's states are the sampler's already; under an ordinal one its KL is infinite "
                          f"near t = 0, jys.onpolicy); got {sampler} under {type(kernel).__name__}")
-    if settings.weight != "none":
+    if settings.weight not in ("auto", "none"):  # auto is none under a refine (resolve_weight)
         raise ValueError(f"jys.refine=onpolicy reads J unweighted on the sampler's states; got jys.weight={settings.weight}")
 
 
@@ -464,7 +473,7 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
     key, digest = cache_key("beta", {
         "family": family, "sampler": sampler, "nfe": nfe, "model": identity_of(model), "experiment": experiment.config,
         "objective": objective, "coarse_state": s.coarse_state, "seed": s.seed,
-        "weight": settings.weight, "rule": rule, "lattice": settings.lattice,
+        "weight": j_weight(settings, rule, model, "eps"), "rule": rule, "lattice": settings.lattice,
         "base_points": lattice_size(settings.lattice, nfe),  # the lattice the pairs are scored on (points per step)
         "lattice_samples": settings.lattice_samples, "values": BETA_VALUES, "eps": s.eps, "data": experiment.identity()})
     state_file = out_dir / "schedules" / "search" / f"beta-{digest}.json"
@@ -502,8 +511,8 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
     best = min(scores, key=lambda c: c["J"])
     record = {"label": schedule_label(settings, rule), "times": None, "nfe": nfe, "sampler": sampler, "search": "beta",
               "a": best["a"], "b": best["b"], "J": best["J"], "J_se": best["J_se"], "objective": objective,
-              "weight": settings.weight, "process": experiment.config["process"], "experiment": experiment.name,
-              "model": identity_of(model), "num_samples": settings.lattice_samples, "seed": s.seed,
+              "weight": j_weight(settings, rule, model, "eps"), "process": experiment.config["process"],
+              "experiment": experiment.name, "model": identity_of(model), "num_samples": settings.lattice_samples, "seed": s.seed,
               "state_file": str(state_file), "model_calls": calls, "pairs_scored": len(scores),
               "format_version": FORMAT_VERSION, "wall_time": saved.get("wall_time", time.time() - t0)}
     return _write_schedule(out_dir, experiment, model, record, family,
@@ -529,6 +538,8 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
     the lattice."""
     check_sampler(sampler, model.process)
     rule = step_rule(settings, sampler, model.process.kernel)
+    end = "eps" if sampler in COUNT_GRID else resolve_end(settings.end, sampler, settings.final_step, settings.refine)
+    weight = j_weight(settings, rule, model, end)
     s = dataclasses.replace(settings.search, objective=objective_for(settings.search.objective, model.process.kernel,
                                                                       rule))
     length, prefix = experiment.length, experiment.prefix
@@ -539,12 +550,11 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
         counts = token_counts(grid, model.process, length)
         points = sorted(set(counts) | set(lattice_points(settings.lattice, length, model.process, "kgillespie", s.eps,
                                                          nfe)))
-        lat = PathLattice(model, x0, points, "count", s.seed + 1, s.objective, s.coarse_state, settings.weight,
+        lat = PathLattice(model, x0, points, "count", s.seed + 1, s.objective, s.coarse_state, weight,
                           batch_size=s.batch_size, progress=s.progress, read_cache=reads)
         value = lat.grid_value(counts)
         scored = {"counts": counts}
     else:
-        end = resolve_end(settings.end, sampler, settings.final_step, settings.refine)
         times = charged_times([round(float(t), 12) for t in grid], round(s.eps, 12), end)
         stages = None
         if thetas is not None and rule != "trapezoidal":
@@ -561,7 +571,7 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
         n = lattice_size(settings.lattice, steps)  # the lattice jys.search=lattice uses for this many steps
         points = sorted(set(lattice_points(settings.lattice, length, model.process, "tau", times[-1], steps)) | set(times)
                         | set(stages or []), reverse=True)
-        lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, settings.weight,
+        lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, weight,
                           prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n, rule=rule,
                           read_cache=reads)
         value = lat.grid_value(times, stages)
@@ -569,6 +579,6 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
         scored["end"] = end
     return {"times": grid.tolist(), **scored, "nfe": nfe, "sampler": sampler, "experiment": experiment.name,
             "model": identity_of(model), "objective": s.objective, "coarse_state": s.coarse_state, "rule": rule,
-            "weight": settings.weight, "lattice": settings.lattice, "lattice_samples": settings.lattice_samples,
+            "weight": weight, "lattice": settings.lattice, "lattice_samples": settings.lattice_samples,
             "seed": s.seed, "prefix": prefix, "J": value.value, "J_se": value.se, "interval_terms": value.terms,
             "lattice_points": len(points), "model_calls": lat.calls, "format_version": FORMAT_VERSION}

@@ -38,9 +38,10 @@ def refined(data: dict) -> bool:
     return "jys.refine=onpolicy" in data.get("settings", {}).get("overrides", [])
 # One table per oracle, made with the defaults of python -m jys (the folk twin's with the earlier lattice of 2 points
 # per grid step): the schedules' figure draws them, docs/results/jys.md shows their summaries.
-DEFAULTS = (("count", "grids-euler-end"), ("count_uniform", "grids-euler-end"),
-            ("count_uniform_const", "grids-euler-end"), ("chain_gauss", "grids-euler-end"),
-            ("folk_twin", "grids-tau_leaping-wnone"))  # the default's tables (jys.end; the folk twin's argmax keeps ε)
+DEFAULTS = (("count", "grids-euler-end"), ("count_uniform", "grids-euler-end-wmarginal"),
+            ("count_uniform_const", "grids-euler-end-wmarginal"), ("chain_gauss", "grids-euler-end-wmarginal"),
+            ("folk_twin", "grids-tau_leaping-wnone"))  # the default's tables (jys.end, and jys.weight=auto: marginal for
+# Euler on the uniform and ordinal oracles; the folk twin's argmax keeps ε, its τ-leaping the plain term)
 
 
 def kept_cells(prior: dict, settings: dict, calls: list[int]) -> dict:
@@ -80,8 +81,8 @@ def table(path: Path) -> str:
     out = [f"### {path.parent.parent.name}, {path.stem.removeprefix('grids-')}",
            "", f"`python scripts/jys_grid_table.py {path.parent.parent.name} "
            f"{' '.join(o for o in st['overrides'] if not o.startswith(('experiment=', 'model=', 'progress=')))}"
-           f"{' --no-hierarchy' if st.get('hierarchy') is False else ''}` "
-           f"(objective {st.get('objective') or 'auto'}, weight {st['weight']}, {st['klub_samples']} lattice "
+           f"{' --no-hierarchy' if st.get('hierarchy') is False else ''} --weight {st['weight']}` "
+           f"(objective {st.get('objective') or 'auto'}, {st['klub_samples']} lattice "
            f"sequences, {st['num']} samples per cell; where a metric shows ± s.e., the mean over sampling seeds "
            f"0 .. N-1, N as the grid's row says)", ""]
     for b in budgets:

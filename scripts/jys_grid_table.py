@@ -1,7 +1,7 @@
 """Every grid scored twice on the exact oracle: by the grid objective J (jys.lattice) and by its samples.
 
     python scripts/jys_grid_table.py EXPERIMENT [--sampler euler] [--calls 4 8 16 32] [--num 512]
-        [--klub-samples 128] [--lattice 32] [--weight none] [--powers ...] [--tag NAME] [--seeds 1] [Hydra overrides]
+        [--klub-samples 128] [--lattice 32] [--weight auto] [--powers ...] [--tag NAME] [--seeds 1] [Hydra overrides]
 
 Grids per budget of model calls (grid steps + the noise-removal call, as `make demo` counts; count-grid
 samplers such as k-Gillespie take one call per step and no noise removal, and their grids are unmasked-token
@@ -35,9 +35,10 @@ from scipy.stats import spearmanr
 
 from common.io import atomic_write_json, atomic_write_npz
 from jys.lattice import WEIGHTS, PathLattice, lattice_size
-from jys.schedule import charged_times, dp_steps, resolve_end
+from jys.schedule import charged_times, dp_steps, resolve_end, resolve_weight
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
+from models.protocol import output_of
 from pipeline.build import compose_config, oracle_metric, oracle_setup
 from pipeline.experiment import experiment_of
 from pipeline.search import lattice_points, optimize_config, settings_from, step_rule
@@ -66,7 +67,8 @@ def main() -> None:
     p.add_argument("--num", type=int, default=512, help="samples per cell")
     p.add_argument("--klub-samples", type=int, default=128, help="sequences of the lattice")
     p.add_argument("--lattice", type=int, default=32, help="uniform points of the base lattice (see base_lattice)")
-    p.add_argument("--weight", default="none", choices=list(WEIGHTS))
+    p.add_argument("--weight", default="auto", choices=["auto", *WEIGHTS],
+                   help="J's weight (jys.weight; auto: jys.schedule.resolve_weight for this sampler and model)")
     p.add_argument("--objective", default=None, help="J's integrand (jys.klub OBJECTIVES); default jys.objective, "
                    "which also sets the hierarchical search's")
     p.add_argument("--powers", type=float, nargs="*", default=list(POWERS))
@@ -91,13 +93,15 @@ def main() -> None:
         p.error("J of the θ-trapezoidal step's two leaps (jys.rule=sampler) is not tabulated here (its grids carry a θ per "
                 "step); use python -m jys and python -m samplers (docs/results/solvers.md)")
     s = jys_settings.search
+    rule = step_rule(jys_settings, a.sampler, model.process.kernel)
+    end = resolve_end(jys_settings.end, a.sampler, jys_settings.final_step, jys_settings.refine) \
+        if a.sampler not in COUNT_GRID else "eps"
+    a.weight = resolve_weight(a.weight, rule, model.process.kernel, output_of(model), end)
     out = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"grids-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
     settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
-                "rule": step_rule(jys_settings, a.sampler, model.process.kernel),
-                **({"hierarchy": False} if a.no_hierarchy else {}),
-                "end": resolve_end(jys_settings.end, a.sampler, jys_settings.final_step, jys_settings.refine)
-                if a.sampler not in COUNT_GRID else "eps"}
+                "rule": rule,
+                **({"hierarchy": False} if a.no_hierarchy else {}), "end": end}
     prior = json.loads(out.read_text()) if out.is_file() else {}
     table = {"settings": settings, "cells": kept_cells(prior, settings, a.calls)}
     cache = out.parent / "grid-samples.json"
@@ -128,9 +132,6 @@ def main() -> None:
     x0 = experiment.sample_x0(a.klub_samples, torch.Generator().manual_seed(s.seed))
     objective = a.objective or s.objective
 
-    end = resolve_end(jys_settings.end, a.sampler, jys_settings.final_step, jys_settings.refine) \
-        if family == "tau" else "eps"
-
     def lattice_base(steps: int) -> list:  # the lattice jys.search=lattice uses for this many steps
         return lattice_points(a.lattice, L, model.process, "kgillespie" if family == "count" else "tau", eps,
                               dp_steps(steps, end))
@@ -140,8 +141,7 @@ def main() -> None:
         order = sorted(set(points) | set(base_points), reverse=family == "tau")
         return PathLattice(model, x0, order, family, s.seed + 1, objective, s.coarse_state, a.weight, prefix=K,
                            batch_size=s.batch_size, base_points=lattice_size(a.lattice, dp_steps(steps, end)),
-                           read_cache=reads,
-                           rule=step_rule(jys_settings, a.sampler, model.process.kernel))
+                           read_cache=reads, rule=rule)
 
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
 
