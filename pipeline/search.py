@@ -512,8 +512,8 @@ def _optimize_beta(experiment: Experiment, model, settings: JYSSettings, nfe: in
     record = {"label": schedule_label(settings, rule), "times": None, "nfe": nfe, "sampler": sampler, "search": "beta",
               "a": best["a"], "b": best["b"], "J": best["J"], "J_se": best["J_se"], "objective": objective,
               "weight": j_weight(settings, rule, model, "eps"), "process": experiment.config["process"],
-              "experiment": experiment.name, "model": identity_of(model), "num_samples": settings.lattice_samples, "seed": s.seed,
-              "state_file": str(state_file), "model_calls": calls, "pairs_scored": len(scores),
+              "experiment": experiment.name, "model": identity_of(model), "num_samples": settings.lattice_samples,
+              "seed": s.seed, "state_file": str(state_file), "model_calls": calls, "pairs_scored": len(scores),
               "format_version": FORMAT_VERSION, "wall_time": saved.get("wall_time", time.time() - t0)}
     return _write_schedule(out_dir, experiment, model, record, family,
                            best["counts"] if family == "kgillespie" else best["times"])
