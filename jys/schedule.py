@@ -58,8 +58,8 @@ def resolve_weight(weight: str, rule: str, kernel, output: str | None, end: str)
     fixed grid at every budget on count_uniform, count_uniform_const and chain_gauss and the lowest chain NLL but in
     one cell (chain_gauss at 32 calls, 1.001x the best power grid's); with the grid at ε it lost at 4 calls, so
     'none' there (docs/results/jys.md). Under τ-leaping's reject rule a token keeps its value through a step, the
-    coupling the average drops: on the folk twin it made J rank the grids against the samples (ρ 0.08 at 16 calls),
-    so 'none'. Absorbing kernels have no one-step term (rule 'none')."""
+    coupling the average drops: on the folk twin it left J's ranking nearly unrelated to the samples' (ρ 0.08 at 16
+    calls), so 'none'. Absorbing kernels have no one-step term (rule 'none')."""
     check_weight(weight)
     if weight != "auto":
         return weight
