@@ -279,6 +279,11 @@ def step_rule(settings: JYSSettings, sampler: str, kernel) -> str:
     return resolve_rule(settings.rule, sampler, kernel, settings.multi_jump)
 
 
+def grid_end(settings: JYSSettings, sampler: str) -> str:
+    """jys.end resolved for a sampler (jys.schedule.resolve_end); count-grid samplers' grids end at ε."""
+    return "eps" if sampler in COUNT_GRID else resolve_end(settings.end, sampler, settings.final_step, settings.refine)
+
+
 def j_weight(settings: JYSSettings, rule: str, model, end: str) -> str:
     """jys.weight resolved for J with this step rule, model and grid end (jys.schedule.resolve_weight)."""
     return resolve_weight(settings.weight, rule, model.process.kernel, output_of(model), end)
@@ -305,7 +310,7 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     the lattice's points, by dynamic programming. The table of D over all pairs of points is cached and serves
     every NFE."""
     M, prefix = settings.lattice_samples, experiment.prefix
-    end = resolve_end(settings.end, sampler, settings.final_step, settings.refine) if family == "tau" else "eps"
+    end = grid_end(settings, sampler)
     steps = dp_steps(nfe, end)
     points = lattice_points(settings.lattice, experiment.length, model.process, family, s.eps, steps)
     span = lattice_span(steps, settings.lattice, len(points))
@@ -538,7 +543,7 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
     the lattice."""
     check_sampler(sampler, model.process)
     rule = step_rule(settings, sampler, model.process.kernel)
-    end = "eps" if sampler in COUNT_GRID else resolve_end(settings.end, sampler, settings.final_step, settings.refine)
+    end = grid_end(settings, sampler)
     weight = j_weight(settings, rule, model, end)
     s = dataclasses.replace(settings.search, objective=objective_for(settings.search.objective, model.process.kernel,
                                                                       rule))

@@ -25,6 +25,7 @@ runs/<experiment>/oracle/grid-samples.json and reused by any rerun (they depend 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -35,13 +36,12 @@ from scipy.stats import spearmanr
 
 from common.io import atomic_write_json, atomic_write_npz
 from jys.lattice import WEIGHTS, PathLattice, lattice_size
-from jys.schedule import charged_times, dp_steps, resolve_end, resolve_weight
+from jys.schedule import charged_times, dp_steps
 from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
-from models.protocol import output_of
 from pipeline.build import compose_config, oracle_metric, oracle_setup
 from pipeline.experiment import experiment_of
-from pipeline.search import lattice_points, optimize_config, settings_from, step_rule
+from pipeline.search import grid_end, j_weight, lattice_points, optimize_config, settings_from, step_rule
 from results.grids import kept_cells, seed_summary
 from samplers.loop import run_sampler
 from samplers.registry import COUNT_GRID, steps_for_calls
@@ -94,9 +94,8 @@ def main() -> None:
                 "step); use python -m jys and python -m samplers (docs/results/solvers.md)")
     s = jys_settings.search
     rule = step_rule(jys_settings, a.sampler, model.process.kernel)
-    end = resolve_end(jys_settings.end, a.sampler, jys_settings.final_step, jys_settings.refine) \
-        if a.sampler not in COUNT_GRID else "eps"
-    a.weight = resolve_weight(a.weight, rule, model.process.kernel, output_of(model), end)
+    end = grid_end(jys_settings, a.sampler)
+    a.weight = j_weight(dataclasses.replace(jys_settings, weight=a.weight), rule, model, end)
     out = ROOT / cfg.runs_dir / a.experiment / "oracle" / f"grids-{a.sampler}{'-' + a.tag if a.tag else ''}.json"
     settings = {"overrides": base, "num": a.num, "klub_samples": a.klub_samples, "lattice": a.lattice,
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
