@@ -1,7 +1,8 @@
 """Every grid scored twice on the exact oracle: by the grid objective J (jys.lattice) and by its samples.
 
     python scripts/jys_grid_table.py EXPERIMENT [--sampler euler] [--calls 4 8 16 32] [--num 512]
-        [--klub-samples 128] [--lattice 32] [--weight auto] [--powers ...] [--tag NAME] [--seeds 1] [Hydra overrides]
+        [--klub-samples 128] [--lattice 32] [--weight auto] [--powers ...] [--tag NAME] [--seeds 1] [--from RECORD]
+        [Hydra overrides]
 
 Grids per budget of model calls (grid steps + the noise-removal call, as `make demo` counts; count-grid
 samplers such as k-Gillespie take one call per step and no noise removal, and their grids are unmasked-token
@@ -59,6 +60,24 @@ def _counts(grid: list[float], process, length: int) -> list[int] | None:
         return None
 
 
+def from_record(path: Path, settings: dict, calls: list[int]) -> dict[int, dict[str, dict]]:
+    """The grids cells of a record made with these settings, by budget: {calls: {grid name: cell}}; a record of other
+    settings, or one without a budget asked for, is refused, naming what differs."""
+    record = json.loads(path.read_text())
+    stored = record.get("settings", {})
+    differ = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+    if differ:
+        raise SystemExit(f"--from {path}: made with other settings than this run's ({', '.join(differ)}: "
+                         + "; ".join(f"{k} {stored.get(k)!r} there, {settings.get(k)!r} here" for k in differ) + ")")
+    out = {c: {name.split("@")[0]: cell for name, cell in record["cells"].items()
+               if name.endswith(f"@{c}") and not name.startswith("spearman")} for c in calls}
+    missing = [c for c, cells in out.items() if not cells]
+    if missing:
+        raise SystemExit(f"--from {path}: no grids for {missing} model calls (it has "
+                         f"{sorted({int(n.split('@')[1]) for n in record['cells']})})")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("experiment")
@@ -77,6 +96,9 @@ def main() -> None:
                    "golden-section levels cost many model calls: the text twin's)")
     p.add_argument("--seeds", type=int, default=1, help="sampling seeds per cell (0 .. N-1): each metric is their "
                    "mean, with its standard error over seeds (<metric>_se) from 2 on")
+    p.add_argument("--from", dest="source", type=Path, help="a grids record made with the same settings (e.g. under "
+                   "docs/records/grids/): its grids and their J are taken as they are and only sampled (more seeds), "
+                   "with no search and no J read")
     a, overrides = p.parse_known_args()
     if a.seeds < 1:
         p.error(f"--seeds {a.seeds}: expected at least 1 sampling seed")
@@ -101,7 +123,9 @@ def main() -> None:
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
                 "rule": rule,
                 **({"hierarchy": False} if a.no_hierarchy else {}), "end": end}
-    prior = json.loads(out.read_text()) if out.is_file() else {}
+    source = from_record(a.source, settings, a.calls) if a.source else None
+    prior_file = out if out.is_file() else a.source  # a first run --from a record extends it: its other budgets kept
+    prior = json.loads(prior_file.read_text()) if prior_file else {}
     table = {"settings": settings, "cells": kept_cells(prior, settings, a.calls)}
     cache = out.parent / "grid-samples.json"
     saved = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -109,8 +133,9 @@ def main() -> None:
 
     family = "count" if a.sampler in COUNT_GRID else "tau"
     t0 = time.time()
-    grids: dict[int, dict[str, list[float]]] = {}
-    for calls in a.calls:
+    grids: dict[int, dict[str, list[float]]] = {} if source is None else {
+        calls: {name: cell["times"] for name, cell in cells.items()} for calls, cells in source.items()}
+    for calls in a.calls if source is None else ():
         steps = steps_for_calls(a.sampler, calls)
         g = {"uniform": uniform(steps, eps).tolist(), "cosine": cosine(steps, eps).tolist()}
         g.update({f"power{q:g}": power(steps, q, eps).tolist() for q in a.powers})
@@ -144,7 +169,7 @@ def main() -> None:
 
     reads: dict = {}  # model reads by point, shared by the grids' lattices where their states agree (the base path)
 
-    for calls in a.calls:  # the J optimum: jys.search=lattice with the same settings (its table cached in runs/)
+    for calls in a.calls if source is None else ():  # the J optimum: jys.search=lattice, same settings (cached in runs/)
         steps = steps_for_calls(a.sampler, calls)
         lat_cfg = base + [f"nfe={steps}", "jys.search=lattice", f"jys.objective={objective}", f"jys.weight={a.weight}",
                           f"jys.lattice={a.lattice}", f"jys.lattice_samples={a.klub_samples}"]
@@ -203,9 +228,12 @@ def main() -> None:
                     atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
                 per_seed.append(sampled[gkey])
             cell = {"times": grid, "seeds": a.seeds, **seed_summary(per_seed)}
-            read_on = snap(grid) if family == "count" else charged_times(snap(grid), round(eps, 12), end)
-            jv = lattice(read_on, steps).grid_value(read_on)
-            cell.update({"J": jv.value, "J_se": jv.se, "J_terms": jv.terms})
+            if source is not None:  # the record's J of this very grid (same settings)
+                cell.update({k: source[calls][name][k] for k in ("J", "J_se", "J_terms")})
+            else:
+                read_on = snap(grid) if family == "count" else charged_times(snap(grid), round(eps, 12), end)
+                jv = lattice(read_on, steps).grid_value(read_on)
+                cell.update({"J": jv.value, "J_se": jv.se, "J_terms": jv.terms})
             table["cells"][f"{name}@{calls}"] = cell
             atomic_write_json(out, table)
             rows.append((name, cell))
