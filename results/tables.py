@@ -16,15 +16,19 @@ from samplers.registry import steps_for_calls
 Rows = dict[tuple[str, str, str], dict[int, list[dict]]]  # (model, sampler, schedule) -> NFE -> records (seeds)
 
 
-def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None, schedules=SCHEDULES) -> list[dict]:
+def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None, schedules=SCHEDULES, added=()) -> list[dict]:
     """The records of one experiment's table: its grid cells, each model's quality cell and the reference cell;
     each record gets a `role` (cell, quality, reference) and a `budget`: the model calls per sequence of its column
     (its nfe_calls, or the budget in `nfes` whose grid steps it took: a two-call step under an even budget spends
-    one call less). Refuses records of two identities per model, and two records of one cell and seed."""
+    one call less). `added`: cell records of an earlier run (a committed record), taken beside runs' own, e.g. the
+    other sampling seeds of the same cells. Refuses records of two identities per model, and two records of one cell
+    and seed."""
     out = []
     for model in spec.models:
         mine = []
-        for r in read_metrics(runs, spec.experiment, model):
+        earlier = [{k: v for k, v in r.items() if k not in ("role", "budget")}
+                   for r in added if r.get("role") == "cell" and r.get("model") == model]
+        for r in read_metrics(runs, spec.experiment, model) + earlier:
             if r.get("schedule") not in schedules or "nfe_calls" not in r:
                 continue
             uniform = r["schedule"] == "uniform"
@@ -80,10 +84,15 @@ def check_distinct(records: list[dict], where: str) -> None:
     for r in records:
         key = (row_of(r), r.get("budget", r["nfe_calls"]), r["seed"], r.get("role"))
         if key in seen:
-            raise ResultsError(f"{where}: {seen[key]} and {r.get('metrics_file')} are the same cell {key[0]} at "
+            raise ResultsError(f"{where}: {seen[key]} and {source(r)} are the same cell {key[0]} at "
                                f"{key[1]} calls, seed {key[2]}, made with settings the table does not tell apart; "
                                "move one away")
-        seen[key] = r.get("metrics_file", "?")
+        seen[key] = source(r)
+
+
+def source(r: dict) -> str:
+    """Where a record was read: its metrics file, and the committed record it was added from (table --add)."""
+    return r.get("metrics_file", "?") + (f" (from {r['added_from']})" if "added_from" in r else "")
 
 
 def with_floor(records: list[dict], runs: str | Path, spec: Spec) -> list[dict]:

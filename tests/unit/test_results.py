@@ -54,6 +54,25 @@ def test_collect_refuses_two_sample_counts(tmp_path):
         collect(tmp_path, spec_for("folk"))
 
 
+def test_collect_adds_an_earlier_records_seeds_and_refuses_a_seed_twice(tmp_path):
+    """table --add: a committed record's cells (seed 0) beside runs' seed 1 make two-seed cells; the same cell and
+    seed in both, or another model identity, is refused, naming the record it came from."""
+    model = "folk-tauldr"
+    write_runs(tmp_path, [record("uniform", 8, 0.5, seed=1, model=model), record("jys", 8, 0.3, seed=1, model=model)],
+               model=model)
+    earlier = [r | {"role": "cell", "budget": 8, "added_from": "old.json", "metrics_file": f"{r['schedule']}.json"}
+               for r in (record("uniform", 8, 0.7, model=model), record("jys", 8, 0.4, model=model))]
+    cells = collect(tmp_path, spec_for("folk"), added=earlier)
+    assert sorted((r["schedule"], r["seed"]) for r in cells) == [("jys", 0), ("jys", 1), ("uniform", 0), ("uniform", 1)]
+    text = markdown(cells, spec_for("folk").metrics[0])
+    assert "| folk-tauldr | euler | uniform | 0.6000 [2 seeds] |" in text and "| **0.3500 [2 seeds]** |" in text
+    twice = earlier + [earlier[0] | {"added_from": "other.json"}]
+    with pytest.raises(ResultsError, match=r"uniform\.json \(from old\.json\) and uniform\.json \(from other\.json\)"):
+        collect(tmp_path, spec_for("folk"), added=twice)
+    with pytest.raises(ResultsError, match="model_identity"):
+        collect(tmp_path, spec_for("folk"), added=[earlier[0] | {"model_identity": {"weights_sha256": "w2"}}])
+
+
 def test_collect_sorts_cells_reference_and_floor(tmp_path):
     write_runs(tmp_path, [record("uniform", 8, 0.5), record("jys", 8, 0.4), record("uniform", 512, 0.1, seed=100),
                           record("jys", 8, 0.9, seed=100)], model="folk-tauldr")
