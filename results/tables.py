@@ -4,6 +4,7 @@ console and the pages print the same text."""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -120,11 +121,13 @@ def mean(records: list[dict], key: str) -> float:
 
 
 def cell_text(records: list[dict], metric: Metric) -> str:
-    """Mean over seeds; ± its standard error (one seed, when recorded); the extra metric in brackets."""
+    """Mean over seeds; ± its standard error where every seed recorded one (one seed: its own; several: that of the
+    mean of independent seeds, √(Σ se²)/n); the extra metric in brackets."""
     d = metric.digits
     text = f"{mean(records, metric.key):.{d}f}"
-    if len(records) == 1 and f"{metric.key}_se" in records[0]["metrics"]:
-        text += f" ± {records[0]['metrics'][metric.key + '_se']:.{max(d, 2)}f}"
+    ses = [r["metrics"].get(f"{metric.key}_se") for r in records]
+    if all(se is not None for se in ses):
+        text += f" ± {math.sqrt(sum(se * se for se in ses)) / len(ses):.{max(d, 2)}f}"
     if metric.extra and all(metric.extra in r["metrics"] for r in records):
         text += f" ({mean(records, metric.extra):.2f})"
     if len(records) > 1:

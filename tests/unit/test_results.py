@@ -66,6 +66,10 @@ def test_collect_adds_an_earlier_records_seeds_and_refuses_a_seed_twice(tmp_path
     assert sorted((r["schedule"], r["seed"]) for r in cells) == [("jys", 0), ("jys", 1), ("uniform", 0), ("uniform", 1)]
     text = markdown(cells, spec_for("folk").metrics[0])
     assert "| folk-tauldr | euler | uniform | 0.6000 [2 seeds] |" in text and "| **0.3500 [2 seeds]** |" in text
+    # with every seed's standard error: that of the mean of independent seeds, √(0.03² + 0.04²) / 2 = 0.025
+    for r in cells:
+        r["metrics"]["hellinger_ref_se"] = 0.03 if r["seed"] == 0 else 0.04
+    assert "| folk-tauldr | euler | uniform | 0.6000 ± 0.0250 [2 seeds] |" in markdown(cells, spec_for("folk").metrics[0])
     twice = earlier + [earlier[0] | {"added_from": "other.json"}]
     with pytest.raises(ResultsError, match=r"uniform\.json \(from old\.json\) and uniform\.json \(from other\.json\)"):
         collect(tmp_path, spec_for("folk"), added=twice)
