@@ -23,7 +23,7 @@ from pipeline.runs import (
 from samplers.loop import calls_per_sequence
 from samplers.unmasking import order_digest
 
-__all__ = ["evaluate", "main", "samples_provenance"]
+__all__ = ["evaluate", "grid_digest", "main", "samples_provenance"]
 
 
 def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor, schedule: dict | None = None) -> dict:
@@ -49,6 +49,11 @@ def samples_provenance(cfg: DictConfig, path, grid: torch.Tensor, schedule: dict
             "format_version": FORMAT_VERSION, "samples_key_sha256": key_sha}
 
 
+def grid_digest(grid: torch.Tensor) -> str:
+    """The grid's times as a short hash: the seeds of one table cell must share it (results.tables.check_grids)."""
+    return hashlib.sha256(grid.to(torch.float64).numpy().tobytes()).hexdigest()[:16]
+
+
 @hydra.main(config_path="../configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     label, grid, nfe, schedule = resolve_schedule(cfg)
@@ -62,7 +67,7 @@ def main(cfg: DictConfig) -> None:
     # EB-Sampler has no grid: its NFE is the model calls its sequences took, on average
     nfe_calls = calls if nfe is None else calls_per_sequence(cfg.sampler, nfe, cfg.final_step)
     record = {"experiment": cfg.experiment.name, "model": cfg.model.name, "sampler": cfg.sampler,
-              "schedule": label, "nfe": nfe, "nfe_calls": nfe_calls,
+              "schedule": label, "nfe": nfe, "nfe_calls": nfe_calls, "grid_sha256": grid_digest(grid),
               "model_calls": calls, "num_samples": int(samples.shape[0]),
               "seed": seed, "metrics": evaluate(cfg, samples), **provenance, "samples_file": str(path)}
     if multi_jump(cfg) is not None:

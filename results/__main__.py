@@ -1,6 +1,6 @@
 """The results layer's command line.
 
-    python -m results table EXPERIMENT [--models M ..] [--samplers S ..] [--nfes N ..] [--add RECORD ..]
+    python -m results table EXPERIMENT [--models M ..] [--samplers S ..] [--nfes N ..] [--add RECORD]..
                                                                     # runs/<exp>/results.json
     python -m results figure EXPERIMENT [--nfe 16] [--prefix 32] [--shape C H W] [--levels L]
                                         [--tokenizer FILE --vocab V]                     # runs/<exp>/figures/
@@ -30,11 +30,17 @@ from results.tables import collect, tables, with_floor
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def repo_relative(path: Path) -> str:
+    """A path as committed records name it: relative to the repository where it lies inside it, else its name."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
 def table(args) -> None:
     spec = spec_for(args.experiment, tuple(args.models) if args.models else None, args.quality)
-    added = [r | {"added_from": str(path)} for path in args.add or () for r in load_results(path)]
+    added = [r | {"added_from": repo_relative(path)} for path in args.add or () for r in load_results(path)]
     records = with_floor(collect(args.runs, spec, args.samplers, args.nfes, tuple(args.schedules), added),
-                         args.runs, spec)
+                         args.runs, spec, added)
     floor = next((r for r in records if r["role"] == "floor"), None)
     judges = {r["metrics"].get("judge") for r in records if r["role"] != "floor"}
     if floor and "judge" in spec.identity and floor["metrics"].get("judge") not in judges:
@@ -77,9 +83,10 @@ def main(argv=None) -> None:
     ap.add_argument("--nfes", nargs="+", type=int, help="model calls per sequence")
     ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES),
                     help="table: the schedule labels kept (an ablation's, e.g. jys-oshuffle, beside the defaults)")
-    ap.add_argument("--add", nargs="+", type=Path, help="table: the cell records of earlier runs (e.g. the committed "
-                    "docs/records/<exp>.json) beside runs' own, as other sampling seeds of the same cells; the same "
-                    "cell and seed twice, or other model identities, are refused")
+    ap.add_argument("--add", action="append", type=Path, help="table: the records of an earlier run (e.g. the "
+                    "committed docs/records/<exp>.json; repeat for several) beside runs' own, as other sampling seeds "
+                    "of the same cells; the same cell and seed twice, two grids in one cell, or other identities are "
+                    "refused")
     ap.add_argument("--tag", help="record: commit as docs/records/<experiment>+<tag>.json, beside the main table")
     ap.add_argument("--quality", type=int, help="table: the model-quality cell's NFE (uniform grid; spec default)")
     ap.add_argument("--nfe", type=int, default=16, help="figure: the NFE of the sample sheets and piano rolls")

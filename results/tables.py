@@ -21,14 +21,14 @@ def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None, schedules=SC
     """The records of one experiment's table: its grid cells, each model's quality cell and the reference cell;
     each record gets a `role` (cell, quality, reference) and a `budget`: the model calls per sequence of its column
     (its nfe_calls, or the budget in `nfes` whose grid steps it took: a two-call step under an even budget spends
-    one call less). `added`: cell records of an earlier run (a committed record), taken beside runs' own, e.g. the
-    other sampling seeds of the same cells. Refuses records of two identities per model, and two records of one cell
-    and seed."""
+    one call less). `added`: the records of an earlier run (a committed record; its floor is with_floor's), taken
+    beside runs' own, e.g. the other sampling seeds of the same cells. Refuses records of two identities per model,
+    two records of one cell and seed, and a cell whose seeds were sampled on two grids."""
     out = []
     for model in spec.models:
         mine = []
         earlier = [{k: v for k, v in r.items() if k not in ("role", "budget")}
-                   for r in added if r.get("role") == "cell" and r.get("model") == model]
+                   for r in added if r.get("role") != "floor" and r.get("model") == model]
         for r in read_metrics(runs, spec.experiment, model) + earlier:
             if r.get("schedule") not in schedules or "nfe_calls" not in r:
                 continue
@@ -45,12 +45,14 @@ def collect(runs: str | Path, spec: Spec, samplers=None, nfes=None, schedules=SC
             else:
                 continue
             if spec.metrics[0].key not in r["metrics"]:
-                raise ResultsError(f"runs/{spec.experiment}/{model}/metrics/{r['metrics_file']} has no "
-                                   f"{spec.metrics[0].key}: rerun the metrics stage ({spec.script})")
+                raise ResultsError(f"{source(r, runs, spec.experiment, model)} has no {spec.metrics[0].key}: rerun "
+                                   f"the metrics stage ({spec.script})")
             mine.append(r | {"role": role, "budget": budget_of(r, nfes) or r["nfe_calls"]})
         if mine:
-            check_one(mine, spec.identity, f"runs/{spec.experiment}/{model}", f"rerun {spec.script}")
-            check_distinct(mine, f"runs/{spec.experiment}/{model}/metrics")
+            where = f"{Path(runs) / spec.experiment / model}" + (" and the records added" if earlier else "")
+            check_one(mine, spec.identity, where, f"rerun {spec.script}")
+            check_distinct(mine, where)
+            check_grids(mine, where)
         out += mine
     if not out:
         raise ResultsError(f"no metrics records of {spec.experiment} under {Path(runs) / spec.experiment}/"
@@ -85,20 +87,41 @@ def check_distinct(records: list[dict], where: str) -> None:
     for r in records:
         key = (row_of(r), r.get("budget", r["nfe_calls"]), r["seed"], r.get("role"))
         if key in seen:
+            both = "added" in seen[key] + source(r)
             raise ResultsError(f"{where}: {seen[key]} and {source(r)} are the same cell {key[0]} at "
                                f"{key[1]} calls, seed {key[2]}, made with settings the table does not tell apart; "
-                               "move one away")
+                               + ("leave out the --add record that holds it, or move the runs copy away" if both
+                                  else "move one away"))
         seen[key] = source(r)
 
 
-def source(r: dict) -> str:
-    """Where a record was read: its metrics file, and the committed record it was added from (table --add)."""
-    return r.get("metrics_file", "?") + (f" (from {r['added_from']})" if "added_from" in r else "")
+def check_grids(records: list[dict], where: str) -> None:
+    """The seeds of one cell were sampled on one grid (records since `grid_sha256`; older ones are not checked): a
+    schedule label searched again under other defaults is another grid, not another seed."""
+    grids: dict[tuple, dict] = {}
+    for r in records:
+        if "grid_sha256" in r:
+            first = grids.setdefault((row_of(r), r.get("budget", r["nfe_calls"]), r.get("role")), r)
+            if first["grid_sha256"] != r["grid_sha256"]:
+                raise ResultsError(f"{where}: {source(first)} and {source(r)} are seeds of the cell {row_of(r)} at "
+                                   f"{r.get('budget', r['nfe_calls'])} calls sampled on two grids; remake one of them "
+                                   "on the other's grid, or leave it out")
 
 
-def with_floor(records: list[dict], runs: str | Path, spec: Spec) -> list[dict]:
-    """The records and the experiment's floor record (held-out data), refused if made from other data."""
-    floor = read_floor(runs, spec.experiment) if spec.floor else None
+def source(r: dict, runs=None, experiment: str = "", model: str = "") -> str:
+    """Where a record was read: its metrics file (under runs/, when given), or the record it was added from."""
+    if "added_from" in r:
+        return f"{r.get('metrics_file', '?')} (added from {r['added_from']})"
+    name = r.get("metrics_file", "?")
+    return str(Path(runs) / experiment / model / "metrics" / name) if runs is not None else name
+
+
+def with_floor(records: list[dict], runs: str | Path, spec: Spec, added=()) -> list[dict]:
+    """The records and the experiment's floor record (held-out data: runs', else that of the `added` records),
+    refused if made from other data."""
+    floor = None
+    if spec.floor:
+        floor = read_floor(runs, spec.experiment) or next((r for r in added if r.get("role") == "floor"), None)
     if floor is None:
         return records
     data = {json.dumps(r.get("data_identity"), sort_keys=True) for r in records}
@@ -122,11 +145,11 @@ def mean(records: list[dict], key: str) -> float:
 
 def cell_text(records: list[dict], metric: Metric) -> str:
     """Mean over seeds; ± its standard error where every seed recorded one (one seed: its own; several: that of the
-    mean of independent seeds, √(Σ se²)/n); the extra metric in brackets."""
+    mean of independent seeds, √(Σ se²)/n, for metrics whose seeds are independent); the extra metric in brackets."""
     d = metric.digits
     text = f"{mean(records, metric.key):.{d}f}"
     ses = [r["metrics"].get(f"{metric.key}_se") for r in records]
-    if all(se is not None for se in ses):
+    if all(se is not None for se in ses) and (len(ses) == 1 or metric.independent_seeds):
         text += f" ± {math.sqrt(sum(se * se for se in ses)) / len(ses):.{max(d, 2)}f}"
     if metric.extra and all(metric.extra in r["metrics"] for r in records):
         text += f" ({mean(records, metric.extra):.2f})"
@@ -178,6 +201,8 @@ def markdown(records: list[dict], metric: Metric, unit: str = "sequence") -> str
                          f"{cell_text([r], metric)}")
         if r.get("role") == "floor" and metric.key in r["metrics"]:
             notes.append(f"held-out data (the floor), {r['num_samples']} {unit}s: {cell_text([r], metric)}")
+    if any(len(cell) > 1 and "±" in cell_text(cell, metric) for row in rows.values() for cell in row.values()):
+        notes.append("± of a cell of several seeds: the standard error of their mean, √(Σ se²)/n (independent seeds)")
     return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
 
 

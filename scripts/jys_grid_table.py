@@ -13,7 +13,9 @@ programming, jys.lattice.optimal_grids; under jys.end=denoise, the default for a
 more, the last made by the noise-removal call, and every grid's J read with ε appended, jys.schedule.charged_times). Each grid gets J ± s.e. on one lattice (common random numbers;
 each grid on the base lattice plus its own points, so that every grid meets the same forward path on the
 base), and the true metrics of `--num` samples (sampling
-seed 0 for all; with `--seeds N` the mean over seeds 0 .. N-1 and its standard error over seeds): countdown error (absorbing CountDown) or chain NLL, and the bigram TV to the chain. With a
+seed 0 for all; with `--seeds N` the mean over seeds 0 .. N-1 and its standard error over seeds): countdown error (absorbing CountDown) or chain NLL, and the bigram TV to the chain.
+`--from RECORD` takes the grids and their J from a record of this script made with the same settings (its other
+budgets kept) and only samples them, e.g. at more seeds; seed 0 must reproduce the record's metric. With a
 condition prefix (an oracle twin of the music experiment) the paper's music protocol instead: every sample
 continues a held-out prefix, and `hellinger_ref` is the note-histogram Hellinger distance to the same
 sampler's NFE-512 continuations of the same prefixes (uniform grid, seed 100); beside it the bigram TV to the
@@ -63,8 +65,14 @@ def _counts(grid: list[float], process, length: int) -> list[int] | None:
 def from_record(path: Path, settings: dict, calls: list[int]) -> dict[int, dict[str, dict]]:
     """The grids cells of a record made with these settings, by budget: {calls: {grid name: cell}}; a record of other
     settings, or one without a budget asked for, is refused, naming what differs."""
+    if not path.is_file():
+        raise SystemExit(f"--from {path}: no such file (a grids record, e.g. docs/records/grids/<experiment>/oracle/"
+                         "grids-<sampler>[-<tag>].json)")
     record = json.loads(path.read_text())
-    stored = record.get("settings", {})
+    if not isinstance(record, dict) or not {"settings", "cells"} <= set(record):
+        raise SystemExit(f"--from {path}: not a grids record (expected an object with settings and cells, as "
+                         "scripts/jys_grid_table.py writes)")
+    stored = record["settings"]
     differ = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
     if differ:
         raise SystemExit(f"--from {path}: made with other settings than this run's ({', '.join(differ)}: "
@@ -124,8 +132,9 @@ def main() -> None:
                 "rule": rule,
                 **({"hierarchy": False} if a.no_hierarchy else {}), "end": end}
     source = from_record(a.source, settings, a.calls) if a.source else None
-    prior_file = out if out.is_file() else a.source  # a first run --from a record extends it: its other budgets kept
-    prior = json.loads(prior_file.read_text()) if prior_file else {}
+    prior = json.loads(out.read_text()) if out.is_file() else {}
+    if a.source and prior.get("settings") != settings:  # a run --from a record extends it: its other budgets kept
+        prior = json.loads(a.source.read_text())
     table = {"settings": settings, "cells": kept_cells(prior, settings, a.calls)}
     cache = out.parent / "grid-samples.json"
     saved = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -150,7 +159,8 @@ def main() -> None:
         elif rec:
             g["jys"] = rec["times"]
         grids[calls] = g
-    print(f"hierarchical searches: {time.time() - t0:.0f} s", flush=True)
+    if source is None:
+        print(f"hierarchical searches: {time.time() - t0:.0f} s", flush=True)
 
     t0 = time.time()
     x0 = experiment.sample_x0(a.klub_samples, torch.Generator().manual_seed(s.seed))
@@ -227,6 +237,12 @@ def main() -> None:
                     sampled[gkey]["entropy_gap"] = token_entropy_gap(x, chain_ref(x), K)
                     atomic_write_json(cache, {"model": model.identity(), "cells": sampled})
                 per_seed.append(sampled[gkey])
+            if source is not None and source[calls][name].get("seeds") == 1:  # the record's seed 0, drawn again
+                here, there = per_seed[0][primary], source[calls][name][primary]
+                if not np.isclose(here, there, rtol=1e-9, atol=0):
+                    raise SystemExit(f"--from {a.source}: {name} at {calls} calls gives {primary} {here} at seed 0 "
+                                     f"here and {there} in the record: its samples were made by other code or "
+                                     "defaults, so its J is not this run's; run without --from")
             cell = {"times": grid, "seeds": a.seeds, **seed_summary(per_seed)}
             if source is not None:  # the record's J of this very grid (same settings)
                 cell.update({k: source[calls][name][k] for k in ("J", "J_se", "J_terms")})

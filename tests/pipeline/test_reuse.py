@@ -11,6 +11,7 @@ import samplers.__main__ as samplers_main
 from models.sedd import SEDD, SEDDConfig
 from pipeline.runs import FORMAT_VERSION
 from pipeline.search import optimize_config
+from samplers.schedules import uniform
 from train.loop import EMA, export_weights
 
 SPEC = {"noise": {"name": "loglinear", "eps": 1e-3}, "kernel": {"name": "absorbing", "num_states": 32}}
@@ -73,6 +74,8 @@ def test_samples_are_redone_when_weights_or_data_change(make_cfg, tmp_path, samp
     record = json.loads((tmp_path / "count" / "count-sedd" / "metrics" / "euler-uniform-nfe2.json").read_text())
     assert record["model_identity"]["weights_sha256"] == second and record["format_version"] == FORMAT_VERSION
     assert record["data_identity"] == stored(samples, "data_identity")
+    grid = uniform(2, float(cfg.eps))
+    assert record["grid_sha256"] == metrics_main.grid_digest(grid) != metrics_main.grid_digest(grid.flip(0))
 
     optimize_config(cfg)
     assert len(list(search.glob("*.json"))) == 1

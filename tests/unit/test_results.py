@@ -1,6 +1,7 @@
 """The results layer on hand-made records: the table's cells (mean over seeds, standard error, the best schedule in
 bold, uniform / JYS), the identity checks, the spec lookup, and the pages' generated blocks."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -55,26 +56,41 @@ def test_collect_refuses_two_sample_counts(tmp_path):
 
 
 def test_collect_adds_an_earlier_records_seeds_and_refuses_a_seed_twice(tmp_path):
-    """table --add: a committed record's cells (seed 0) beside runs' seed 1 make two-seed cells; the same cell and
-    seed in both, or another model identity, is refused, naming the record it came from."""
+    """table --add: a committed record's cells (seed 0) beside runs' seed 1 make two-seed cells, its reference and
+    floor kept where runs/ has none; the same cell and seed in both, two grids in one cell, or another model identity
+    is refused, naming the record it came from."""
     model = "folk-tauldr"
-    write_runs(tmp_path, [record("uniform", 8, 0.5, seed=1, model=model), record("jys", 8, 0.3, seed=1, model=model)],
-               model=model)
+    write_runs(tmp_path, [record("uniform", 8, 0.5, seed=1, model=model) | {"grid_sha256": "g1"},
+                          record("jys", 8, 0.3, seed=1, model=model)], model=model)
     earlier = [r | {"role": "cell", "budget": 8, "added_from": "old.json", "metrics_file": f"{r['schedule']}.json"}
                for r in (record("uniform", 8, 0.7, model=model), record("jys", 8, 0.4, model=model))]
-    cells = collect(tmp_path, spec_for("folk"), added=earlier)
-    assert sorted((r["schedule"], r["seed"]) for r in cells) == [("jys", 0), ("jys", 1), ("uniform", 0), ("uniform", 1)]
-    text = markdown(cells, spec_for("folk").metrics[0])
+    reference = record("uniform", 512, 0.1, seed=100, model=model) | {"role": "reference", "added_from": "old.json"}
+    floor = {"role": "floor", "metrics": {"hellinger_ref": 0.6}, "num_samples": 64, "added_from": "old.json"}
+    spec = spec_for("folk")
+    cells = with_floor(collect(tmp_path, spec, added=earlier + [reference, floor]), tmp_path, spec, [floor])
+    assert sorted((r["role"], r["schedule"], r["seed"]) for r in cells if r["role"] != "floor") == [
+        ("cell", "jys", 0), ("cell", "jys", 1), ("cell", "uniform", 0), ("cell", "uniform", 1),
+        ("reference", "uniform", 100)]
+    assert [r["metrics"] for r in cells if r["role"] == "floor"] == [{"hellinger_ref": 0.6}]
+    text = markdown(cells, spec.metrics[0])
     assert "| folk-tauldr | euler | uniform | 0.6000 [2 seeds] |" in text and "| **0.3500 [2 seeds]** |" in text
-    # with every seed's standard error: that of the mean of independent seeds, √(0.03² + 0.04²) / 2 = 0.025
+    # every seed's standard error: the music protocol's seeds judge the same tunes (no ±), independent seeds
+    # combine to that of their mean, √(0.03² + 0.04²) / 2 = 0.025, and a note says which ± it is
     for r in cells:
-        r["metrics"]["hellinger_ref_se"] = 0.03 if r["seed"] == 0 else 0.04
-    assert "| folk-tauldr | euler | uniform | 0.6000 ± 0.0250 [2 seeds] |" in markdown(cells, spec_for("folk").metrics[0])
+        if r["role"] == "cell":
+            r["metrics"]["hellinger_ref_se"] = 0.03 if r["seed"] == 0 else 0.04
+    assert "0.6000 [2 seeds]" in markdown(cells, spec.metrics[0])
+    independent = markdown(cells, replace(spec.metrics[0], independent_seeds=True))
+    assert "| folk-tauldr | euler | uniform | 0.6000 ± 0.0250 [2 seeds] |" in independent
+    assert "± of a cell of several seeds: the standard error of their mean" in independent
     twice = earlier + [earlier[0] | {"added_from": "other.json"}]
-    with pytest.raises(ResultsError, match=r"uniform\.json \(from old\.json\) and uniform\.json \(from other\.json\)"):
-        collect(tmp_path, spec_for("folk"), added=twice)
+    with pytest.raises(ResultsError, match=r"uniform\.json \(added from old\.json\) and uniform\.json \(added from "
+                                           r"other\.json\).*leave out the --add record"):
+        collect(tmp_path, spec, added=twice)
+    with pytest.raises(ResultsError, match=r"seeds of the cell .*uniform.* sampled on two grids"):
+        collect(tmp_path, spec, added=[earlier[0] | {"grid_sha256": "g0"}])
     with pytest.raises(ResultsError, match="model_identity"):
-        collect(tmp_path, spec_for("folk"), added=[earlier[0] | {"model_identity": {"weights_sha256": "w2"}}])
+        collect(tmp_path, spec, added=[earlier[0] | {"model_identity": {"weights_sha256": "w2"}}])
 
 
 def test_collect_sorts_cells_reference_and_floor(tmp_path):
