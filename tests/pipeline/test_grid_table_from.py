@@ -28,7 +28,7 @@ def test_from_record_keeps_grids_and_j_and_adds_seeds(tmp_path, monkeypatch):
     script = _script()
     common = ["count_uniform_const", "--num", "16", "--klub-samples", "8", "--lattice", "8", "--powers", "1",
               "--no-hierarchy"]
-    over = ["--", "experiment.length=8", f"runs_dir={tmp_path}"]
+    over = ["--", "experiment.length=8", f"runs_dir={tmp_path}", f"experiment.data.dir={tmp_path}/data"]
     _run(script, monkeypatch, [*common, "--calls", "4", "5", "--tag", "a", *over])
     first = json.loads((tmp_path / "count_uniform_const" / "oracle" / "grids-euler-a.json").read_text())
     record = tmp_path / "record.json"
