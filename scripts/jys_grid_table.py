@@ -62,13 +62,14 @@ def _counts(grid: list[float], process, length: int) -> list[int] | None:
         return None
 
 
-def from_record(path: Path, settings: dict, calls: list[int]) -> dict[int, dict[str, dict]]:
-    """The grids cells of a record made with these settings, by budget: {calls: {grid name: cell}}; a record of other
-    settings, or one without a budget asked for, is refused, naming what differs."""
+def from_record(path: Path, settings: dict, calls: list[int], record=None) -> dict[int, dict[str, dict]]:
+    """The grids cells of a record made with these settings (read from `path` unless given, already read), by
+    budget: {calls: {grid name: cell}}; a record of other settings, or one without a budget asked for, is refused,
+    naming what differs."""
     if not path.is_file():
         raise SystemExit(f"--from {path}: no such file (a grids record, e.g. docs/records/grids/<experiment>/oracle/"
                          "grids-<sampler>[-<tag>].json)")
-    record = json.loads(path.read_text())
+    record = json.loads(path.read_text()) if record is None else record
     if not isinstance(record, dict) or not {"settings", "cells"} <= set(record):
         raise SystemExit(f"--from {path}: not a grids record (expected an object with settings and cells, as "
                          "scripts/jys_grid_table.py writes)")
@@ -131,10 +132,11 @@ def main() -> None:
                 "weight": a.weight, "objective": a.objective, "model": model.identity(),
                 "rule": rule,
                 **({"hierarchy": False} if a.no_hierarchy else {}), "end": end}
-    source = from_record(a.source, settings, a.calls) if a.source else None
+    record = json.loads(a.source.read_text()) if a.source and a.source.is_file() else None
+    source = from_record(a.source, settings, a.calls, record) if a.source else None
     prior = json.loads(out.read_text()) if out.is_file() else {}
     if a.source and prior.get("settings") != settings:  # a run --from a record extends it: its other budgets kept
-        prior = json.loads(a.source.read_text())
+        prior = record
     table = {"settings": settings, "cells": kept_cells(prior, settings, a.calls)}
     cache = out.parent / "grid-samples.json"
     saved = json.loads(cache.read_text()) if cache.is_file() else {}
