@@ -88,6 +88,8 @@ def main(argv=None) -> None:
                     "of the same cells; the same cell and seed twice, two grids in one cell, or other identities are "
                     "refused")
     ap.add_argument("--tag", help="record: commit as docs/records/<experiment>+<tag>.json, beside the main table")
+    ap.add_argument("--replace", action="store_true", help="record: overwrite the committed record even where the "
+                    "new table lacks some of its cells or seeds")
     ap.add_argument("--quality", type=int, help="table: the model-quality cell's NFE (uniform grid; spec default)")
     ap.add_argument("--nfe", type=int, default=16, help="figure: the NFE of the sample sheets and piano rolls")
     ap.add_argument("--prefix", type=int, default=32, help="figure: the music prefix")
@@ -110,7 +112,7 @@ def main(argv=None) -> None:
         elif args.command == "figure":
             figure(args)
         elif args.command == "record":
-            print(f"-> {commit_records(args.runs, args.experiment, tag=args.tag)}")
+            print(f"-> {commit_records(args.runs, args.experiment, tag=args.tag, replace=args.replace)}")
         elif args.command == "pages":
             changed = pages.regenerate()
             print("regenerated " + (", ".join(str(p.relative_to(ROOT)) for p in changed) or "nothing (up to date)"))

@@ -64,14 +64,37 @@ def committed(experiment: str, records_dir: str | Path = RECORDS) -> Path:
     return Path(records_dir) / f"{experiment}.json"
 
 
-def commit_records(runs: str | Path, experiment: str, records_dir: str | Path = RECORDS, tag: str | None = None) -> Path:
+CELL_FIELDS = ("model", "sampler", "multi_jump", "confidence", "order_sha256", "schedule", "nfe_calls", "budget", "seed",
+               "role")  # what tells two records of a table apart (results.tables.row_of and the column, seed, role)
+
+
+def dropped_cells(old: list[dict], new: list[dict]) -> list[str]:
+    """The cells (and seeds) of `old` that `new` lacks, each as 'model sampler schedule, N calls, seed S'."""
+    def key(r):
+        return tuple(str(r.get(k)) for k in CELL_FIELDS)
+    kept = {key(r) for r in new}
+    return [f"{r.get('model')} {r.get('sampler')} {r.get('schedule')}, {r.get('budget', r.get('nfe_calls'))} calls, "
+            f"seed {r.get('seed')}" for r in old if key(r) not in kept]
+
+
+def commit_records(runs: str | Path, experiment: str, records_dir: str | Path = RECORDS, tag: str | None = None,
+                   replace: bool = False) -> Path:
     """Copy runs/<experiment>/results.json to docs/records/<experiment>.json, the record a page is made from;
     samples files under another runs directory are named as under runs/, so no machine's path is committed. A tag
-    commits another table of the experiment beside its main one (docs/records/<experiment>+<tag>.json)."""
+    commits another table of the experiment beside its main one (docs/records/<experiment>+<tag>.json). A committed
+    record is not overwritten by one that lacks some of its cells or seeds (e.g. a table made without the --add that
+    joined them) unless `replace`."""
     runs = Path(runs).resolve()
     records = load_results(results_path(runs, experiment))
+    target = committed(f"{experiment}+{tag}" if tag else experiment, records_dir)
+    lost = dropped_cells(load_results(target), records) if target.is_file() and not replace else []
+    if lost:
+        raise ResultsError(f"{results_path(runs, experiment)} lacks {len(lost)} cell(s) of {target}: "
+                           + "; ".join(lost[:4]) + (f"; ... and {len(lost) - 4} more" if len(lost) > 4 else "")
+                           + f". Remake the table with --add {target} to keep them, or record with --replace to "
+                           "drop them")
     for r in records:
         path = Path(r.get("samples_file", ""))
         if path.is_absolute() and path.is_relative_to(runs):
             r["samples_file"] = str(Path("runs") / path.relative_to(runs))
-    return atomic_write_json(committed(f"{experiment}+{tag}" if tag else experiment, records_dir), records)
+    return atomic_write_json(target, records)

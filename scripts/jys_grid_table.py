@@ -44,6 +44,7 @@ from metrics.music import hellinger_to, mean_and_se
 from metrics.sequences import bigram_tv, chain_nll, chain_reference, countdown_error, token_entropy_gap
 from pipeline.build import compose_config, oracle_metric, oracle_setup
 from pipeline.experiment import experiment_of
+from pipeline.runs import key_differences
 from pipeline.search import grid_end, j_weight, lattice_points, optimize_config, settings_from, step_rule
 from results.grids import kept_cells, seed_summary
 from samplers.loop import run_sampler
@@ -73,11 +74,9 @@ def from_record(path: Path, settings: dict, calls: list[int], record=None) -> di
     if not isinstance(record, dict) or not {"settings", "cells"} <= set(record):
         raise SystemExit(f"--from {path}: not a grids record (expected an object with settings and cells, as "
                          "scripts/jys_grid_table.py writes)")
-    stored = record["settings"]
-    differ = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+    differ = key_differences(record["settings"], settings)
     if differ:
-        raise SystemExit(f"--from {path}: made with other settings than this run's ({', '.join(differ)}: "
-                         + "; ".join(f"{k} {stored.get(k)!r} there, {settings.get(k)!r} here" for k in differ) + ")")
+        raise SystemExit(f"--from {path}: made with other settings than this run's ({'; '.join(differ)})")
     out = {c: {name.split("@")[0]: cell for name, cell in record["cells"].items()
                if name.endswith(f"@{c}") and not name.startswith("spearman")} for c in calls}
     missing = [c for c, cells in out.items() if not cells]

@@ -59,7 +59,7 @@ def test_from_record_refuses_other_settings_and_missing_budgets(tmp_path):
     record = tmp_path / "record.json"
     record.write_text(json.dumps({"settings": {"num": 32, "weight": "none"},
                                   "cells": {"uniform@4": {"times": [1.0, 0.5, 1e-5]}}}))
-    with pytest.raises(SystemExit, match="num 32 there, 16 here"):
+    with pytest.raises(SystemExit, match="num: stored 32, now 16"):
         script.from_record(record, settings, [4])
     record.write_text(json.dumps({"settings": settings, "cells": {"uniform@4": {"times": [1.0, 0.5, 1e-5]},
                                                                   "spearman@4": {"chain_nll": 1.0}}}))

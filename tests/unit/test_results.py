@@ -8,7 +8,7 @@ import torch
 
 from results import pages
 from results.grids import kept_cells, seed_summary
-from results.records import ROOT, ResultsError
+from results.records import ROOT, ResultsError, commit_records, write_results
 from results.specs import spec_for
 from results.tables import collect, markdown, with_floor
 
@@ -134,6 +134,24 @@ def test_spec_lookup():
     assert spec_for("text", quality_nfe=1024).quality_nfe == 1024
     with pytest.raises(ValueError, match="no results spec for experiment 'nope'; known: chain, chain_gauss, cifar10, count"):
         spec_for("nope")
+
+
+def test_record_refuses_to_drop_committed_cells_unless_replaced(tmp_path):
+    """record: a committed record is kept whole; a table lacking one of its seeds (made without the --add that
+    joined it) is refused, naming the seed and the remedy; --replace overwrites; a superset is recorded."""
+    runs, records_dir = tmp_path / "runs", tmp_path / "records"
+    records_dir.mkdir()
+    both = [record("uniform", 8, 0.5) | {"role": "cell"}, record("uniform", 8, 0.6, seed=1) | {"role": "cell"}]
+    (records_dir / "folk.json").write_text(json.dumps(both))
+    write_results(runs, "folk", both[:1])
+    with pytest.raises(ResultsError, match=r"lacks 1 cell\(s\) .*m euler uniform, 8 calls, seed 1.*--add .*--replace"):
+        commit_records(runs, "folk", records_dir)
+    assert json.loads((records_dir / "folk.json").read_text()) == both  # untouched
+    commit_records(runs, "folk", records_dir, replace=True)
+    assert json.loads((records_dir / "folk.json").read_text()) == both[:1]
+    write_results(runs, "folk", both + [record("jys", 8, 0.4) | {"role": "cell"}])
+    commit_records(runs, "folk", records_dir)
+    assert len(json.loads((records_dir / "folk.json").read_text())) == 3
 
 
 def test_pages_regenerate_marked_blocks_from_committed_records(tmp_path):
