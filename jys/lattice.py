@@ -342,10 +342,12 @@ class PathLattice:
         total = total + survive * self.step_rule(p, r)
         return (total + (1 - survive) * self.image(p, r)) if self.weight == "mix" else total
 
-    def grid_value(self, grid: list[float], stages: list[float] | None = None) -> GridValue:
+    def grid_value(self, grid: list[float], stages: list[float] | None = None, release: bool = False) -> GridValue:
         """J of a grid whose points all lie on the lattice, with its standard error over the sequences. stages: the
         θ-trapezoidal steps' intermediate times, one per step, lattice points too (rule 'trapezoidal' only, and
-        there required: θ = ½ puts them at the steps' midpoints)."""
+        there required: θ = ½ puts them at the steps' midpoints). release: drop each step's reads once it is summed
+        (for a lattice that scores this one grid: its memory then holds about one step's reads, not every point's;
+        another grid on it would read them again)."""
         if (stages is not None) != (self.rule == "trapezoidal") or \
                 (stages is not None and len(stages) != len(grid) - 1):
             raise ValueError(f"a θ-trapezoidal grid (rule {self.rule!r}) is scored with one stage time per step: got "
@@ -361,7 +363,21 @@ class PathLattice:
         if self.weight in ("suffix", "mix"):
             for i in range(len(steps) - 2, -1, -1):
                 survive[i] = survive[i + 1] * self.stay(*steps[i + 1])
-        return self._value([self.interval(a, b, k) for (a, b), k in zip(steps, survive)])
+        parts = []
+        for (a, b), k in zip(steps, survive):
+            parts.append(self.interval(a, b, k))
+            if release:
+                self._forget(range(a, b))  # later steps read from b on
+        return self._value(parts)
+
+    def _forget(self, points) -> None:
+        """Drop this lattice's reads at these points and the pairs read coarse at them (a shared read cache keeps
+        its own)."""
+        gone = set(points)
+        for p in gone:
+            self.reads.pop(p, None)
+        for key in [key for key in self.pairs if key[0] in gone]:
+            del self.pairs[key]
 
     @staticmethod
     def _value(parts: list[torch.Tensor]) -> GridValue:

@@ -557,7 +557,7 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
                                                          nfe)))
         lat = PathLattice(model, x0, points, "count", s.seed + 1, s.objective, s.coarse_state, weight,
                           batch_size=s.batch_size, progress=s.progress, read_cache=reads)
-        value = lat.grid_value(counts)
+        value = lat.grid_value(counts, release=True)
         scored = {"counts": counts}
     else:
         times = charged_times([round(float(t), 12) for t in grid], round(s.eps, 12), end)
@@ -579,7 +579,7 @@ def grid_objective(experiment: Experiment, model, settings: JYSSettings, sampler
         lat = PathLattice(model, x0, points, "tau", s.seed + 1, s.objective, s.coarse_state, weight,
                           prefix=prefix, batch_size=s.batch_size, progress=s.progress, base_points=n, rule=rule,
                           read_cache=reads)
-        value = lat.grid_value(times, stages)
+        value = lat.grid_value(times, stages, release=True)
         scored = {"thetas": thetas} if stages is not None else {}
         scored["end"] = end
     return {"times": grid.tolist(), **scored, "nfe": nfe, "sampler": sampler, "experiment": experiment.name,

@@ -43,6 +43,21 @@ def test_grid_value_is_the_trapezoid_of_the_pair_terms_by_hand():
     assert float(D[0, 2]) == pytest.approx(v.terms[0], rel=1e-12) and float(D[2, 5]) == pytest.approx(v.terms[1], rel=1e-12)
 
 
+def test_grid_value_released_keeps_its_value_and_drops_the_reads_behind_it():
+    """release=True (one grid per lattice, python -m jys evaluate): the same J to the last bit, and the lattice keeps
+    no read before the grid's last step; without it every point read stays (later grids reuse them)."""
+    model, chain = _tiny_uniform()
+    x0 = chain.sample(16, 5, torch.Generator().manual_seed(2))
+    pts = [1.0, 0.8, 0.5, 0.3, 0.1, 1e-3]
+    kept = PathLattice(model, x0, pts, "tau", seed=3, objective="girsanov")
+    released = PathLattice(model, x0, pts, "tau", seed=3, objective="girsanov")
+    grid = [1.0, 0.5, 0.1, 1e-3]
+    a, b = kept.grid_value(grid), released.grid_value(grid, release=True)
+    assert (a.value, a.se, a.terms) == (b.value, b.se, b.terms)
+    assert set(kept.reads) == set(range(len(pts))) and set(released.reads) <= {5}
+    assert not released.pairs and kept.pairs
+
+
 def test_pair_term_is_the_klub_integrand_of_the_forward_pair():
     """pair(p, q) is klub_terms on the lattice's own states; its one-point rectangle (t_q − t_r)·E pair is the
     hierarchical search's KLUB for the same states (here checked against klub_terms on draw_pair's states)."""
