@@ -347,7 +347,8 @@ class PathLattice:
         θ-trapezoidal steps' intermediate times, one per step, lattice points too (rule 'trapezoidal' only, and
         there required: θ = ½ puts them at the steps' midpoints). release: drop each step's reads once it is summed
         (for a lattice that scores this one grid: its memory then holds about one step's reads, not every point's;
-        another grid on it would read them again)."""
+        another grid on it would read them again). A shared read cache keeps its own references (its owner evicts);
+        the θ-trapezoidal steps keep theirs."""
         if (stages is not None) != (self.rule == "trapezoidal") or \
                 (stages is not None and len(stages) != len(grid) - 1):
             raise ValueError(f"a θ-trapezoidal grid (rule {self.rule!r}) is scored with one stage time per step: got "

@@ -64,17 +64,34 @@ def committed(experiment: str, records_dir: str | Path = RECORDS) -> Path:
     return Path(records_dir) / f"{experiment}.json"
 
 
-CELL_FIELDS = ("model", "sampler", "multi_jump", "confidence", "order_sha256", "schedule", "nfe_calls", "budget", "seed",
-               "role")  # what tells two records of a table apart (results.tables.row_of and the column, seed, role)
+def row_of(r: dict) -> tuple[str, str, str]:
+    """(model, sampler, schedule); a sampler run with another multi-jump or confidence rule or order of positions
+    than its default is its own row (its files carry it in their names)."""
+    sampler = r["sampler"]
+    if r.get("multi_jump") not in (None, "reject"):
+        sampler += f" ({r['multi_jump']} jump)"
+    if r.get("confidence") not in (None, "max"):
+        sampler += f" ({r['confidence']})"
+    if r.get("order_sha256"):  # DUS in a user's order (unmask.order)
+        sampler += f" (order {r['order_sha256'][:8]})"
+    return r["model"], sampler, r["schedule"]
+
+
+def cell_key(r: dict) -> tuple:
+    """What tells two records of one table apart: the row (row_of), the column (the budget a record was made for,
+    else its model calls), the sampling seed and the role; the experiment, and an ablation's KLUB samples and search
+    seed, where a record carries them (tables of one experiment share the first; ablation_klub's rows differ by the
+    others)."""
+    row = row_of(r) if {"model", "sampler", "schedule"} <= set(r) else None  # a floor record has no row
+    return (r.get("experiment"), row, r.get("budget", r.get("nfe_calls")), r.get("seed"), r.get("role"),
+            r.get("klub_samples"), r.get("search_seed"))
 
 
 def dropped_cells(old: list[dict], new: list[dict]) -> list[str]:
     """The cells (and seeds) of `old` that `new` lacks, each as 'model sampler schedule, N calls, seed S'."""
-    def key(r):
-        return tuple(str(r.get(k)) for k in CELL_FIELDS)
-    kept = {key(r) for r in new}
-    return [f"{r.get('model')} {r.get('sampler')} {r.get('schedule')}, {r.get('budget', r.get('nfe_calls'))} calls, "
-            f"seed {r.get('seed')}" for r in old if key(r) not in kept]
+    kept = {cell_key(r) for r in new}
+    return [f"{' '.join(map(str, cell_key(r)[1] or [r.get('role')]))}, {r.get('budget', r.get('nfe_calls'))} calls, "
+            f"seed {r.get('seed')}" for r in old if cell_key(r) not in kept]
 
 
 def commit_records(runs: str | Path, experiment: str, records_dir: str | Path = RECORDS, tag: str | None = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from results.records import ResultsError, check_one, read_floor, read_metrics
+from results.records import ResultsError, cell_key, check_one, read_floor, read_metrics, row_of
 from results.specs import SCHEDULES, Metric, Spec
 from samplers.registry import steps_for_calls
 
@@ -68,24 +68,11 @@ def budget_of(r: dict, nfes) -> int | None:
     return next((n for n in nfes if steps_for_calls(r["sampler"], n) == r["nfe"]), None)
 
 
-def row_of(r: dict) -> tuple[str, str, str]:
-    """(model, sampler, schedule); a sampler run with another multi-jump or confidence rule or order of positions
-    than its default is its own row (its files carry it in their names)."""
-    sampler = r["sampler"]
-    if r.get("multi_jump") not in (None, "reject"):
-        sampler += f" ({r['multi_jump']} jump)"
-    if r.get("confidence") not in (None, "max"):
-        sampler += f" ({r['confidence']})"
-    if r.get("order_sha256"):  # DUS in a user's order (unmask.order)
-        sampler += f" (order {r['order_sha256'][:8]})"
-    return r["model"], sampler, r["schedule"]
-
-
 def check_distinct(records: list[dict], where: str) -> None:
     """One record per (row, column, seed): two would be averaged as if they were seeds."""
     seen: dict[tuple, str] = {}
     for r in records:
-        key = (row_of(r), r.get("budget", r["nfe_calls"]), r["seed"], r.get("role"))
+        key = cell_key(r)
         if key in seen:
             both = "added" in seen[key] + source(r)
             raise ResultsError(f"{where}: {seen[key]} and {source(r)} are the same cell {key[0]} at "

@@ -56,6 +56,7 @@ def test_grid_value_released_keeps_its_value_and_drops_the_reads_behind_it():
     assert (a.value, a.se, a.terms) == (b.value, b.se, b.terms)
     assert set(kept.reads) == set(range(len(pts))) and set(released.reads) <= {5}
     assert not released.pairs and kept.pairs
+    assert released.calls == kept.calls  # no read dropped before its last use (it would be read again)
 
 
 def test_pair_term_is_the_klub_integrand_of_the_forward_pair():

@@ -152,6 +152,16 @@ def test_record_refuses_to_drop_committed_cells_unless_replaced(tmp_path):
     write_results(runs, "folk", both + [record("jys", 8, 0.4) | {"role": "cell"}])
     commit_records(runs, "folk", records_dir)
     assert len(json.loads((records_dir / "folk.json").read_text())) == 3
+    # a rerun of the same cells (other values, samples files, a default written out) is no loss
+    rerun = [r | {"metrics": {"hellinger_ref": 0.9}, "samples_file": "runs/x.npz", "multi_jump": "reject"}
+             for r in json.loads((records_dir / "folk.json").read_text())]
+    write_results(runs, "folk", rerun)
+    commit_records(runs, "folk", records_dir)
+    assert json.loads((records_dir / "folk.json").read_text()) == rerun
+    # another multi-jump rule is another row: its cells do not stand in for the committed ones
+    write_results(runs, "folk", [r | {"multi_jump": "accept"} for r in rerun])
+    with pytest.raises(ResultsError, match="lacks 3 cell"):
+        commit_records(runs, "folk", records_dir)
 
 
 def test_pages_regenerate_marked_blocks_from_committed_records(tmp_path):
