@@ -75,8 +75,9 @@ def check_distinct(records: list[dict], where: str) -> None:
         key = cell_key(r)
         if key in seen:
             both = "added" in seen[key] + source(r)
-            raise ResultsError(f"{where}: {seen[key]} and {source(r)} are the same cell {key[0]} at "
-                               f"{key[1]} calls, seed {key[2]}, made with settings the table does not tell apart; "
+            raise ResultsError(f"{where}: {seen[key]} and {source(r)} are the same cell {row_of(r)} at "
+                               f"{r.get('budget', r['nfe_calls'])} calls, seed {r['seed']}, made with settings the "
+                               "table does not tell apart; "
                                + ("leave out the --add record that holds it, or move the runs copy away" if both
                                   else "move one away"))
         seen[key] = source(r)

@@ -193,7 +193,7 @@ def test_two_call_steps_stand_under_the_budget_they_were_made_for(tmp_path):
     text = markdown(records, spec_for("folk").metrics[0])
     assert text.splitlines()[2:] == ["| m | euler | jys | 0.4000 |", "| m | trapezoidal | jys | 0.3000 (7 calls) |"]
     write_runs(tmp_path / "again", [euler, euler | {"metrics_file": "copy"}], model="folk-tauldr")
-    with pytest.raises(ResultsError, match="are the same cell"):
+    with pytest.raises(ResultsError, match=r"are the same cell \('m', 'euler', 'jys'\) at 8 calls, seed 0"):
         collect(tmp_path / "again", spec_for("folk"), nfes=[8])
 
 
