@@ -89,9 +89,11 @@ def cell_key(r: dict) -> tuple:
 
 def dropped_cells(old: list[dict], new: list[dict]) -> list[str]:
     """The cells (and seeds) of `old` that `new` lacks, each as 'model sampler schedule, N calls, seed S'."""
+    def name(r):
+        row = " ".join(row_of(r)) if {"model", "sampler", "schedule"} <= set(r) else r.get("role")
+        return f"{row}, {r.get('budget', r.get('nfe_calls'))} calls, seed {r.get('seed')}"
     kept = {cell_key(r) for r in new}
-    return [f"{' '.join(map(str, cell_key(r)[1] or [r.get('role')]))}, {r.get('budget', r.get('nfe_calls'))} calls, "
-            f"seed {r.get('seed')}" for r in old if cell_key(r) not in kept]
+    return [name(r) for r in old if cell_key(r) not in kept]
 
 
 def commit_records(runs: str | Path, experiment: str, records_dir: str | Path = RECORDS, tag: str | None = None,

@@ -221,6 +221,7 @@ def main() -> None:
         print(f"\n{a.experiment}, {a.sampler}, {calls} model calls ({steps} steps), {a.num} samples; J weight={a.weight}")
         print(f"{'grid':>10}{'J':>12}{'± se':>9}{primary:>17}{'bigram_tv':>11}{'entropy_gap':>13}")
         rows = []
+        base = set(lattice_base(steps))  # the points every grid of this budget reads (its reads kept between grids)
         for name, grid in g.items():
             per_seed = []
             for seed in range(a.seeds):
@@ -250,9 +251,8 @@ def main() -> None:
             else:
                 read_on = snap(grid) if family == "count" else charged_times(snap(grid), round(eps, 12), end)
                 jv = lattice(read_on, steps).grid_value(read_on, release=True)
-                base = set(lattice_base(steps))  # a grid's own points' reads serve it alone: kept, they add up past
-                for key in [k for k in reads if k[0] not in base]:  # the memory (text twin, 32 calls: 2 GB a grid)
-                    del reads[key]
+                for key in [k for k in reads if k[0] not in base]:  # a grid's own points' reads serve it alone:
+                    del reads[key]  # kept, they add up past the memory (text twin, 32 calls: 2 GB a grid)
                 cell.update({"J": jv.value, "J_se": jv.se, "J_terms": jv.terms})
             table["cells"][f"{name}@{calls}"] = cell
             atomic_write_json(out, table)
