@@ -367,6 +367,42 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
 
 
+# What a schedule file written before a field existed was searched with (no one-step term; the grid at ε).
+FIELD_DEFAULTS = {"rule": "none", "end": "eps"}
+
+
+def searched_as(settings: JYSSettings, model, sampler: str) -> dict:
+    """How `optimize` searches the schedule labelled 'jys' (jys_label: objective, search, weight and order 'auto', no
+    refinement; the grid's end and the step rule as given) under these settings today, as its file records it: the
+    objective, the search, J's weight and one-step rule and the grid's end, each 'auto' resolved by today's defaults.
+    A file whose values differ was searched under other settings or older defaults (check_searched_as)."""
+    settings = dataclasses.replace(settings, search=dataclasses.replace(settings.search, objective="auto"),
+                                   kind="auto", weight="auto", order="auto", refine="none")
+    if sampler in COUNT_GRID and resolve_order("auto", sampler) != "random":
+        return {"objective": f"order-{resolve_order('auto', sampler)}", "search": "lattice"}
+    kernel = model.process.kernel
+    rule = step_rule(settings, sampler, kernel)
+    end = grid_end(settings, sampler)
+    return {"objective": objective_for("auto", kernel, rule), "search": "lattice",
+            "weight": j_weight(settings, rule, model, end), "rule": rule,
+            **({} if sampler in COUNT_GRID else {"end": end})}
+
+
+def check_searched_as(schedule: dict, expected: dict, name: str) -> None:
+    """Refuse a schedule file whose recorded settings (objective, search, weight, rule, end) are not `expected`
+    (searched_as): `schedule=jys` means the schedule today's defaults search, and a file left by an older search
+    would otherwise be sampled as if it were. Fields the file lacks count as FIELD_DEFAULTS, or are not compared; a
+    search recorded as a dict of settings is the published hierarchy's."""
+    differ = {k: schedule.get(k, FIELD_DEFAULTS.get(k)) for k, v in expected.items()
+              if (k in schedule or k in FIELD_DEFAULTS) and schedule.get(k, FIELD_DEFAULTS.get(k)) != v}
+    if differ:
+        was = ", ".join(f"{k}={'hierarchy' if isinstance(v, dict) else v}" for k, v in differ.items())
+        now = ", ".join(f"{k}={expected[k]}" for k in differ)
+        raise ValueError(f"{name} was searched with {was}, and this config searches {now}: it was "
+                         "made under older defaults or other jys.* settings. Rerun `python -m jys` with this run's "
+                         "overrides (it rewrites the file), or name the file (schedule=PATH) to sample it as it is")
+
+
 def check_refine(settings: JYSSettings, sampler: str, family: str, kernel, rule: str) -> None:
     """jys.refine=onpolicy applies to the lattice search of a time-grid sampler with a one-step law under a
     uniform kernel, J unweighted (J on the sampler's states has no weights): refused otherwise, before any table."""

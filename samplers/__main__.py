@@ -17,6 +17,7 @@ from pipeline.build import build_model, setup_torch
 from pipeline.experiment import experiment_of
 from pipeline.runs import (FORMAT_VERSION, artifact_path, dus_order, eb_gamma, key_differences, klass_settings,
                            remdm_settings, resolve_schedule, samples_key, step_thetas)
+from pipeline.search import check_searched_as, searched_as, settings_from
 from samplers.loop import batch_seed, check_sizes, run_sampler
 
 HASHES = ("weights_sha256", "chain_sha256")
@@ -48,6 +49,9 @@ def main(cfg: DictConfig) -> None:
                          f"{label!r} (a schedule of process times): use remdm.strategy=cap or rescale with it")
     key = samples_key(cfg, grid, model, schedule)
     check_schedule_model(schedule, key["model_identity"], label)
+    if str(cfg.schedule) == "jys":  # today's defaults' schedule, not one an older search left in runs/
+        check_searched_as(schedule, searched_as(settings_from(cfg), model, str(cfg.sampler)),
+                          f"schedule=jys ({cfg.sampler}, nfe={nfe})")
     experiment = experiment_of(cfg)
     if schedule and int(schedule.get("prefix") or 0) != experiment.prefix:
         raise ValueError(f"schedule {label!r} was searched with a condition prefix of {schedule.get('prefix') or 0} "

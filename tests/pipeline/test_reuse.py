@@ -118,6 +118,35 @@ def test_a_schedule_searched_for_other_weights_is_refused():
         samplers_main.check_schedule_model({"model": {**ident, "weights_sha256": "b" * 64}}, ident, "jys")
 
 
+def test_a_schedule_searched_under_other_defaults_is_refused(make_cfg, sampling_calls):
+    """schedule=jys samples the schedule today's defaults search: a file an older search left in runs/ (its grid at ε
+    from before jys.end=denoise, another weight or objective) is refused, naming the field, and not sampled; the
+    same file named as a path is the user's choice and is sampled."""
+    over = ("experiment=count_uniform", "model=oracle", "sampler=euler", "nfe=2", "experiment.length=24",
+            "experiment.data=null", "jys.lattice=8", "jys.lattice_samples=16", "schedule=jys", "num_samples=4",
+            "batch_size=4", "overwrite=true")
+    cfg = make_cfg(*over)
+    path = optimize_config(cfg)
+    rec = json.loads(path.read_text())
+    assert (rec["end"], rec["weight"], rec["rule"]) == ("denoise", "marginal", "euler")  # each resolved from 'auto'
+    samplers_main.main.__wrapped__(cfg)
+    assert len(sampling_calls) == 1
+    other = "destination" if rec["objective"] == "girsanov" else "girsanov"
+    for field, was, now in (("end", None, "denoise"), ("weight", "none", "marginal"),
+                            ("objective", other, rec["objective"]), ("rule", None, "euler")):
+        stale = {k: v for k, v in rec.items() if k != field} if was is None else {**rec, field: was}
+        path.write_text(json.dumps(stale))
+        shown = {"end": "eps", "rule": "none"}.get(field) if was is None else was  # a field it lacks: its old value
+        with pytest.raises(ValueError, match=rf"schedule=jys \(euler, nfe=2\) was searched with {field}={shown}, "
+                                             rf"and this config searches {field}={now}"):
+            samplers_main.main.__wrapped__(cfg)
+    assert len(sampling_calls) == 1  # none of them sampled
+    samplers_main.main.__wrapped__(make_cfg(*[o for o in over if o != "schedule=jys"], f"schedule={path}"))
+    path.write_text(json.dumps(rec))
+    samplers_main.main.__wrapped__(cfg)
+    assert len(sampling_calls) == 3
+
+
 def test_a_cache_key_equals_itself_read_back_from_its_file(tmp_path):
     """A payload with a tuple (the Beta search's grid of values) must match the key its file stores: before, the
     tuple read back as a list, so the Beta scores were recomputed on every run."""
