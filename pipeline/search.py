@@ -367,40 +367,51 @@ def _optimize_lattice(experiment: Experiment, model, settings: JYSSettings, s: S
     return _write_schedule(out_dir, experiment, model, record, family, chosen)
 
 
-# What a schedule file written before a field existed was searched with (no one-step term; the grid at ε).
+# What a schedule file without the field was searched with: the grid at ε (before jys.end); no step rule (the
+# writers leave out rule 'none', though the lattice searches of 5–6 Dec 2026 left out the sampler's own rule too).
 FIELD_DEFAULTS = {"rule": "none", "end": "eps"}
 
 
 def searched_as(settings: JYSSettings, model, sampler: str) -> dict:
-    """How `optimize` searches the schedule labelled 'jys' (jys_label: objective, search, weight and order 'auto', no
-    refinement; the grid's end and the step rule as given) under these settings today, as its file records it: the
-    objective, the search, J's weight and one-step rule and the grid's end, each 'auto' resolved by today's defaults.
-    A file whose values differ was searched under other settings or older defaults (check_searched_as)."""
+    """How `optimize` searches the schedule labelled 'jys' under these settings today, as its file records it: the
+    objective, the search, J's weight and one-step rule, the grid's end and FORMAT_VERSION, each 'auto' resolved by
+    today's defaults. The label fixes objective, search, weight and order at 'auto', no refinement, the end not 'eps'
+    and the rule not the θ-trapezoidal leaps' (schedule_label); the rest comes from the settings. A file whose values
+    differ was searched under other settings or older defaults (check_searched_as)."""
     settings = dataclasses.replace(settings, search=dataclasses.replace(settings.search, objective="auto"),
-                                   kind="auto", weight="auto", order="auto", refine="none")
+                                   kind="auto", weight="auto", order="auto", refine="none",
+                                   end="auto" if settings.end == "eps" else settings.end)
+    if step_rule(settings, sampler, model.process.kernel) == "trapezoidal":
+        settings = dataclasses.replace(settings, rule="auto")
     if sampler in COUNT_GRID and resolve_order("auto", sampler) != "random":
-        return {"objective": f"order-{resolve_order('auto', sampler)}", "search": "lattice"}
+        return {"objective": f"order-{resolve_order('auto', sampler)}", "search": "lattice",
+                "format_version": FORMAT_VERSION}
     kernel = model.process.kernel
     rule = step_rule(settings, sampler, kernel)
     end = grid_end(settings, sampler)
     return {"objective": objective_for("auto", kernel, rule), "search": "lattice",
             "weight": j_weight(settings, rule, model, end), "rule": rule,
-            **({} if sampler in COUNT_GRID else {"end": end})}
+            **({} if sampler in COUNT_GRID else {"end": end}), "format_version": FORMAT_VERSION}
 
 
 def check_searched_as(schedule: dict, expected: dict, name: str) -> None:
-    """Refuse a schedule file whose recorded settings (objective, search, weight, rule, end) are not `expected`
-    (searched_as): `schedule=jys` means the schedule today's defaults search, and a file left by an older search
-    would otherwise be sampled as if it were. Fields the file lacks count as FIELD_DEFAULTS, or are not compared; a
-    search recorded as a dict of settings is the published hierarchy's."""
-    differ = {k: schedule.get(k, FIELD_DEFAULTS.get(k)) for k, v in expected.items()
-              if (k in schedule or k in FIELD_DEFAULTS) and schedule.get(k, FIELD_DEFAULTS.get(k)) != v}
+    """Refuse a schedule file whose recorded settings are not `expected` (searched_as): `schedule=jys` means the
+    schedule today's defaults search, and a file left by an older search would otherwise be sampled as if it were.
+    A field the file lacks counts as FIELD_DEFAULTS, or is not compared; τ-leaping's two multi-jump rules share a
+    schedule (as they share its file), and a search recorded as a dict of settings is the published hierarchy's."""
+    def compared(fields: dict, k: str):
+        v = fields.get(k, FIELD_DEFAULTS.get(k))
+        return v.removesuffix("_last") if k == "rule" and isinstance(v, str) else v
+
+    differ = [k for k in expected
+              if (k in schedule or k in FIELD_DEFAULTS) and compared(schedule, k) != compared(expected, k)]
     if differ:
-        was = ", ".join(f"{k}={'hierarchy' if isinstance(v, dict) else v}" for k, v in differ.items())
+        was = ", ".join(f"{k}={'hierarchy' if isinstance(schedule.get(k), dict) else compared(schedule, k)}"
+                        + ("" if k in schedule else " (not recorded)") for k in differ)
         now = ", ".join(f"{k}={expected[k]}" for k in differ)
-        raise ValueError(f"{name} was searched with {was}, and this config searches {now}: it was "
-                         "made under older defaults or other jys.* settings. Rerun `python -m jys` with this run's "
-                         "overrides (it rewrites the file), or name the file (schedule=PATH) to sample it as it is")
+        raise ValueError(f"{name} was searched with {was}, and this config searches {now}: it was made under older "
+                         "defaults or other jys.*, multi_jump or final_step settings. Rerun `python -m jys` with this "
+                         "run's overrides (it rewrites the file), or name the file (schedule=PATH) to sample it as it is")
 
 
 def check_refine(settings: JYSSettings, sampler: str, family: str, kernel, rule: str) -> None:

@@ -10,7 +10,8 @@ import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
 from models.sedd import SEDD, SEDDConfig
 from pipeline.runs import FORMAT_VERSION
-from pipeline.search import optimize_config
+from pipeline.build import build_model
+from pipeline.search import check_searched_as, optimize_config, searched_as, settings_from
 from samplers.schedules import uniform
 from train.loop import EMA, export_weights
 
@@ -136,7 +137,7 @@ def test_a_schedule_searched_under_other_defaults_is_refused(make_cfg, sampling_
                             ("objective", other, rec["objective"]), ("rule", None, "euler")):
         stale = {k: v for k, v in rec.items() if k != field} if was is None else {**rec, field: was}
         path.write_text(json.dumps(stale))
-        shown = {"end": "eps", "rule": "none"}.get(field) if was is None else was  # a field it lacks: its old value
+        shown = {"end": r"eps \(not recorded\)", "rule": r"none \(not recorded\)"}.get(field, was)  # lacked: old value
         with pytest.raises(ValueError, match=rf"schedule=jys \(euler, nfe=2\) was searched with {field}={shown}, "
                                              rf"and this config searches {field}={now}"):
             samplers_main.main.__wrapped__(cfg)
@@ -145,6 +146,25 @@ def test_a_schedule_searched_under_other_defaults_is_refused(make_cfg, sampling_
     path.write_text(json.dumps(rec))
     samplers_main.main.__wrapped__(cfg)
     assert len(sampling_calls) == 3
+
+
+@pytest.mark.parametrize("over", [
+    ("experiment=count", "sampler=kgillespie"), ("experiment=count", "sampler=dus"),
+    ("experiment=count", "sampler=euler"), ("experiment=count_uniform", "sampler=tau_leaping", "multi_jump=last"),
+    ("experiment=count_uniform", "sampler=euler", "final_step=argmax")])
+def test_a_fresh_jys_schedule_is_what_searched_as_expects(make_cfg, over):
+    """searched_as re-derives what each search writes for the label 'jys': a schedule just searched for a config is
+    never refused to it (count grids, DUS's order, the grid's end, a step rule), and τ-leaping's
+    two multi-jump rules share one schedule."""
+    cfg = make_cfg(*over, "model=oracle", "nfe=2", "experiment.length=8", "experiment.data=null", "jys.lattice=4",
+                   "jys.lattice_samples=4")
+    model = build_model(cfg)
+    rec = json.loads(optimize_config(cfg, model).read_text())
+    assert rec["label"] == "jys"
+    check_searched_as(rec, searched_as(settings_from(cfg), model, str(cfg.sampler)), "schedule=jys")
+    if "multi_jump=last" in over:
+        reject = make_cfg(*[o for o in over if o != "multi_jump=last"], "model=oracle", "nfe=2", "experiment.length=8")
+        check_searched_as(rec, searched_as(settings_from(reject), model, "tau_leaping"), "schedule=jys")
 
 
 def test_a_cache_key_equals_itself_read_back_from_its_file(tmp_path):
