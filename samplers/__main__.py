@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> None:
                          f"{label!r} (a schedule of process times): use remdm.strategy=cap or rescale with it")
     key = samples_key(cfg, grid, model, schedule)
     check_schedule_model(schedule, key["model_identity"], label)
-    if str(cfg.schedule) == "jys":  # today's defaults' schedule, not one an older search left in runs/
+    if str(cfg.schedule) == "jys" and schedule:  # today's defaults' schedule, not one an older search left in runs/
         check_searched_as(schedule, searched_as(settings_from(cfg), model, str(cfg.sampler)),
                           f"schedule=jys ({cfg.sampler}, nfe={nfe})")
     experiment = experiment_of(cfg)

@@ -9,8 +9,8 @@ import torch
 import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
 from models.sedd import SEDD, SEDDConfig
-from pipeline.runs import FORMAT_VERSION
 from pipeline.build import build_model
+from pipeline.runs import FORMAT_VERSION
 from pipeline.search import check_searched_as, optimize_config, searched_as, settings_from
 from samplers.schedules import uniform
 from train.loop import EMA, export_weights
@@ -163,6 +163,7 @@ def test_a_fresh_jys_schedule_is_what_searched_as_expects(make_cfg, over):
     assert rec["label"] == "jys"
     check_searched_as(rec, searched_as(settings_from(cfg), model, str(cfg.sampler)), "schedule=jys")
     if "multi_jump=last" in over:
+        assert rec["rule"] == "tau_leaping_last"
         reject = make_cfg(*[o for o in over if o != "multi_jump=last"], "model=oracle", "nfe=2", "experiment.length=8")
         check_searched_as(rec, searched_as(settings_from(reject), model, "tau_leaping"), "schedule=jys")
 
