@@ -8,6 +8,7 @@ import torch
 
 import metrics.__main__ as metrics_main
 import samplers.__main__ as samplers_main
+from models.chains import smooth_chain
 from models.sedd import SEDD, SEDDConfig
 from pipeline.build import build_model
 from pipeline.runs import FORMAT_VERSION
@@ -151,11 +152,15 @@ def test_a_schedule_searched_under_other_defaults_is_refused(make_cfg, sampling_
 @pytest.mark.parametrize("over", [
     ("experiment=count", "sampler=kgillespie"), ("experiment=count", "sampler=dus"),
     ("experiment=count", "sampler=euler"), ("experiment=count_uniform", "sampler=tau_leaping", "multi_jump=last"),
-    ("experiment=count_uniform", "sampler=euler", "final_step=argmax")])
-def test_a_fresh_jys_schedule_is_what_searched_as_expects(make_cfg, over):
+    ("experiment=count_uniform", "sampler=euler", "final_step=argmax"), ("experiment=chain_gauss", "sampler=euler"),
+    ("experiment=chain_gauss", "sampler=tau_leaping")])
+def test_a_fresh_jys_schedule_is_what_searched_as_expects(make_cfg, tmp_path, over):
     """searched_as re-derives what each search writes for the label 'jys': a schedule just searched for a config is
-    never refused to it (count grids, DUS's order, the grid's end, a step rule), and τ-leaping's
+    never refused to it (count grids, DUS's order, the grid's end, a step rule, an ordinal kernel), and τ-leaping's
     two multi-jump rules share one schedule."""
+    if "experiment=chain_gauss" in over:  # an ordinal kernel on a smooth chain of 17 states
+        smooth_chain().save(tmp_path / "chain.npz")
+        over = (*over, f"oracle.chain_file={tmp_path / 'chain.npz'}")
     cfg = make_cfg(*over, "model=oracle", "nfe=2", "experiment.length=8", "experiment.data=null", "jys.lattice=4",
                    "jys.lattice_samples=4")
     model = build_model(cfg)
