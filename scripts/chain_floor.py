@@ -16,6 +16,7 @@ import torch
 
 from metrics.sequences import bigram_tv, chain_nll
 from pipeline.build import oracle_setup
+from pipeline.experiment import experiment_of
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     if a.num < 1 or a.draws < 2:
         p.error(f"--num {a.num} --draws {a.draws}: expected at least 1 sequence and 2 sets")
     _, cfg, model = oracle_setup(a.experiment, "euler", overrides)
-    if int(cfg.experiment.get("prefix", 0) or 0):
+    if experiment_of(cfg).prefix:  # experiment.condition.prefix, resolved as every stage reads it
         p.error(f"{a.experiment} has a condition prefix: its floor is the music protocol's, not this one")
     floor = float(cfg.oracle.floor)
     chain, L = model.data_chain.mixed(floor), int(cfg.experiment.length)
