@@ -26,6 +26,7 @@ import torch
 from common.progress import progress as progress_bar
 from models.protocol import concrete_ratios
 from samplers.schedules import first_count
+from samplers.steps import inverse_cdf
 from samplers.unmasking import count_times, dilated_order
 
 F64 = torch.float64
@@ -54,18 +55,8 @@ def resolve_order(order: str, sampler: str) -> str:
     return order
 
 
-def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 512, weights: torch.Tensor | None = None,
-                max_bytes: int = 2**30, progress: bool = False) -> tuple[torch.Tensor, int]:
-    """D [L + 1, L + 1] float64: D[k, k′] = Σ_{j=k}^{k′−1} KL(p(x_{o_j} | X_j) ‖ p(x_{o_j} | X_k)), its mean over the
-    sequences of x0 [M, L] (or their mean under `weights` [M], summing to 1), for k < k′ (0 elsewhere); and the
-    model calls taken. order: a permutation of the positions [L], or one per sequence [M, L]. Reads are taken from
-    count L − 1 down to 0, so each slot's refined law p(x_{o_j} | X_j) is kept (float64, L·M·S0 numbers, at most
-    max_bytes) when the coarse reads of the counts below it arrive."""
-    process = model.process
-    mask = process.kernel.mask
-    if mask is None:
-        raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
-    M, L = x0.shape
+def _checked_order(order, M: int, L: int) -> torch.Tensor:
+    """The order as [M, L] long, one permutation of the L positions per sequence (an [L] one repeated)."""
     order = torch.as_tensor(order, dtype=torch.long)
     shape = list(order.shape)
     if order.dim() == 1 and shape == [L]:
@@ -73,6 +64,23 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
     if list(order.shape) != [M, L] or not torch.equal(order.sort(1).values, torch.arange(L).expand(M, L)):
         raise ValueError(f"the order must be a permutation of the {L} positions ([L] or one per sequence [{M}, {L}]), "
                          f"got shape {shape}: {order.reshape(-1)[:8].tolist()}…")
+    return order
+
+
+def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 512, weights: torch.Tensor | None = None,
+                max_bytes: int = 2**30, progress: bool = False, per_sequence: bool = False) -> tuple[torch.Tensor, int]:
+    """D [L + 1, L + 1] float64: D[k, k′] = Σ_{j=k}^{k′−1} KL(p(x_{o_j} | X_j) ‖ p(x_{o_j} | X_k)), its mean over the
+    sequences of x0 [M, L] (or their mean under `weights` [M], summing to 1), for k < k′ (0 elsewhere); and the
+    model calls taken. order: a permutation of the positions [L], or one per sequence [M, L]. Reads are taken from
+    count L − 1 down to 0, so each slot's refined law p(x_{o_j} | X_j) is kept (float64, L·M·S0 numbers, at most
+    max_bytes) when the coarse reads of the counts below it arrive. per_sequence: D of each sequence [M, L + 1, L + 1]
+    instead of their mean (weights unused), for paired comparisons of grids."""
+    process = model.process
+    mask = process.kernel.mask
+    if mask is None:
+        raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
+    M, L = x0.shape
+    order = _checked_order(order, M, L)
     if L * M * mask * 8 > max_bytes:
         raise ValueError(f"J for a fixed order keeps every slot's refined law: {L} × {M} sequences × {mask} states in "
                          f"float64 is {L * M * mask * 8 / 2**30:.2f} GiB, above jys.max_bytes ({max_bytes / 2**30:.2f} "
@@ -80,7 +88,7 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
     w = torch.full((M,), 1.0 / M, dtype=F64) if weights is None else torch.as_tensor(weights, dtype=F64)
     times = count_times(torch.arange(L), process, L)  # the sampler's time at each count
     fine = torch.empty(L, M, mask, dtype=F64)  # fine[j]: p(x_{o_j} | X_j), from the read at count j
-    D = torch.zeros(L + 1, L + 1, dtype=F64)
+    D = torch.zeros(M if per_sequence else 1, L + 1, L + 1, dtype=F64)
     calls = 0
     bar = progress_bar(total=L, desc="JYS order reads", leave=False, enabled=progress)
     for k in range(L - 1, -1, -1):
@@ -96,10 +104,85 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
             fine[k, b:b + batch_size] = probs[:, 0]
             f = fine[k:, b:b + batch_size].transpose(0, 1)  # [B, L − k, S0]
             kl = torch.where(f > 0, f * (torch.log(f.clamp_min(1e-300)) - torch.log(probs.clamp_min(1e-300))), 0.0).sum(-1)
-            D[k, k + 1:] += (w[b:b + batch_size, None] * kl.cumsum(1)).sum(0)  # the slot j = k term is 0: one read
+            if per_sequence:
+                D[b:b + batch_size, k, k + 1:] = kl.cumsum(1)  # the slot j = k term is 0: one read
+            else:
+                D[0, k, k + 1:] += (w[b:b + batch_size, None] * kl.cumsum(1)).sum(0)
         bar.update(1)
     bar.close()
-    return D, calls
+    return (D if per_sequence else D[0]), calls
+
+
+def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: list[tuple[int, int]] | None = None,
+                        seed: int = 0, batch_size: int = 512, weights: torch.Tensor | None = None,
+                        progress: bool = False, per_sequence: bool = False) -> tuple[torch.Tensor, int]:
+    """D_s [L + 1, L + 1] float64: J's step terms in the sampler's direction. The coarse step from count k draws the
+    tokens y of slots k … k′ − 1 each from q_j = p(x_{o_j} | X_k); the refined path reveals them one per call, slot
+    j from p(x_{o_j} | X_k, y_k … y_{j−1}). The chain rule read on the coarse step's own tokens gives
+
+        D_s(k, k′) = E_{y ~ coarse} Σ_{j=k}^{k′−1} KL( q_j ‖ p(x_{o_j} | X_k, y_k … y_{j−1}) ),
+
+    the KL of the coarse step's law of those tokens from the refined path's, given X_k (KL(coarse ‖ refined), where
+    order_terms is KL(refined ‖ coarse)): it charges the coarse step for drawing together tokens the refined path
+    would rarely draw together (a sample's cross-entropy pays that), where order_terms charges it for missing
+    combinations the refined path makes. One y per sequence and start (seeded by `seed` and k), each KL over x_{o_j}
+    exact. X_k comes from x0 [M, L] (the data standing for the sampler's states); J = Σ_i D_s(k_{i−1}, k_i) is
+    additive over steps, so the DP over counts applies. starts: (k, end) pairs, D_s[k, k′] filled for k < k′ ≤ end
+    (default every k with end L); the rest is 0. Cost: one read at each k and one per j in k + 1 … end − 1, per
+    batch of sequences (L(L + 1)/2 reads for the whole table, against order_terms' L); returns D_s (per_sequence:
+    each sequence's [M, L + 1, L + 1], weights unused) and those reads."""
+    process = model.process
+    mask = process.kernel.mask
+    if mask is None:
+        raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
+    M, L = x0.shape
+    order = _checked_order(order, M, L)
+    starts = [(k, L) for k in range(L)] if starts is None else [(int(k), int(e)) for k, e in starts]
+    for k, e in starts:
+        if not 0 <= k < e <= L:
+            raise ValueError(f"a start (k, end) must have 0 <= k < end <= {L}, got ({k}, {e})")
+    w = torch.full((M,), 1.0 / M, dtype=F64) if weights is None else torch.as_tensor(weights, dtype=F64)
+    times = count_times(torch.arange(L), process, L)
+    D = torch.zeros(M, L + 1, L + 1, dtype=F64)
+    reads = 0
+
+    def slot_laws(x: torch.Tensor, slots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """p(x_{o_j} | x) at each sequence's slots [B, n] (positions masked in x), read at times t [B]."""
+        probs = []
+        for b in range(0, x.shape[0], batch_size):
+            xb, pos, tb = x[b:b + batch_size], slots[b:b + batch_size], t[b:b + batch_size]
+            out = model(xb, tb)
+            values = out.values.gather(1, pos[..., None].expand(-1, -1, out.values.shape[-1]))
+            ratio = concrete_ratios(type(out)(out.kind, values), xb.gather(1, pos), tb, process)[..., :mask]
+            probs.append(ratio / ratio.sum(-1, keepdim=True))
+        return torch.cat(probs)
+
+    bar = progress_bar(total=len(starts), desc="JYS order reads (sampler's direction)", leave=False, enabled=progress)
+    for k, end in starts:
+        pos = order[:, k:end]  # slots k … end − 1
+        xk = x0.scatter(1, order[:, k:], mask)  # X_k
+        q = slot_laws(xk, pos, times[k].expand(M))  # [M, end − k, S0]
+        reads += -(-M // batch_size)
+        n = end - k - 1  # slots k + 1 … end − 1 get a refined read
+        if n > 0:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + k)
+            u = torch.rand((L - k, M, 1), generator=g, dtype=F64)[:n].transpose(0, 1).contiguous()  # slot j's uniform, whatever the end
+            y = inverse_cdf(q[:, :-1], u)  # coarse tokens of slots k … end − 2
+            # context c (of n): X_k with slots k … k + c filled by y; read at count k + c + 1 for slot k + c + 1
+            filled = torch.arange(n)[:, None] >= torch.arange(n)[None, :]  # [n contexts, n slots]
+            xs = xk[None].expand(n, M, L).clone()
+            vals = torch.where(filled[:, None, :], y[None], mask)  # [n, M, n]
+            xs.scatter_(2, pos[None, :, :n].expand(n, M, n), vals)
+            xs = xs.reshape(n * M, L)
+            nxt = pos[:, 1:].T.reshape(n * M, 1)  # slot k + c + 1 of each context
+            p = slot_laws(xs, nxt, times[k + 1:end].repeat_interleave(M))[:, 0].reshape(n, M, -1)
+            reads += -(-(n * M) // batch_size)
+            qj = q[:, 1:].transpose(0, 1)  # [n, M, S0]
+            kl = torch.where(qj > 0, qj * (torch.log(qj.clamp_min(1e-300)) - torch.log(p.clamp_min(1e-300))), 0.0).sum(-1)
+            D[:, k, k + 2:end + 1] = kl.T.cumsum(1)
+        bar.update(1)
+    bar.close()
+    return (D if per_sequence else (w[:, None, None] * D).sum(0)), reads
 
 
 ROUNDING = 1e-12  # nats: D is rounded to this before the DP (named in the cache key)

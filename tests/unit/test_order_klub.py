@@ -1,17 +1,23 @@
 """J for samplers that reveal positions in a fixed order (jys.order): against the KL of the two reveal paths by
-enumeration, and its DP against brute force."""
+enumeration, and its DP against brute force; in the sampler's direction; scripts/order_j.py on the oracle."""
+import importlib.util
 import itertools
+import json
 import math
 
+import numpy as np
 import pytest
 import scipy.stats
 import torch
 
+from conftest import ROOT
 from jys.lattice import optimal_grids
 from jys.order import order_table, order_terms, resolve_order
 from models.chains import MarkovChain
 from models.oracle import OracleModel
 from models.process import make_process
+from pipeline.build import build_model, compose_config
+from pipeline.experiment import experiment_of
 from samplers.unmasking import dilated_order
 
 F64 = torch.float64
@@ -152,3 +158,91 @@ def test_order_setting_resolves_per_sampler_and_refuses_unknown_names():
             order_terms(model, states[:4], wrong)
     with pytest.raises(ValueError, match="above jys.max_bytes"):
         order_terms(model, states, dilated_order(4), max_bytes=1000)
+
+
+def _coarse_step_kl(states, truth, order: list[int], k: int, k2: int) -> float:
+    """E_{X_k ~ data} KL(coarse ‖ refined) of the step k → k2's tokens, by enumeration: the coarse step draws slots
+    k … k2 − 1 each from p(x_{o_j} | X_k), the refined path one per call given the slots before."""
+    given = order[:k]
+    total = 0.0
+    for key in set(tuple(s[given].tolist()) for s in states):
+        rows = (states[:, given] == torch.tensor(key)).all(1) if given else torch.ones(len(states), dtype=torch.bool)
+        weight = float(truth[rows].sum())
+        sub, w = states[rows], truth[rows] / truth[rows].sum()  # the law given X_k = key
+        for ys in itertools.product(range(3), repeat=k2 - k):
+            coarse = refined = 1.0
+            for i, y in enumerate(ys):
+                coarse *= float(_conditional(sub, w, [], order[k + i])[()][y])
+                before = order[k:k + i]
+                refined *= float(_conditional(sub, w, before, order[k + i])[tuple(ys[:i])][y]) if before else \
+                    float(_conditional(sub, w, [], order[k + i])[()][y])
+            if coarse > 0:
+                total += weight * coarse * math.log(coarse / refined)
+    return total
+
+
+def test_sampler_direction_terms_are_the_coarse_steps_kl_on_a_tiny_chain():
+    """D_s(k, k′) draws one coarse token set per sequence: with every state repeated R times (weight p(x)/R), its mean
+    is within 4 standard errors of the enumerated KL(coarse ‖ refined), and one token per call costs 0."""
+    from jys.order import sampler_order_terms
+
+    model, states, truth = _setup()
+    R = 300
+    x0, w = states.repeat_interleave(R, 0), truth.repeat_interleave(R) / R
+    order = dilated_order(4)  # 0 2 | 1 3
+    per, reads = sampler_order_terms(model, x0, order, seed=5, batch_size=4096, per_sequence=True)
+    assert reads == sum(math.ceil(len(x0) / 4096) + math.ceil((4 - k - 1) * len(x0) / 4096) for k in range(4))
+    D = (w[:, None, None] * per).sum(0)
+    for k, k2 in ((0, 2), (0, 4), (1, 4), (1, 3), (0, 3)):
+        exact = _coarse_step_kl(states, truth, order.tolist(), k, k2)
+        se = float(((w * (per[:, k, k2] - D[k, k2]) ** 2).sum() / len(states)).sqrt())  # ~R draws per state
+        assert exact > 1e-3 and abs(float(D[k, k2]) - exact) < 4 * se, (k, k2, float(D[k, k2]), exact, se)
+    assert float(per[:, 0, 1].abs().max()) == 0.0 and float(per[:, 3, 4].abs().max()) == 0.0
+    # positions 1 and 3 given 0 and 2: independent under a first-order chain, so revealing them together is free
+    assert _coarse_step_kl(states, truth, order.tolist(), 2, 4) == pytest.approx(0, abs=1e-12)
+    assert float(per[:, 2, 4].abs().max()) < 1e-12
+    # the weighted mean it returns without per_sequence, and a start's end cuts its row there
+    mean, _ = sampler_order_terms(model, x0, order, seed=5, batch_size=4096, weights=w)
+    assert torch.allclose(mean, D, rtol=1e-12, atol=1e-15)
+    short, _ = sampler_order_terms(model, x0, order, starts=[(0, 3)], seed=5, batch_size=4096, weights=w)
+    assert float(short[0, 3]) == pytest.approx(float(D[0, 3]), rel=1e-12) and float(short[0, 4]) == 0.0
+    with pytest.raises(ValueError, match=r"0 <= k < end <= 4, got \(2, 2\)"):
+        sampler_order_terms(model, x0[:4], order, starts=[(2, 2)])
+
+
+def order_j_script():
+    spec = importlib.util.spec_from_file_location("order_j", ROOT / "scripts" / "order_j.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_order_j_on_the_models_law_is_the_exact_kl(tmp_path):
+    """Read on the model's own law (DUS revealing one token per call: the data's law under the oracle), each grid's
+    mean J is the enumerated KL of its sampler's output from the data, and in the sampler's direction the enumerated
+    sum of its steps' KL(coarse ‖ refined), within 4 standard errors; the paired differences are per sequence."""
+    chain = tmp_path / "chain.npz"
+    np.savez(chain, initial=np.array([0.5, 0.3, 0.2]),
+             transition=np.array([[0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.7, 0.2, 0.1]]))
+    over = ["experiment=chain", "model=oracle", f"oracle.chain_file={chain}", "experiment.length=4"]
+    out = tmp_path / "order-j.json"
+    order_j_script().main([*over, "--grids", "two=counts:0,2,4", "one=counts:0,4", "counts:0,1,3,4", "--states", "model",
+                           "--num", "4000", "--batch-size", "4000", "--out", str(out)])
+    record = json.loads(out.read_text())
+    cfg = compose_config(over)
+    model = build_model(cfg, experiment_of(cfg))
+    states = torch.tensor(list(itertools.product(range(3), repeat=4)), dtype=torch.long)
+    truth = model.chain.log_prob(states).exp()
+    truth = truth / truth.sum()
+    order = dilated_order(4).tolist()
+    assert list(record["grids"]) == ["two", "one", "counts:0,1,3,4"]
+    for name, row in record["grids"].items():
+        counts = row["counts"]
+        exact = _exact_kl(states, truth, order, counts)
+        reverse = sum(_coarse_step_kl(states, truth, order, a, b) for a, b in zip(counts, counts[1:]))
+        assert exact > 0.01 and abs(row["J_refined_mean"] - exact) < 4 * row["J_refined_se"], (name, row, exact)
+        assert abs(row["J_sampler_mean"] - reverse) < 4 * row["J_sampler_se"], (name, row, reverse)
+        assert abs(row["J_refined_mean"] - np.mean(row["J_refined"])) < 1e-12 and len(row["J_refined"]) == 4000
+        diff = np.array(row["J_sampler"]) - np.array(record["grids"]["two"]["J_sampler"])
+        assert abs(row["J_sampler_diff"] - diff.mean()) < 1e-12
+        assert abs(sum(row["steps_refined"]) - row["J_refined_mean"]) < 1e-9
