@@ -115,7 +115,8 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
 
 def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: list[tuple[int, int]] | None = None,
                         seed: int = 0, batch_size: int = 512, weights: torch.Tensor | None = None,
-                        progress: bool = False, per_sequence: bool = False) -> tuple[torch.Tensor, int]:
+                        progress: bool = False, per_sequence: bool = False, max_bytes: int = 2**30
+                        ) -> tuple[torch.Tensor, int]:
     """D_s [L + 1, L + 1] float64: J's step terms in the sampler's direction. The coarse step from count k draws the
     tokens y of slots k … k′ − 1 each from q_j = p(x_{o_j} | X_k); the refined path reveals them one per call, slot
     j from p(x_{o_j} | X_k, y_k … y_{j−1}). The chain rule read on the coarse step's own tokens gives
@@ -130,7 +131,8 @@ def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: li
     additive over steps, so the DP over counts applies. starts: (k, end) pairs, D_s[k, k′] filled for k < k′ ≤ end
     (default every k with end L); the rest is 0. Cost: one read at each k and one per j in k + 1 … end − 1, per
     batch of sequences (L(L + 1)/2 reads for the whole table, against order_terms' L); returns D_s (per_sequence:
-    each sequence's [M, L + 1, L + 1], weights unused) and those reads."""
+    each sequence's [M, L + 1, L + 1], weights unused) and those reads. On x0 drawn from a grid's own output, the
+    steps of that grid read at its own counts, Σ_i D_s(k_{i−1}, k_i) is KL(grid output ‖ refined) by the chain rule."""
     process = model.process
     mask = process.kernel.mask
     if mask is None:
@@ -141,21 +143,32 @@ def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: li
     for k, e in starts:
         if not 0 <= k < e <= L:
             raise ValueError(f"a start (k, end) must have 0 <= k < end <= {L}, got ({k}, {e})")
+    longest = max(e - k for k, e in starts)
+    if 2 * M * longest * mask * 8 > max_bytes:  # a start's coarse laws, and as many context rows' copies of them
+        raise ValueError(f"the sampler's direction keeps a start's coarse laws twice: 2 × {M} sequences × {longest} slots "
+                         f"× {mask} states in float64 is {2 * M * longest * mask * 8 / 2**30:.2f} GiB, above max_bytes "
+                         f"({max_bytes / 2**30:.2f} GiB); read fewer sequences or shorter steps")
     w = torch.full((M,), 1.0 / M, dtype=F64) if weights is None else torch.as_tensor(weights, dtype=F64)
     times = count_times(torch.arange(L), process, L)
     D = torch.zeros(M, L + 1, L + 1, dtype=F64)
     reads = 0
 
-    def slot_laws(x: torch.Tensor, slots: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """p(x_{o_j} | x) at each sequence's slots [B, n] (positions masked in x), read at times t [B]."""
-        probs = []
+    def slot_laws(x: torch.Tensor, slots: torch.Tensor, t: torch.Tensor, against: torch.Tensor | None = None):
+        """p(x_{o_j} | x) at each sequence's slots [B, n] (positions masked in x), read at times t [B]; with `against`
+        [B, S0] (one slot per row), KL(against ‖ p) per row instead, so the reads' laws are never all held."""
+        parts = []
         for b in range(0, x.shape[0], batch_size):
             xb, pos, tb = x[b:b + batch_size], slots[b:b + batch_size], t[b:b + batch_size]
             out = model(xb, tb)
             values = out.values.gather(1, pos[..., None].expand(-1, -1, out.values.shape[-1]))
             ratio = concrete_ratios(type(out)(out.kind, values), xb.gather(1, pos), tb, process)[..., :mask]
-            probs.append(ratio / ratio.sum(-1, keepdim=True))
-        return torch.cat(probs)
+            probs = ratio / ratio.sum(-1, keepdim=True)
+            if against is not None:
+                a = against[b:b + batch_size]
+                probs = torch.where(a > 0, a * (a.clamp_min(1e-300).log() - probs[:, 0].clamp_min(1e-300).log()),
+                                    0.0).sum(-1)
+            parts.append(probs)
+        return torch.cat(parts)
 
     bar = progress_bar(total=len(starts), desc="JYS order reads (sampler's direction)", leave=False, enabled=progress)
     for k, end in starts:
@@ -175,10 +188,9 @@ def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: li
             xs.scatter_(2, pos[None, :, :n].expand(n, M, n), vals)
             xs = xs.reshape(n * M, L)
             nxt = pos[:, 1:].T.reshape(n * M, 1)  # slot k + c + 1 of each context
-            p = slot_laws(xs, nxt, times[k + 1:end].repeat_interleave(M))[:, 0].reshape(n, M, -1)
+            qj = q[:, 1:].transpose(0, 1).reshape(n * M, -1)  # the coarse law of each context's slot
+            kl = slot_laws(xs, nxt, times[k + 1:end].repeat_interleave(M), against=qj).reshape(n, M)
             reads += -(-(n * M) // batch_size)
-            qj = q[:, 1:].transpose(0, 1)  # [n, M, S0]
-            kl = torch.where(qj > 0, qj * (torch.log(qj.clamp_min(1e-300)) - torch.log(p.clamp_min(1e-300))), 0.0).sum(-1)
             D[:, k, k + 2:end + 1] = kl.T.cumsum(1)
         bar.update(1)
     bar.close()

@@ -29,6 +29,7 @@ from models.protocol import output_of
 from pipeline.build import build_model
 from pipeline.experiment import Experiment, experiment_of
 from pipeline.runs import FORMAT_VERSION, cache_key, dus_order, jys_label, order_tag, run_dir, schedule_path
+from samplers.loop import run_sampler
 from samplers.registry import COUNT_GRID, check_prefix_support, check_sampler, spec
 from samplers.schedules import (POWERS, beta, check_grid, cosine, first_count, power, times_from_counts, token_counts,
                                 uniform)
@@ -37,6 +38,7 @@ from samplers.unmasking import dilated_order, order_digest
 # auto | the published golden-section levels | J's exact optimum on a lattice | the Beta mask schedule's 2-D search
 SEARCHES = ("auto", "hierarchy", "lattice", "beta")
 REFINES = ("none", "onpolicy")  # jys.refine: after the lattice DP (jys.onpolicy)
+STATES = ("data", "model")  # jys.states: the sequences J for a fixed order is read on
 BETA_VALUES = tuple(round(0.1 * i, 1) for i in range(1, 11))  # arXiv 2509.13866's grid search: a, b ∈ {0.1, …, 1.0}
 
 
@@ -68,6 +70,7 @@ class JYSSettings:
     refine_samples: int = 64
     end: str = "auto"  # auto | eps | denoise: where the grid ends (jys.schedule.resolve_end)
     final_step: str = "sample"  # the samplers' noise removal (config final_step), which jys.end=denoise makes a step
+    states: str = "data"  # data | model: J for a fixed order read on the data's sequences or the model's own law
 
     @property
     def label(self) -> str:
@@ -115,12 +118,15 @@ def settings_from(cfg: DictConfig) -> JYSSettings:
         raise ValueError(f"jys.t_mix must lie in (eps, 1], got {t_mix}")
     weight = str(j.get("weight", "auto"))
     check_weight(weight)
+    states = str(j.get("states", "data"))
+    if states not in STATES:
+        raise ValueError(f"unknown jys.states {states!r}; expected one of {STATES}")
     return JYSSettings(search=s, kind=kind, weight=weight, rule=str(j.get("rule", "auto")),
                        lattice=lattice, lattice_samples=lattice_samples,
                        t_mix=None if t_mix is None else float(t_mix), multi_jump=str(cfg.get("multi_jump") or "reject"),
                        order=order, positions=None if positions is None else tuple(positions.tolist()),
                        refine=refine, refine_samples=refine_samples, end=end,
-                       final_step=str(cfg.get("final_step") or "sample"))
+                       final_step=str(cfg.get("final_step") or "sample"), states=states)
 
 
 def optimize_config(cfg: DictConfig, model=None) -> Path:
@@ -171,6 +177,10 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
         if settings.order != "auto":  # auto: the other searches take the uniform-position KLUB
             raise ValueError(f"jys.order={settings.order} is searched by jys.search=lattice (its J is additive over "
                              f"steps), not jys.search={settings.kind}")
+    if settings.states != "data":
+        raise ValueError(f"jys.states={settings.states} is read by J for a fixed order (sampler=dus, or kgillespie with "
+                         f"jys.order=shuffle, under jys.search=lattice); sampler={sampler} with jys.order="
+                         f"{settings.order} and jys.search={settings.kind} reads its J on the data's sequences")
     if settings.order != "auto" and family != "kgillespie":
         raise ValueError(f"jys.order={settings.order} is for count-grid samplers ({', '.join(COUNT_GRID)}); {sampler} "
                          "takes none")
@@ -477,10 +487,19 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
     if settings.positions is not None and len(settings.positions) != L:
         raise ValueError(f"unmask.order has {len(settings.positions)} positions; the experiment's length is {L}")
     mine = {"order_sha256": order_digest(torch.tensor(settings.positions))} if users else {}
+    if settings.states == "model":
+        if order_name == "shuffle":
+            raise ValueError("jys.states=model with jys.order=shuffle: k-Gillespie's own draws reveal in orders J does not "
+                             "read them in; use jys.states=data")
+        if first_count(model.process, L) > 1:
+            raise ValueError(f"jys.states=model draws the refined path one token per call, but no t < 1 reaches counts "
+                             f"1 … {first_count(model.process, L) - 1} of L={L}; use jys.states=data")
+        mine.update(states="model", draw_batch=s.batch_size)  # the draw's random stream runs batch by batch
     key, digest = cache_key("order", {
         "search": "order", "order": order_name, "model": identity, "experiment": experiment.config, "seed": s.seed,
         "lattice_samples": M, "data": experiment.identity(), "rounding": ROUNDING, **mine})
     table_file = out_dir / "schedules" / "search" / f"order-{order_name}-{digest}.json"
+    forwards = L * M * (2 if settings.states == "model" else 1)  # sequence reads: the table's, and the draw's
     saved = json.loads(table_file.read_text()) if table_file.is_file() else {}
     if saved.get("key") == key:
         print(f"reusing the order table {table_file}")
@@ -489,21 +508,29 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
     else:
         t0 = time.time()
         g = torch.Generator().manual_seed(s.seed)
-        x0 = experiment.sample_x0(M, g)
+        if settings.states == "model":  # the refined path's own law: the sampler revealing one token per call
+            drawn = run_sampler(model, sampler, times_from_counts(list(range(L + 1)), model.process, L), M, L, g,
+                                batch_size=s.batch_size, progress=s.progress,
+                                order=torch.tensor(settings.positions) if users else None)
+            x0, draw_calls = drawn.samples, int(sum(drawn.calls_per_batch))
+        else:
+            x0, draw_calls = experiment.sample_x0(M, g), 0
         # shuffle: one permutation per sequence, drawn after the sequences
         order = torch.tensor(settings.positions) if users else sampler_order(order_name, L, M, g)
         D, counts, calls = order_table(model, x0, order, s.batch_size, s.max_bytes, s.progress)
+        calls += draw_calls
         wall = time.time() - t0
         if dist.is_main():
             atomic_write_json(table_file, {"key": key, "D": _to_json(D.tolist()), "counts": counts,
-                                           "model_calls": calls, "sample_forwards": L * M, "wall_time": wall})
+                                           "model_calls": calls, "sample_forwards": forwards, "wall_time": wall})
         dist.barrier()
     path_idx, J = optimal_grids(D, nfe)[nfe]
-    record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler, "objective": f"order-{order_name}",
+    record = {"label": settings.label + ("-smodel" if settings.states == "model" else ""), "times": None, "nfe": nfe, "sampler": sampler,
+              "objective": f"order-{order_name}", **({"states": settings.states} if settings.states != "data" else {}),
               "search": "lattice", "order": order_name, "J": J, "process": experiment.config["process"],
               "experiment": experiment.name, "model": identity, "num_samples": M, "seed": s.seed,
               "lattice_points": len(counts), "state_file": str(table_file), "model_calls": calls,
-              "sample_forwards": L * M, "prefix": 0, "format_version": FORMAT_VERSION, "wall_time": wall}
+              "sample_forwards": forwards, "prefix": 0, "format_version": FORMAT_VERSION, "wall_time": wall}
     if order_name == "dus":  # the order J was computed for: a DUS run in another order refuses this schedule
         record["order_sha256"] = order_digest(torch.tensor(settings.positions) if users else dilated_order(L))
     return _write_schedule(out_dir, experiment, model, record, "kgillespie", [counts[i] for i in path_idx])

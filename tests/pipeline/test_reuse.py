@@ -1,6 +1,8 @@
 """Reuse never mixes models: cached samples, search levels and metrics records are keyed on the model's
 identity (weights or chain hash), the data's identity and FORMAT_VERSION."""
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +187,34 @@ def test_a_cache_key_equals_itself_read_back_from_its_file(tmp_path):
     assert cache_key("beta", {"values": [0.1, 0.2], "nested": {"points": [1, 2]}, "n": 3}) == (key, digest)
     with pytest.raises(ValueError, match="unknown cache kind 'betas'"):
         cache_key("betas", {})
+
+
+def test_order_search_on_the_models_own_law(make_cfg, tmp_path):
+    """jys.states=model: J for DUS's order read on the model's own law, drawn by DUS revealing one token per call from
+    the search's seed; its own label, table and cost; refused where J is not the fixed-order one."""
+    from jys.order import order_table
+    from samplers.loop import run_sampler
+    from samplers.schedules import times_from_counts
+    from samplers.unmasking import dilated_order
+
+    over = ("experiment=count", "sampler=dus", "model=oracle", "nfe=2", "experiment.length=8", "experiment.data=null",
+            "jys.lattice_samples=6", "jys.batch_size=4")
+    model = build_model(make_cfg(*over))
+    data = json.loads(optimize_config(make_cfg(*over), model).read_text())
+    path = optimize_config(make_cfg(*over, "jys.states=model"), model)
+    rec = json.loads(path.read_text())
+    assert path.name == "dus-jys-smodel-nfe2.json" and rec["label"] == "jys-smodel" and rec["states"] == "model"
+    assert "states" not in data and data["state_file"] != rec["state_file"]
+    x0 = run_sampler(model, "dus", times_from_counts(list(range(9)), model.process, 8), 6, 8,
+                     torch.Generator().manual_seed(0), batch_size=4, progress=False).samples
+    D, counts, calls = order_table(model, x0, dilated_order(8), batch_size=4)
+    table = json.loads(Path(rec["state_file"]).read_text())
+    assert table["D"] == [[v if math.isfinite(v) else None for v in row] for row in D.tolist()]
+    assert rec["model_calls"] == calls + 8 * 2 and rec["sample_forwards"] == 2 * 8 * 6
+    with pytest.raises(ValueError, match="jys.states=model is read by J for a fixed order"):
+        optimize_config(make_cfg(*over[:1], "sampler=euler", *over[2:], "jys.states=model"), model)
+    with pytest.raises(ValueError, match="unknown jys.states 'chain'"):
+        optimize_config(make_cfg(*over, "jys.states=chain"), model)
+    with pytest.raises(ValueError, match="jys.states=model with jys.order=shuffle"):
+        optimize_config(make_cfg(*over[:1], "sampler=kgillespie", *over[2:], "jys.order=shuffle", "jys.states=model"),
+                        model)

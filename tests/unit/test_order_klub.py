@@ -195,7 +195,7 @@ def test_sampler_direction_terms_are_the_coarse_steps_kl_on_a_tiny_chain():
     D = (w[:, None, None] * per).sum(0)
     for k, k2 in ((0, 2), (0, 4), (1, 4), (1, 3), (0, 3)):
         exact = _coarse_step_kl(states, truth, order.tolist(), k, k2)
-        se = float(((w * (per[:, k, k2] - D[k, k2]) ** 2).sum() / len(states)).sqrt())  # ~R draws per state
+        se = float((w ** 2 * (per[:, k, k2] - D[k, k2]) ** 2).sum().sqrt())  # the weighted mean's
         assert exact > 1e-3 and abs(float(D[k, k2]) - exact) < 4 * se, (k, k2, float(D[k, k2]), exact, se)
     assert float(per[:, 0, 1].abs().max()) == 0.0 and float(per[:, 3, 4].abs().max()) == 0.0
     # positions 1 and 3 given 0 and 2: independent under a first-order chain, so revealing them together is free
@@ -208,6 +208,35 @@ def test_sampler_direction_terms_are_the_coarse_steps_kl_on_a_tiny_chain():
     assert float(short[0, 3]) == pytest.approx(float(D[0, 3]), rel=1e-12) and float(short[0, 4]) == 0.0
     with pytest.raises(ValueError, match=r"0 <= k < end <= 4, got \(2, 2\)"):
         sampler_order_terms(model, x0[:4], order, starts=[(2, 2)])
+    with pytest.raises(ValueError, match="above max_bytes"):
+        sampler_order_terms(model, x0, order, max_bytes=1000)
+
+
+def test_sampler_direction_reads_each_context_at_its_counts_time():
+    """The oracle's conditionals do not depend on t: a model that records the reads must see each context read at
+    the time of its unmasked count (the coarse read at k, each refined one at k + c + 1), where dus_step reads."""
+    from jys.order import sampler_order_terms
+    from samplers.unmasking import count_times
+
+    base, _, _ = _setup()
+    process = make_process({"noise": {"name": "loglinear", "eps": 0.01}, "kernel": {"name": "absorbing", "num_states": 3}})
+    model = OracleModel(base.data_chain, process, floor=1e-3)
+    L = 200  # counts below first_count read at its time
+    seen = []
+
+    class Recording:
+        process = model.process
+
+        def __call__(self, x, t):
+            seen.extend(zip((x != model.process.kernel.mask).sum(1).tolist(), t.tolist()))
+            return model(x, t)
+
+    x0 = model.chain.sample(3, L, torch.Generator().manual_seed(0))
+    sampler_order_terms(Recording(), x0, dilated_order(L), starts=[(0, 4), (1, 3), (150, 156)], batch_size=2)
+    counts = torch.tensor([c for c, _ in seen])
+    assert sorted(set(counts.tolist())) == [0, 1, 2, 3, 150, 151, 152, 153, 154, 155]
+    assert torch.tensor([t for _, t in seen], dtype=F64).tolist() == \
+        pytest.approx(count_times(counts, model.process, L).tolist(), rel=1e-12)
 
 
 def order_j_script():
@@ -246,3 +275,25 @@ def test_order_j_on_the_models_law_is_the_exact_kl(tmp_path):
         diff = np.array(row["J_sampler"]) - np.array(record["grids"]["two"]["J_sampler"])
         assert abs(row["J_sampler_diff"] - diff.mean()) < 1e-12
         assert abs(sum(row["steps_refined"]) - row["J_refined_mean"]) < 1e-9
+    # --states own: each grid read on its own output, the sampler's direction is KL(grid output ‖ data)
+    from samplers.loop import run_sampler
+    from samplers.schedules import times_from_counts
+
+    files = []
+    for name, counts in (("two", [0, 2, 4]), ("steps", [0, 1, 3, 4])):
+        draws = run_sampler(model, "dus", times_from_counts(counts, model.process, 4), 4000, 4,
+                            torch.Generator().manual_seed(7), batch_size=4000, progress=False).samples
+        np.savez(tmp_path / f"{name}.npz", samples=draws.numpy())
+        files.append(f"{name}={tmp_path / f'{name}.npz'}")
+    own = tmp_path / "own.json"
+    order_j_script().main([*over, "--grids", "two=counts:0,2,4", "steps=counts:0,1,3,4", "--states", "own",
+                           "--samples", *files, "--num", "4000", "--batch-size", "4000", "--out", str(own)])
+    for name, row in json.loads(own.read_text())["grids"].items():
+        q = _sampler_law(states, truth, order, row["counts"])
+        exact = float((q * (q / truth).log()).sum())
+        assert exact > 0.01 and abs(row["J_sampler_mean"] - exact) < 4 * row["J_sampler_se"], (name, row, exact)
+    with pytest.raises(ValueError, match=r"--samples must name \['steps', 'two'\]"):
+        order_j_script().main([*over, "--grids", "two=counts:0,2,4", "steps=counts:0,1,3,4", "--states", "own",
+                               "--samples", files[0], "--num", "10"])
+    with pytest.raises(ValueError, match="--seed must be >= 1"):
+        order_j_script().main([*over, "--grids", "geometric:2", "--seed", "0"])
