@@ -178,9 +178,9 @@ def optimize(experiment: Experiment, model, settings: JYSSettings, nfe: int, sam
             raise ValueError(f"jys.order={settings.order} is searched by jys.search=lattice (its J is additive over "
                              f"steps), not jys.search={settings.kind}")
     if settings.states != "data":
-        raise ValueError(f"jys.states={settings.states} is read by J for a fixed order (sampler=dus, or kgillespie with "
-                         f"jys.order=shuffle, under jys.search=lattice); sampler={sampler} with jys.order="
-                         f"{settings.order} and jys.search={settings.kind} reads its J on the data's sequences")
+        raise ValueError(f"jys.states={settings.states} is read by J for DUS's fixed order (sampler=dus under "
+                         f"jys.search=lattice); sampler={sampler} with jys.order={settings.order} and jys.search="
+                         f"{settings.kind} reads its J on the data's sequences")
     if settings.order != "auto" and family != "kgillespie":
         raise ValueError(f"jys.order={settings.order} is for count-grid samplers ({', '.join(COUNT_GRID)}); {sampler} "
                          "takes none")
@@ -526,7 +526,8 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
         dist.barrier()
     path_idx, J = optimal_grids(D, nfe)[nfe]
     record = {"label": settings.label + ("-smodel" if settings.states == "model" else ""), "times": None, "nfe": nfe, "sampler": sampler,
-              "objective": f"order-{order_name}", **({"states": settings.states} if settings.states != "data" else {}),
+              "objective": f"order-{order_name}",
+              **({"states": "model", "draw_batch": s.batch_size} if settings.states == "model" else {}),
               "search": "lattice", "order": order_name, "J": J, "process": experiment.config["process"],
               "experiment": experiment.name, "model": identity, "num_samples": M, "seed": s.seed,
               "lattice_points": len(counts), "state_file": str(table_file), "model_calls": calls,

@@ -30,7 +30,7 @@ import torch
 
 from common.io import atomic_write_json
 from jys.order import order_terms, sampler_order_terms
-from pipeline.build import build_model, compose_config, setup_torch
+from pipeline.build import build_model, compose_config, model_identity, setup_torch
 from pipeline.experiment import experiment_of
 from samplers.loop import run_sampler
 from samplers.schedules import geometric_counts, times_from_counts, token_counts
@@ -58,17 +58,30 @@ def parse_grid(spec: str, length: int, process) -> tuple[str, list[int]]:
     return name or grid.split("/")[-1], counts
 
 
-def states(model, experiment, kind: str, num: int, seed: int, batch_size: int, samples: Path | None = None
-           ) -> torch.Tensor:
+def own_samples(path: Path, model, length: int, num: int, counts: list[int]) -> torch.Tensor:
+    """The first `num` samples of a samples file, checked to be DUS's output on these counts from this model."""
+    z = np.load(path)
+    x = torch.as_tensor(z["samples"]).long()
+    if x.dim() != 2 or x.shape[1] != length or len(x) < num:
+        raise ValueError(f"{path}: expected at least {num} samples of length {length}, got shape {list(x.shape)}")
+    times = times_from_counts(counts, model.process, length)
+    if str(z["sampler"]) != "dus" or int(z["prefix"]) != 0 or z["times"].shape != tuple(times.shape) or \
+            not np.allclose(z["times"], times.numpy(), rtol=0, atol=1e-12):
+        raise ValueError(f"{path}: not DUS on the counts {counts} (sampler {z['sampler']}, prefix {z['prefix']}, "
+                         f"times {np.round(z['times'], 4).tolist()})")
+    if json.loads(str(z["model_identity"])) != model_identity(model):
+        raise ValueError(f"{path}: drawn by another model ({z['model_identity']}), not {model_identity(model)}")
+    return x[:num]
+
+
+def states(model, experiment, kind: str, num: int, seed: int, batch_size: int, samples: Path | None = None,
+           counts: list[int] | None = None) -> torch.Tensor:
     """The sequences steps are read on: the data's, the model's own law in DUS's order (one token per call), or the
     first `num` of a grid's samples (own)."""
     L = experiment.length
     g = torch.Generator().manual_seed(seed)
     if kind == "own":
-        x = torch.as_tensor(np.load(samples)["samples"]).long()
-        if x.dim() != 2 or x.shape[1] != L or len(x) < num:
-            raise ValueError(f"{samples}: expected at least {num} samples of length {L}, got shape {list(x.shape)}")
-        return x[:num]
+        return own_samples(samples, model, L, num, counts)
     if kind == "data":
         return experiment.sample_x0(num, g)
     times = times_from_counts(list(range(L + 1)), model.process, L)
@@ -94,7 +107,11 @@ def main(argv: list[str] | None = None) -> Path:
     model = build_model(cfg, experiment)
     L = experiment.length
     grids = dict(parse_grid(s, L, model.process) for s in args.grids)
+    if any("=" not in spec for spec in args.samples):
+        raise ValueError(f"--samples takes NAME=FILE.npz, got {args.samples}")
     files = dict(spec.split("=", 1) for spec in args.samples)
+    if (args.states == "own") != bool(files):
+        raise ValueError("--samples goes with --states own (each grid read on its own samples), and only with it")
     if args.states == "own" and set(files) != set(grids):
         raise ValueError(f"--states own reads each grid on its own samples: --samples must name {sorted(grids)} "
                          f"(NAME=FILE.npz), got {sorted(files)}")
@@ -107,7 +124,7 @@ def main(argv: list[str] | None = None) -> Path:
         fwd = None if shared is None else order_terms(model, shared, order, args.batch_size, per_sequence=True)[0]
         for name, counts in grids.items():
             x0 = shared if shared is not None else states(model, experiment, "own", args.num, args.seed,
-                                                          args.batch_size, Path(files[name]))
+                                                          args.batch_size, Path(files[name]), counts)
             steps = list(zip(counts, counts[1:]))
             # uniforms seeded seed·1000003 + k, the same for every grid (k = 0 would share seed 0's states' stream)
             rev, _ = sampler_order_terms(model, x0, order, starts=steps, seed=args.seed,
@@ -127,7 +144,9 @@ def main(argv: list[str] | None = None) -> Path:
             v = torch.tensor(r[key], dtype=F64)
             base = torch.tensor(rows[first][key], dtype=F64)
             r[key + "_mean"], r[key + "_se"] = float(v.mean()), float(v.std() / math.sqrt(len(v)))
-            if args.states == "own":  # different sequences: the two means' errors add
+            if name == first:
+                r[key + "_diff"], r[key + "_diff_se"] = 0.0, 0.0
+            elif args.states == "own":  # different sequences: the two means' errors add
                 r[key + "_diff"] = float(v.mean() - base.mean())
                 r[key + "_diff_se"] = math.hypot(r[key + "_se"], float(base.std() / math.sqrt(len(base))))
             else:

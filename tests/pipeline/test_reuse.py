@@ -204,6 +204,7 @@ def test_order_search_on_the_models_own_law(make_cfg, tmp_path):
     path = optimize_config(make_cfg(*over, "jys.states=model"), model)
     rec = json.loads(path.read_text())
     assert path.name == "dus-jys-smodel-nfe2.json" and rec["label"] == "jys-smodel" and rec["states"] == "model"
+    assert rec["draw_batch"] == 4
     assert "states" not in data and data["state_file"] != rec["state_file"]
     x0 = run_sampler(model, "dus", times_from_counts(list(range(9)), model.process, 8), 6, 8,
                      torch.Generator().manual_seed(0), batch_size=4, progress=False).samples
@@ -211,7 +212,7 @@ def test_order_search_on_the_models_own_law(make_cfg, tmp_path):
     table = json.loads(Path(rec["state_file"]).read_text())
     assert table["D"] == [[v if math.isfinite(v) else None for v in row] for row in D.tolist()]
     assert rec["model_calls"] == calls + 8 * 2 and rec["sample_forwards"] == 2 * 8 * 6
-    with pytest.raises(ValueError, match="jys.states=model is read by J for a fixed order"):
+    with pytest.raises(ValueError, match="jys.states=model is read by J for DUS.s fixed order"):
         optimize_config(make_cfg(*over[:1], "sampler=euler", *over[2:], "jys.states=model"), model)
     with pytest.raises(ValueError, match="unknown jys.states 'chain'"):
         optimize_config(make_cfg(*over, "jys.states=chain"), model)

@@ -283,15 +283,22 @@ def test_order_j_on_the_models_law_is_the_exact_kl(tmp_path):
     for name, counts in (("two", [0, 2, 4]), ("steps", [0, 1, 3, 4])):
         draws = run_sampler(model, "dus", times_from_counts(counts, model.process, 4), 4000, 4,
                             torch.Generator().manual_seed(7), batch_size=4000, progress=False).samples
-        np.savez(tmp_path / f"{name}.npz", samples=draws.numpy())
+        np.savez(tmp_path / f"{name}.npz", samples=draws.numpy(), sampler="dus", prefix=0,
+                 times=times_from_counts(counts, model.process, 4).numpy(), model_identity=json.dumps(model.identity()))
         files.append(f"{name}={tmp_path / f'{name}.npz'}")
     own = tmp_path / "own.json"
     order_j_script().main([*over, "--grids", "two=counts:0,2,4", "steps=counts:0,1,3,4", "--states", "own",
                            "--samples", *files, "--num", "4000", "--batch-size", "4000", "--out", str(own)])
+    assert json.loads(own.read_text())["grids"]["two"]["J_sampler_diff_se"] == 0.0  # the first grid against itself
     for name, row in json.loads(own.read_text())["grids"].items():
         q = _sampler_law(states, truth, order, row["counts"])
         exact = float((q * (q / truth).log()).sum())
         assert exact > 0.01 and abs(row["J_sampler_mean"] - exact) < 4 * row["J_sampler_se"], (name, row, exact)
+    with pytest.raises(ValueError, match=r"not DUS on the counts \[0, 1, 3, 4\]"):  # two's samples under steps' name
+        order_j_script().main([*over, "--grids", "steps=counts:0,1,3,4", "--states", "own", "--samples",
+                               f"steps={tmp_path / 'two.npz'}", "--num", "10"])
+    with pytest.raises(ValueError, match="--samples goes with --states own"):
+        order_j_script().main([*over, "--grids", "two=counts:0,2,4", "--samples", files[0], "--num", "10"])
     with pytest.raises(ValueError, match=r"--samples must name \['steps', 'two'\]"):
         order_j_script().main([*over, "--grids", "two=counts:0,2,4", "steps=counts:0,1,3,4", "--states", "own",
                                "--samples", files[0], "--num", "10"])
