@@ -25,7 +25,8 @@ import torch
 
 from common.progress import progress as progress_bar
 from models.protocol import concrete_ratios
-from samplers.schedules import first_count
+from samplers.loop import run_sampler
+from samplers.schedules import first_count, times_from_counts
 from samplers.steps import inverse_cdf
 from samplers.unmasking import count_times, dilated_order
 
@@ -67,6 +68,37 @@ def _checked_order(order, M: int, L: int) -> torch.Tensor:
     return order
 
 
+def _mask_state(model) -> int:
+    """The absorbing kernel's mask state (its data states are 0 … mask − 1); refused for other kernels."""
+    mask = model.process.kernel.mask
+    if mask is None:
+        raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
+    return mask
+
+
+def _slot_laws(model, x: torch.Tensor, slots: torch.Tensor, t: torch.Tensor, mask: int) -> torch.Tensor:
+    """p(x_{o_j} | x) at each sequence's slots [B, n] (masked in x), from one read at times t [B]: [B, n, S0] float64;
+    the float64 ratios are built for those positions alone."""
+    out = model(x, t)
+    values = out.values.gather(1, slots[..., None].expand(-1, -1, out.values.shape[-1]))
+    ratio = concrete_ratios(type(out)(out.kind, values), x.gather(1, slots), t, model.process)[..., :mask]
+    return ratio / ratio.sum(-1, keepdim=True)
+
+
+def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) over the last dimension (0 log 0 = 0)."""
+    return torch.where(p > 0, p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(1e-300))), 0.0).sum(-1)
+
+
+def refined_draw(model, sampler: str, num: int, length: int, generator: torch.Generator, batch_size: int,
+                 progress: bool = False, order: torch.Tensor | None = None):
+    """The refined path's own law: a fixed-order sampler revealing one token per call (DUS's order, or `order`),
+    `num` sequences as run_sampler draws them (its SampleResult)."""
+    times = times_from_counts(list(range(length + 1)), model.process, length)
+    return run_sampler(model, sampler, times, num, length, generator, batch_size=batch_size, progress=progress,
+                       order=order)
+
+
 def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 512, weights: torch.Tensor | None = None,
                 max_bytes: int = 2**30, progress: bool = False, per_sequence: bool = False) -> tuple[torch.Tensor, int]:
     """D [L + 1, L + 1] float64: D[k, k′] = Σ_{j=k}^{k′−1} KL(p(x_{o_j} | X_j) ‖ p(x_{o_j} | X_k)), its mean over the
@@ -75,10 +107,7 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
     count L − 1 down to 0, so each slot's refined law p(x_{o_j} | X_j) is kept (float64, L·M·S0 numbers, at most
     max_bytes) when the coarse reads of the counts below it arrive. per_sequence: D of each sequence [M, L + 1, L + 1]
     instead of their mean (weights unused), for paired comparisons of grids."""
-    process = model.process
-    mask = process.kernel.mask
-    if mask is None:
-        raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
+    process, mask = model.process, _mask_state(model)
     M, L = x0.shape
     order = _checked_order(order, M, L)
     if L * M * mask * 8 > max_bytes:
@@ -93,17 +122,13 @@ def order_terms(model, x0: torch.Tensor, order: torch.Tensor, batch_size: int = 
     bar = progress_bar(total=L, desc="JYS order reads", leave=False, enabled=progress)
     for k in range(L - 1, -1, -1):
         for b in range(0, M, batch_size):
-            pos = order[b:b + batch_size, k:]  # the masked positions; the float64 ratios are built for them alone
+            pos = order[b:b + batch_size, k:]  # the masked positions
             xb = x0[b:b + batch_size].scatter(1, pos, mask)
-            t = times[k].expand(xb.shape[0])
-            out = model(xb, t)
-            values = out.values.gather(1, pos[..., None].expand(-1, -1, out.values.shape[-1]))  # [B, L − k, S]
-            ratio = concrete_ratios(type(out)(out.kind, values), xb.gather(1, pos), t, process)[..., :mask]
-            probs = ratio / ratio.sum(-1, keepdim=True)  # p(x_{o_j} | X_k) for j = k … L − 1
+            probs = _slot_laws(model, xb, pos, times[k].expand(xb.shape[0]), mask)  # p(x_{o_j} | X_k), j = k … L − 1
             calls += 1
             fine[k, b:b + batch_size] = probs[:, 0]
             f = fine[k:, b:b + batch_size].transpose(0, 1)  # [B, L − k, S0]
-            kl = torch.where(f > 0, f * (torch.log(f.clamp_min(1e-300)) - torch.log(probs.clamp_min(1e-300))), 0.0).sum(-1)
+            kl = _kl(f, probs)
             if per_sequence:
                 D[b:b + batch_size, k, k + 1:] = kl.cumsum(1)  # the slot j = k term is 0: one read
             else:
@@ -133,10 +158,7 @@ def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: li
     batch of sequences (L(L + 1)/2 reads for the whole table, against order_terms' L); returns D_s (per_sequence:
     each sequence's [M, L + 1, L + 1], weights unused) and those reads. On x0 drawn from a grid's own output, the
     steps of that grid read at its own counts, Σ_i D_s(k_{i−1}, k_i) is KL(grid output ‖ refined) by the chain rule."""
-    process = model.process
-    mask = process.kernel.mask
-    if mask is None:
-        raise ValueError("an order of revealing is a property of absorbing kernels (count-grid samplers)")
+    process, mask = model.process, _mask_state(model)
     M, L = x0.shape
     order = _checked_order(order, M, L)
     starts = [(k, L) for k in range(L)] if starts is None else [(int(k), int(e)) for k, e in starts]
@@ -145,28 +167,22 @@ def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: li
             raise ValueError(f"a start (k, end) must have 0 <= k < end <= {L}, got ({k}, {e})")
     longest = max(e - k for k, e in starts)
     if 2 * M * longest * mask * 8 > max_bytes:  # a start's coarse laws, and as many context rows' copies of them
-        raise ValueError(f"the sampler's direction keeps a start's coarse laws twice: 2 × {M} sequences × {longest} slots "
-                         f"× {mask} states in float64 is {2 * M * longest * mask * 8 / 2**30:.2f} GiB, above max_bytes "
+        raise ValueError(f"the sampler's direction keeps a start's coarse laws twice: 2 × {M} sequences × {longest} "
+                         f"slots × {mask} states in float64 is {2 * M * longest * mask * 8 / 2**30:.2f} GiB, above max_bytes "
                          f"({max_bytes / 2**30:.2f} GiB); read fewer sequences or shorter steps")
     w = torch.full((M,), 1.0 / M, dtype=F64) if weights is None else torch.as_tensor(weights, dtype=F64)
     times = count_times(torch.arange(L), process, L)
     D = torch.zeros(M, L + 1, L + 1, dtype=F64)
     reads = 0
 
-    def slot_laws(x: torch.Tensor, slots: torch.Tensor, t: torch.Tensor, against: torch.Tensor | None = None):
+    def batched_laws(x: torch.Tensor, slots: torch.Tensor, t: torch.Tensor, against: torch.Tensor | None = None):
         """p(x_{o_j} | x) at each sequence's slots [B, n] (positions masked in x), read at times t [B]; with `against`
         [B, S0] (one slot per row), KL(against ‖ p) per row instead, so the reads' laws are never all held."""
         parts = []
         for b in range(0, x.shape[0], batch_size):
-            xb, pos, tb = x[b:b + batch_size], slots[b:b + batch_size], t[b:b + batch_size]
-            out = model(xb, tb)
-            values = out.values.gather(1, pos[..., None].expand(-1, -1, out.values.shape[-1]))
-            ratio = concrete_ratios(type(out)(out.kind, values), xb.gather(1, pos), tb, process)[..., :mask]
-            probs = ratio / ratio.sum(-1, keepdim=True)
+            probs = _slot_laws(model, x[b:b + batch_size], slots[b:b + batch_size], t[b:b + batch_size], mask)
             if against is not None:
-                a = against[b:b + batch_size]
-                probs = torch.where(a > 0, a * (a.clamp_min(1e-300).log() - probs[:, 0].clamp_min(1e-300).log()),
-                                    0.0).sum(-1)
+                probs = _kl(against[b:b + batch_size], probs[:, 0])
             parts.append(probs)
         return torch.cat(parts)
 
@@ -174,12 +190,13 @@ def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: li
     for k, end in starts:
         pos = order[:, k:end]  # slots k … end − 1
         xk = x0.scatter(1, order[:, k:], mask)  # X_k
-        q = slot_laws(xk, pos, times[k].expand(M))  # [M, end − k, S0]
+        q = batched_laws(xk, pos, times[k].expand(M))  # [M, end − k, S0]
         reads += -(-M // batch_size)
         n = end - k - 1  # slots k + 1 … end − 1 get a refined read
         if n > 0:
             g = torch.Generator().manual_seed(seed * 1_000_003 + k)
-            u = torch.rand((L - k, M, 1), generator=g, dtype=F64)[:n].transpose(0, 1).contiguous()  # slot j's uniform, whatever the end
+            # slot j's uniform, whatever the end: grids sharing a start share their coarse tokens
+            u = torch.rand((L - k, M, 1), generator=g, dtype=F64)[:n].transpose(0, 1).contiguous()
             y = inverse_cdf(q[:, :-1], u)  # coarse tokens of slots k … end − 2
             # context c (of n): X_k with slots k … k + c filled by y; read at count k + c + 1 for slot k + c + 1
             filled = torch.arange(n)[:, None] >= torch.arange(n)[None, :]  # [n contexts, n slots]
@@ -189,7 +206,7 @@ def sampler_order_terms(model, x0: torch.Tensor, order: torch.Tensor, starts: li
             xs = xs.reshape(n * M, L)
             nxt = pos[:, 1:].T.reshape(n * M, 1)  # slot k + c + 1 of each context
             qj = q[:, 1:].transpose(0, 1).reshape(n * M, -1)  # the coarse law of each context's slot
-            kl = slot_laws(xs, nxt, times[k + 1:end].repeat_interleave(M), against=qj).reshape(n, M)
+            kl = batched_laws(xs, nxt, times[k + 1:end].repeat_interleave(M), against=qj).reshape(n, M)
             reads += -(-(n * M) // batch_size)
             D[:, k, k + 2:end + 1] = kl.T.cumsum(1)
         bar.update(1)

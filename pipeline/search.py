@@ -20,7 +20,7 @@ from common.io import atomic_write_json
 from jys.klub import check_coarse_state, check_objective
 from jys.lattice import PathLattice, base_lattice, check_weight, lattice_size, optimal_grids
 from jys.onpolicy import OnPolicyJ
-from jys.order import ROUNDING, check_order, order_table, resolve_order, sampler_order
+from jys.order import ROUNDING, check_order, order_table, refined_draw, resolve_order, sampler_order
 from jys.schedule import (ENDS, best_grid, charged_times, dp_steps, grid_thetas, lattice_span, lattice_table,
                           objective_for, resolve_end, resolve_rule, resolve_weight)
 from jys.search import CountSearch, Level, SearchSettings, SearchState, TimeSearch, has_point
@@ -29,7 +29,6 @@ from models.protocol import output_of
 from pipeline.build import build_model
 from pipeline.experiment import Experiment, experiment_of
 from pipeline.runs import FORMAT_VERSION, cache_key, dus_order, jys_label, order_tag, run_dir, schedule_path
-from samplers.loop import run_sampler
 from samplers.registry import COUNT_GRID, check_prefix_support, check_sampler, spec
 from samplers.schedules import (POWERS, beta, check_grid, cosine, first_count, power, times_from_counts, token_counts,
                                 uniform)
@@ -75,7 +74,8 @@ class JYSSettings:
     @property
     def label(self) -> str:
         label = jys_label(self.search.objective, self.kind, self.weight, self.order)
-        return label if self.positions is None else label + order_tag(torch.tensor(self.positions))
+        label = label if self.positions is None else label + order_tag(torch.tensor(self.positions))
+        return label + ("-smodel" if self.states == "model" else "")  # J read on the model's own law
 
 
 def settings_from(cfg: DictConfig) -> JYSSettings:
@@ -489,8 +489,8 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
     mine = {"order_sha256": order_digest(torch.tensor(settings.positions))} if users else {}
     if settings.states == "model":
         if order_name == "shuffle":
-            raise ValueError("jys.states=model with jys.order=shuffle: k-Gillespie's own draws reveal in orders J does not "
-                             "read them in; use jys.states=data")
+            raise ValueError("jys.states=model with jys.order=shuffle: k-Gillespie's own draws reveal in orders J does "
+                             "not read them in; use jys.states=data")
         if first_count(model.process, L) > 1:
             raise ValueError(f"jys.states=model draws the refined path one token per call, but no t < 1 reaches counts "
                              f"1 … {first_count(model.process, L) - 1} of L={L}; use jys.states=data")
@@ -509,9 +509,8 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
         t0 = time.time()
         g = torch.Generator().manual_seed(s.seed)
         if settings.states == "model":  # the refined path's own law: the sampler revealing one token per call
-            drawn = run_sampler(model, sampler, times_from_counts(list(range(L + 1)), model.process, L), M, L, g,
-                                batch_size=s.batch_size, progress=s.progress,
-                                order=torch.tensor(settings.positions) if users else None)
+            drawn = refined_draw(model, sampler, M, L, g, s.batch_size, s.progress,
+                                 order=torch.tensor(settings.positions) if users else None)
             x0, draw_calls = drawn.samples, int(sum(drawn.calls_per_batch))
         else:
             x0, draw_calls = experiment.sample_x0(M, g), 0
@@ -525,7 +524,7 @@ def _optimize_order(experiment: Experiment, model, settings: JYSSettings, s: Sea
                                            "model_calls": calls, "sample_forwards": forwards, "wall_time": wall})
         dist.barrier()
     path_idx, J = optimal_grids(D, nfe)[nfe]
-    record = {"label": settings.label + ("-smodel" if settings.states == "model" else ""), "times": None, "nfe": nfe, "sampler": sampler,
+    record = {"label": settings.label, "times": None, "nfe": nfe, "sampler": sampler,
               "objective": f"order-{order_name}",
               **({"states": "model", "draw_batch": s.batch_size} if settings.states == "model" else {}),
               "search": "lattice", "order": order_name, "J": J, "process": experiment.config["process"],

@@ -9,8 +9,8 @@ own law (`--states model`: DUS revealing one token per call in its dilated order
 exactly KL(refined ‖ grid) of the grid's output, per sequence; `sampler_order_terms` reads each step in the other
 direction, KL(coarse step ‖ refined) on the coarse step's own tokens, what a sample's cross-entropy pays; read on a
 grid's own output (`--states own`, each grid's samples file given by --samples NAME=FILE.npz; J's direction is not
-read there), their sum over the grid's steps is exactly KL(grid output ‖ refined). This prints both for each named grid, each grid's difference from
-the first, paired by sequence where every grid reads the same sequences (data, model: the sampler's direction then
+read there), their sum over the grid's steps is exactly KL(grid output ‖ refined). This prints both for each named
+grid, each grid's difference from the first, paired by sequence where every grid reads the same sequences (data, model: the sampler's direction then
 draws the same uniforms per slot too; own: unpaired, the grids' samples differ) and each step's mean, and writes them
 to a JSON record.
 
@@ -29,10 +29,9 @@ import numpy as np
 import torch
 
 from common.io import atomic_write_json
-from jys.order import order_terms, sampler_order_terms
+from jys.order import order_terms, refined_draw, sampler_order_terms
 from pipeline.build import build_model, compose_config, model_identity, setup_torch
 from pipeline.experiment import experiment_of
-from samplers.loop import run_sampler
 from samplers.schedules import geometric_counts, times_from_counts, token_counts
 from samplers.unmasking import dilated_order
 
@@ -84,8 +83,7 @@ def states(model, experiment, kind: str, num: int, seed: int, batch_size: int, s
         return own_samples(samples, model, L, num, counts)
     if kind == "data":
         return experiment.sample_x0(num, g)
-    times = times_from_counts(list(range(L + 1)), model.process, L)
-    return run_sampler(model, "dus", times, num, L, g, batch_size=batch_size, progress=False).samples
+    return refined_draw(model, "dus", num, L, g, batch_size).samples
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -152,8 +150,8 @@ def main(argv: list[str] | None = None) -> Path:
             else:
                 d = v - base
                 r[key + "_diff"], r[key + "_diff_se"] = float(d.mean()), float(d.std() / math.sqrt(len(d)))
-            cells.append(f"{key} {r[key + '_mean']:7.3f} ± {r[key + '_se']:.3f}"
-                         + (f" (− {first} {r[key + '_diff']:+.3f} ± {r[key + '_diff_se']:.3f})" if name != first else ""))
+            diff = f" (− {first} {r[key + '_diff']:+.3f} ± {r[key + '_diff_se']:.3f})" if name != first else ""
+            cells.append(f"{key} {r[key + '_mean']:7.3f} ± {r[key + '_se']:.3f}{diff}")
         print(f"{name:>12s}  " + "  ".join(cells) + f"  counts {r['counts']}")
         print(" " * 14 + "per step: " + "  ".join(f"{d} {[round(v, 2) for v in r['steps_' + d]]}"
                                                 for d in ("refined", "sampler") if "steps_" + d in r))

@@ -219,7 +219,8 @@ def test_sampler_direction_reads_each_context_at_its_counts_time():
     from samplers.unmasking import count_times
 
     base, _, _ = _setup()
-    process = make_process({"noise": {"name": "loglinear", "eps": 0.01}, "kernel": {"name": "absorbing", "num_states": 3}})
+    process = make_process({"noise": {"name": "loglinear", "eps": 0.01},
+                            "kernel": {"name": "absorbing", "num_states": 3}})
     model = OracleModel(base.data_chain, process, floor=1e-3)
     L = 200  # counts below first_count read at its time
     seen = []
@@ -255,8 +256,8 @@ def test_order_j_on_the_models_law_is_the_exact_kl(tmp_path):
              transition=np.array([[0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.7, 0.2, 0.1]]))
     over = ["experiment=chain", "model=oracle", f"oracle.chain_file={chain}", "experiment.length=4"]
     out = tmp_path / "order-j.json"
-    order_j_script().main([*over, "--grids", "two=counts:0,2,4", "one=counts:0,4", "counts:0,1,3,4", "--states", "model",
-                           "--num", "4000", "--batch-size", "4000", "--out", str(out)])
+    order_j_script().main([*over, "--grids", "two=counts:0,2,4", "one=counts:0,4", "counts:0,1,3,4",
+                           "--states", "model", "--num", "4000", "--batch-size", "4000", "--out", str(out)])
     record = json.loads(out.read_text())
     cfg = compose_config(over)
     model = build_model(cfg, experiment_of(cfg))
